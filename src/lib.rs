@@ -1,0 +1,31 @@
+//! iterdeploy: iterative deployment of planners as reinforcement learning
+//! with an implicit reward, made checkable.
+//!
+//! # Module map
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`pddl`] | reading PDDL domains and problems into typed, resolved structures |
+//! | [`plan`] | plans as written (IPC format) |
+//! | [`extract`] | finding a plan in free-form model output |
+//! | [`validate`] | VAL-style sequential plan validation with explained failures |
+//! | [`task`] | grounding to a STRIPS task: dense facts and actions, bitset states |
+//! | [`cli`] | command-line front end (argument types → library calls) |
+//!
+//! # Claim → code
+//!
+//! | claim | where |
+//! |---|---|
+//! | the validator is the reward | [`validate::Validator`] |
+
+pub mod benchmarks;
+pub mod cli;
+pub mod error;
+pub mod extract;
+mod hashing;
+pub mod pddl;
+pub mod plan;
+pub mod task;
+pub mod validate;
+
+pub use error::{Error, Result};

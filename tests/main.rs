@@ -1,0 +1,6 @@
+//! The one integration-test binary (see Cargo.toml: every extra test binary
+//! links the crate again). Modules by purpose.
+
+mod common;
+mod pddl;
+mod validate;

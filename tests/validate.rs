@@ -1,0 +1,229 @@
+//! Plan validation: the whole shared benchmark set, and hand-checked cases
+//! for every failure kind and the known traps of sequential semantics.
+
+use crate::common::{ipc_benchmarks, read};
+use iterdeploy::pddl::{Domain, Problem, parse_domain, parse_problem};
+use iterdeploy::plan::parse_ipc_plan;
+use iterdeploy::validate::{FailureKind, Validator, Verdict};
+
+/// Every reference plan of the ten IPC 2023 learning-track domains is valid,
+/// and its length equals the `; cost = N (unit cost)` footer.
+#[test]
+fn every_shared_reference_plan_validates() {
+    let Some(root) = ipc_benchmarks() else { return };
+    let tasks = iterdeploy::benchmarks::collect(&root).unwrap();
+    assert_eq!(tasks.len(), 1577, "expected the full shared set");
+    let mut domains: std::collections::HashMap<_, Domain> = Default::default();
+    let mut checked = 0;
+    for t in &tasks {
+        let domain = domains.entry(t.domain.clone()).or_insert_with(|| {
+            parse_domain(&read(&t.domain), &t.domain.display().to_string()).unwrap()
+        });
+        let problem = parse_problem(&read(&t.problem), &t.problem.display().to_string(), domain)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(plan_path) = &t.plan else { continue };
+        let plan = parse_ipc_plan(&read(plan_path), &plan_path.display().to_string()).unwrap();
+        let v = Validator::new(domain, &problem).validate(&plan.steps);
+        assert!(v.valid, "{}: {:?}", plan_path.display(), v.failure);
+        assert_eq!(
+            Some(v.length as u64),
+            plan.claimed_cost,
+            "{}",
+            plan_path.display()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 1577);
+}
+
+/// A domain exercising typing, constants, negative preconditions, equality,
+/// action costs, an action without precondition and one that deletes and
+/// adds the same atom.
+const DOMAIN: &str = r#"
+(define (domain Traps)
+  (:requirements :strips :typing :negative-preconditions :equality :action-costs)
+  (:types room - place  place key - object)
+  (:constants Hall - room)
+  (:predicates (at ?p - place) (open ?r - room) (has ?k - key) (mark))
+  (:functions (total-cost) - number (dist ?a ?b - place) - number)
+  (:action move
+    :parameters (?from ?to - room)
+    :precondition (and (at ?from) (open ?to) (not (= ?from ?to)))
+    :effect (and (not (at ?from)) (at ?to) (increase (total-cost) (dist ?from ?to))))
+  (:action unlock
+    :parameters (?r - room ?k - key)
+    :precondition (and (has ?k) (not (open ?r)))
+    :effect (and (open ?r) (increase (total-cost) 2)))
+  (:action toggle
+    :parameters ()
+    :effect (and (not (mark)) (mark)))
+  (:action stay
+    :parameters (?r - room)
+    :precondition (at ?r)
+    :effect (and (not (at ?r)) (at ?r) (increase (total-cost) 1))))
+"#;
+
+const PROBLEM: &str = r#"
+(define (problem T1) (:domain traps)
+  (:objects kitchen - room k1 - key)
+  (:init (at hall) (open hall) (has k1)
+         (= (dist hall kitchen) 5) (= (dist kitchen hall) 5))
+  (:goal (and (at KITCHEN) (not (at hall))))
+  (:metric minimize (total-cost)))
+"#;
+
+fn traps() -> (Domain, Problem) {
+    let d = parse_domain(DOMAIN.as_bytes(), "traps-domain").unwrap();
+    let p = parse_problem(PROBLEM.as_bytes(), "traps-problem", &d).unwrap();
+    (d, p)
+}
+
+fn check(plan: &str) -> Verdict {
+    let (d, p) = traps();
+    let plan = parse_ipc_plan(plan.as_bytes(), "plan").unwrap();
+    Validator::new(&d, &p).validate(&plan.steps)
+}
+
+fn failure(plan: &str) -> (Option<usize>, FailureKind, Vec<String>) {
+    let v = check(plan);
+    assert!(!v.valid, "expected an invalid plan: {plan}");
+    let f = v.failure.unwrap();
+    (f.step, f.kind, f.literals)
+}
+
+#[test]
+fn valid_plan_with_costs_constants_and_upper_case() {
+    let v = check("(UNLOCK Kitchen K1)\n(move HALL kitchen)\n");
+    assert!(v.valid, "{:?}", v.failure);
+    assert_eq!((v.length, v.cost), (2, Some(7)));
+}
+
+#[test]
+fn delete_and_add_of_the_same_atom_leaves_it_true() {
+    // `stay` deletes and adds (at hall): it must still hold afterwards.
+    let v = check("(stay hall)\n(unlock kitchen k1)\n(stay hall)\n(move hall kitchen)");
+    assert!(v.valid, "{:?}", v.failure);
+    assert_eq!(v.cost, Some(1 + 2 + 1 + 5));
+    // `toggle` has no precondition and no parameters.
+    assert!(check("(toggle)\n(unlock kitchen k1)\n(move hall kitchen)").valid);
+}
+
+#[test]
+fn negative_precondition_blocks_a_second_unlock() {
+    let (step, kind, lits) = failure("(unlock kitchen k1)\n(unlock kitchen k1)");
+    assert_eq!(
+        (step, kind),
+        (Some(2), FailureKind::UnsatisfiedPrecondition)
+    );
+    assert_eq!(lits, ["(not (open kitchen))"]);
+}
+
+#[test]
+fn equality_precondition_is_checked() {
+    let (step, kind, lits) = failure("(move hall hall)");
+    assert_eq!(
+        (step, kind),
+        (Some(1), FailureKind::UnsatisfiedPrecondition)
+    );
+    assert_eq!(lits, ["(not (= hall hall))"]);
+}
+
+#[test]
+fn unsatisfied_positive_precondition_lists_every_missing_literal() {
+    let (step, kind, lits) = failure("(move kitchen hall)");
+    assert_eq!(
+        (step, kind),
+        (Some(1), FailureKind::UnsatisfiedPrecondition)
+    );
+    assert_eq!(lits, ["(at kitchen)"]);
+}
+
+#[test]
+fn each_syntax_and_binding_failure_kind() {
+    assert_eq!(
+        failure("(unlock kitchen k1)\nfoo bar").1,
+        FailureKind::UnparseableLine {
+            reason: "not an action `(name arg …)`".into()
+        }
+    );
+    assert_eq!(
+        failure("(fly hall kitchen)").1,
+        FailureKind::UnknownAction { name: "fly".into() }
+    );
+    assert_eq!(
+        failure("(move hall)").1,
+        FailureKind::WrongArity {
+            expected: 2,
+            found: 1
+        }
+    );
+    assert_eq!(
+        failure("(move hall garage)").1,
+        FailureKind::UnknownObject {
+            object: "garage".into()
+        }
+    );
+    let (step, kind, _) = failure("(unlock k1 k1)");
+    assert_eq!(step, Some(1));
+    assert_eq!(
+        kind,
+        FailureKind::TypeMismatch {
+            parameter: "?r".into(),
+            object: "k1".into(),
+            object_type: "key".into(),
+            expected_type: "room".into()
+        }
+    );
+}
+
+#[test]
+fn goal_failures_name_the_unmet_literals() {
+    let (step, kind, lits) = failure("");
+    assert_eq!((step, kind), (None, FailureKind::GoalNotReached));
+    assert_eq!(lits, ["(at kitchen)", "(not (at hall))"]);
+}
+
+#[test]
+fn a_plan_may_pass_the_goal_and_continue_but_must_end_in_it() {
+    assert!(check("(unlock kitchen k1)\n(move hall kitchen)\n(stay kitchen)").valid);
+    let (step, kind, _) = failure("(unlock kitchen k1)\n(move hall kitchen)\n(move kitchen hall)");
+    assert_eq!((step, kind), (None, FailureKind::GoalNotReached));
+}
+
+#[test]
+fn empty_plan_is_valid_iff_the_goal_holds_initially() {
+    let d = parse_domain(DOMAIN.as_bytes(), "d").unwrap();
+    let p = parse_problem(
+        b"(define (problem e) (:domain traps) (:init (at hall)) (:goal (at hall)))",
+        "p",
+        &d,
+    )
+    .unwrap();
+    let v = Validator::new(&d, &p).validate(&[]);
+    assert!(v.valid);
+    assert_eq!((v.length, v.cost), (0, Some(0)));
+}
+
+#[test]
+fn unit_cost_domains_count_steps() {
+    let d = parse_domain(
+        iterdeploy::cli::bundled::BLOCKSWORLD_DOMAIN.as_bytes(),
+        "bw",
+    )
+    .unwrap();
+    let p = parse_problem(
+        iterdeploy::cli::bundled::EXAMPLE_PROBLEM.as_bytes(),
+        "p",
+        &d,
+    )
+    .unwrap();
+    let plan = parse_ipc_plan(iterdeploy::cli::bundled::EXAMPLE_PLAN.as_bytes(), "plan").unwrap();
+    let v = Validator::new(&d, &p).validate(&plan.steps);
+    assert_eq!(
+        (v.valid, v.cost, plan.claimed_cost),
+        (true, Some(8), Some(8))
+    );
+    // Dropping the last step leaves (on d c) unmet.
+    let v = Validator::new(&d, &p).validate(&plan.steps[..7]);
+    assert_eq!(v.failure.unwrap().literals, ["(on d c)"]);
+}
