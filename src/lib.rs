@@ -25,6 +25,7 @@ pub mod extract;
 mod hashing;
 pub mod pddl;
 pub mod plan;
+pub mod rng;
 pub mod task;
 pub mod validate;
 

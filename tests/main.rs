@@ -2,5 +2,6 @@
 //! links the crate again). Modules by purpose.
 
 mod common;
+mod differential;
 mod pddl;
 mod validate;
