@@ -32,6 +32,87 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Ground a task and print its size (facts, operators, reachability).
     Ground(GroundArgs),
+    /// Generate seeded problems (and their plans) for a shipped domain.
+    Generate(GenerateArgs),
+    /// Find plans with the reference planner; every plan written validates.
+    Plan(PlanArgs),
+    /// Measure throughput beside the named peer, in the same run.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// blocksworld, rovers or sokoban.
+    pub domain: String,
+    /// Generator parameters, e.g. `--param blocks=5` (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Skip planning (no plans, no lengths in the manifest).
+    #[arg(long)]
+    pub no_plan: bool,
+    /// Seconds of optimal search per task before falling back to greedy search.
+    #[arg(long, default_value_t = 10.0)]
+    pub time_limit: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    pub domain: PathBuf,
+    /// Problem files, directories of `*.pddl`, or `manifest.csv` files
+    /// written by `generate`.
+    #[arg(required = true)]
+    pub problems: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "astar-hmax")]
+    pub algorithm: crate::search::Algorithm,
+    /// Shorthand for `--algorithm astar-hmax`.
+    #[arg(long, conflicts_with_all = ["satisficing", "algorithm"])]
+    pub optimal: bool,
+    /// Shorthand for `--algorithm gbfs-ff`.
+    #[arg(long, conflicts_with = "algorithm")]
+    pub satisficing: bool,
+    /// Seconds per problem.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
+    /// Expansions per problem.
+    #[arg(long)]
+    pub expansion_limit: Option<u64>,
+    /// Write `<problem>.plan` files and `plans.csv` here (always used when
+    /// more than one problem is given).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub what: BenchTarget,
+    /// The shared benchmark folder (domains with training/ and testing/).
+    #[arg(long, default_value = "../shared/benchmarks/ipc2023-learning")]
+    pub benchmarks: PathBuf,
+    /// Python of the peers' venv (`peers/setup-venv.sh` prints it); without
+    /// it only our side is measured.
+    #[arg(long, env = "ITERDEPLOY_PEER_PYTHON")]
+    pub peer_python: Option<PathBuf>,
+    /// Restrict to these domains (comma-separated folder names).
+    #[arg(long, value_delimiter = ',')]
+    pub domains: Vec<String>,
+    /// Restrict to these splits, e.g. `training/easy`.
+    #[arg(long, value_delimiter = ',')]
+    pub splits: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum BenchTarget {
+    /// Parse + validate every reference plan (peer: unified-planning).
+    Validate,
+    /// Parse + ground every task (peer: Fast Downward's translator).
+    Ground,
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +142,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         None => main_job(),
         Some(Command::Validate(args)) => validate_cmd(&args),
         Some(Command::Ground(args)) => ground_cmd(&args),
+        Some(Command::Generate(args)) => generate_cmd(&args),
+        Some(Command::Plan(args)) => plan_cmd(&args),
+        Some(Command::Bench(args)) => bench_cmd(&args),
     }
 }
 
@@ -208,4 +292,270 @@ fn ground_cmd(args: &GroundArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
+    use crate::bench;
+    let tasks: Vec<_> = crate::benchmarks::collect(&args.benchmarks)?
+        .into_iter()
+        .filter(|t| args.domains.is_empty() || args.domains.contains(&t.domain_name))
+        .filter(|t| args.splits.is_empty() || args.splits.contains(&t.split))
+        .collect();
+    if tasks.is_empty() {
+        anyhow::bail!(
+            "no tasks under {} match the filters",
+            args.benchmarks.display()
+        );
+    }
+    match args.what {
+        BenchTarget::Validate => {
+            let ours = bench::validate_all(&tasks)?;
+            println!("| tool | plans | steps | valid | seconds | plans/s | steps/s |");
+            println!("|---|---|---|---|---|---|---|");
+            let row = |name: &str, secs: f64, valid: usize| {
+                println!(
+                    "| {name} | {} | {} | {valid} | {secs:.3} | {:.0} | {:.0} |",
+                    ours.plans,
+                    ours.steps,
+                    ours.plans as f64 / secs,
+                    ours.steps as f64 / secs
+                )
+            };
+            row("iterdeploy", ours.seconds, ours.valid);
+            if let Some(py) = &args.peer_python {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/up_validate.py");
+                let (secs, valid) = bench::validate_all_peer(py, &script, &tasks)?;
+                row("unified-planning", secs, valid);
+                println!("\nspeed-up (end to end): {:.0}x", secs / ours.seconds);
+            }
+        }
+        BenchTarget::Ground => {
+            println!(
+                "| task | facts | operators | iterdeploy s | FD operators | FD translate s | ratio |"
+            );
+            println!("|---|---|---|---|---|---|---|");
+            let (mut ours_total, mut fd_total) = (0.0, 0.0);
+            for t in &tasks {
+                let g = bench::ground_one(t)?;
+                ours_total += g.seconds;
+                let fd = match &args.peer_python {
+                    Some(py) => Some(bench::ground_one_fast_downward(py, t)?),
+                    None => None,
+                };
+                let (fd_ops, fd_secs, ratio) = match fd {
+                    Some((s, ops)) => {
+                        fd_total += s;
+                        (
+                            ops.to_string(),
+                            format!("{s:.3}"),
+                            format!("{:.0}x", s / g.seconds),
+                        )
+                    }
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                println!(
+                    "| {}/{}/{} | {} | {} | {:.4} | {fd_ops} | {fd_secs} | {ratio} |",
+                    t.domain_name,
+                    t.split,
+                    t.problem.file_name().unwrap_or_default().to_string_lossy(),
+                    g.facts,
+                    g.operators,
+                    g.seconds
+                );
+            }
+            println!(
+                "\ntotal: iterdeploy {ours_total:.3}s over {} tasks",
+                tasks.len()
+            );
+            if args.peer_python.is_some() {
+                println!(
+                    "total: Fast Downward translator {fd_total:.3}s; speed-up {:.0}x",
+                    fd_total / ours_total
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Expands directories and generator manifests into problem files.
+fn problem_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "pddl"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else if p.extension().is_some_and(|e| e == "csv") {
+            let manifest = crate::generate::Manifest::read(p)?;
+            let base = p.parent().unwrap_or(Path::new("."));
+            out.extend(manifest.rows.iter().map(|r| base.join(&r.file)));
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
+    use crate::search::{Algorithm, Limits, solve};
+    let algorithm = if args.optimal {
+        Algorithm::AstarHmax
+    } else if args.satisficing {
+        Algorithm::GbfsFf
+    } else {
+        args.algorithm
+    };
+    if let Some(t) = args.time_limit {
+        if !(t.is_finite() && t > 0.0) {
+            anyhow::bail!("--time-limit must be a positive number of seconds, got {t}");
+        }
+    }
+    let limits = Limits {
+        time: args.time_limit.map(std::time::Duration::from_secs_f64),
+        expansions: args.expansion_limit,
+    };
+    let domain = read_domain(&args.domain)?;
+    let problems = problem_files(&args.problems)?;
+    let out_dir = match (&args.out, problems.len()) {
+        (Some(d), _) => Some(d.clone()),
+        (None, 1) => None,
+        (None, _) => anyhow::bail!("several problems need --out DIR for their plans"),
+    };
+    if let Some(d) = &out_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut csv = String::from(
+        "problem,outcome,length,cost,expanded,generated,evaluated,seconds,facts,operators\n",
+    );
+    let mut all_solved = true;
+    for path in &problems {
+        let problem = read_problem(path, &domain)?;
+        let sol = solve(&domain, &problem, algorithm, limits)?;
+        let r = &sol.result;
+        all_solved &= sol.ipc_text.is_some();
+        let stem = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        csv += &format!(
+            "{stem},{},{},{},{},{},{},{:.4},{},{}\n",
+            serde_json::to_value(&r.outcome)?.as_str().unwrap_or("?"),
+            r.plan.len(),
+            r.cost,
+            r.stats.expanded,
+            r.stats.generated,
+            r.stats.evaluated,
+            r.stats.seconds,
+            sol.facts,
+            sol.operators
+        );
+        eprintln!(
+            "{}: {:?}, length {}, cost {}; expanded {}, generated {}, evaluated {}, {:.3}s, {} states stored ({} KiB), peak RSS {}",
+            path.display(),
+            r.outcome,
+            r.plan.len(),
+            r.cost,
+            r.stats.expanded,
+            r.stats.generated,
+            r.stats.evaluated,
+            r.stats.seconds,
+            r.stats.stored_states,
+            r.stats.registry_bytes / 1024,
+            r.stats
+                .peak_rss_bytes
+                .map_or("?".into(), |b| format!("{} MiB", b >> 20)),
+        );
+        match (&out_dir, &sol.ipc_text) {
+            (Some(d), Some(text)) => {
+                crate::output::write_atomic(&d.join(format!("{stem}.plan")), text.as_bytes())?
+            }
+            (None, Some(text)) => print!("{text}"),
+            (_, None) => {}
+        }
+    }
+    if let Some(d) = &out_dir {
+        crate::output::write_atomic(&d.join("plans.csv"), csv.as_bytes())?;
+    }
+    Ok(if all_solved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
+    use crate::generate::{DomainKind, Manifest, ManifestRow, Params, generate};
+    use crate::output::write_atomic;
+    use crate::search::{Algorithm, Limits, solve};
+    let kind = DomainKind::from_name(&args.domain)?;
+    if args.count == 0 {
+        anyhow::bail!("--count must be at least 1");
+    }
+    if !(args.time_limit.is_finite() && args.time_limit > 0.0) {
+        anyhow::bail!(
+            "--time-limit must be a positive number of seconds, got {}",
+            args.time_limit
+        );
+    }
+    let mut params = Params::from_pairs(kind, &args.params)?;
+    let tasks = generate(kind, &mut params, args.count, args.seed)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write_atomic(&args.out.join("domain.pddl"), kind.domain_pddl().as_bytes())?;
+    let domain = kind.parse_domain();
+    let mut manifest = Manifest::default();
+    for (i, t) in tasks.iter().enumerate() {
+        let file = format!("{}.pddl", t.name);
+        write_atomic(&args.out.join(&file), t.pddl.as_bytes())?;
+        let mut row = ManifestRow {
+            file,
+            domain: kind.name().to_string(),
+            seed: args.seed,
+            index: i,
+            params: t.params.clone(),
+            plan_length: None,
+            plan_optimal: false,
+        };
+        if !args.no_plan {
+            let problem = crate::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain)?;
+            let limits = Limits {
+                time: Some(std::time::Duration::from_secs_f64(args.time_limit)),
+                expansions: None,
+            };
+            let mut sol = solve(&domain, &problem, Algorithm::AstarHmax, limits)?;
+            row.plan_optimal = sol.ipc_text.is_some();
+            if sol.ipc_text.is_none() {
+                sol = solve(&domain, &problem, Algorithm::GbfsFf, limits)?;
+            }
+            let text = sol.ipc_text.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no plan found within {}s (is the task solvable?)",
+                    t.name,
+                    args.time_limit
+                )
+            })?;
+            row.plan_length = Some(sol.result.plan.len());
+            write_atomic(&args.out.join(format!("{}.plan", t.name)), text.as_bytes())?;
+        }
+        eprintln!(
+            "{}: plan length {}{}",
+            t.name,
+            row.plan_length.map_or("-".into(), |l| l.to_string()),
+            if row.plan_optimal { " (optimal)" } else { "" }
+        );
+        manifest.rows.push(row);
+    }
+    write_atomic(&args.out.join("manifest.csv"), manifest.to_csv().as_bytes())?;
+    println!(
+        "wrote {} problem(s) and manifest.csv to {}",
+        tasks.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

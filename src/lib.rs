@@ -18,14 +18,18 @@
 //! |---|---|
 //! | the validator is the reward | [`validate::Validator`] |
 
+pub mod bench;
 pub mod benchmarks;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod generate;
 mod hashing;
+pub mod output;
 pub mod pddl;
 pub mod plan;
 pub mod rng;
+pub mod search;
 pub mod task;
 pub mod validate;
 
