@@ -1,7 +1,9 @@
 //! The one integration-test binary (see Cargo.toml: every extra test binary
 //! links the crate again). Modules by purpose.
 
+mod cli;
 mod common;
 mod differential;
 mod pddl;
+mod search;
 mod validate;

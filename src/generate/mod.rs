@@ -180,7 +180,7 @@ pub fn generate(
             params.finish()?;
             for i in 0..count {
                 let name = format!("rovers-{seed}-{i:04}");
-                let pddl = p.generate(&name, &mut crate::rng::stream(seed, i as u64))?;
+                let pddl = p.generate(&name, &mut crate::rng::stream(seed, i as u64));
                 out.push(GeneratedTask {
                     name,
                     pddl,

@@ -10,6 +10,7 @@
 //! one store (drop empties it), so every goal is achievable.
 
 use rand::RngExt;
+use rand::seq::SliceRandom;
 
 use super::Params;
 use crate::rng::Rng;
@@ -27,13 +28,23 @@ const MODES: [&str; 3] = ["colour", "high_res", "low_res"];
 
 impl RoversParams {
     pub fn read(p: &mut Params) -> Result<Self> {
-        Ok(RoversParams {
+        let params = RoversParams {
             rovers: p.int("rovers", 1, 1, 50)?,
             waypoints: p.int("waypoints", 4, 2, 500)?,
             objectives: p.int("objectives", 1, 1, 100)?,
             cameras: p.int("cameras", 1, 1, 100)?,
             goals: p.int("goals", 3, 1, 1000)?,
-        })
+        };
+        // Soil and rock data per waypoint, and at least one image mode per
+        // objective, can always be made goals; more cannot be promised.
+        let promised = 2 * params.waypoints + params.objectives;
+        if params.goals > promised {
+            return Err(Error::Invalid(format!(
+                "rovers: goals={} exceeds the {promised} distinct goal facts guaranteed by waypoints={} and objectives={} (2 per waypoint + 1 per objective)",
+                params.goals, params.waypoints, params.objectives
+            )));
+        }
+        Ok(params)
     }
 
     pub fn describe(&self) -> String {
@@ -43,7 +54,7 @@ impl RoversParams {
         )
     }
 
-    pub fn generate(&self, name: &str, rng: &mut Rng) -> Result<String> {
+    pub fn generate(&self, name: &str, rng: &mut Rng) -> String {
         let w = self.waypoints;
         let mut edges = Vec::new();
         for i in 1..w {
@@ -93,8 +104,33 @@ impl RoversParams {
                 v
             })
             .collect();
-        let soil_at: Vec<bool> = (0..w).map(|_| rng.random_bool(0.4)).collect();
-        let rock_at: Vec<bool> = (0..w).map(|_| rng.random_bool(0.4)).collect();
+        let mut soil_at: Vec<bool> = (0..w).map(|_| rng.random_bool(0.4)).collect();
+        let mut rock_at: Vec<bool> = (0..w).map(|_| rng.random_bool(0.4)).collect();
+        // Top up samples (in random order) until enough goal facts exist.
+        let image_goals = self.objectives
+            * (0..3)
+                .filter(|m| cameras.iter().any(|(_, modes, _)| modes.contains(m)))
+                .count();
+        let mut missing: Vec<(bool, usize)> = (0..w)
+            .flat_map(|p| [(true, p), (false, p)])
+            .filter(|&(soil, p)| if soil { !soil_at[p] } else { !rock_at[p] })
+            .collect();
+        missing.shuffle(rng);
+        let count = |soil_at: &[bool], rock_at: &[bool]| {
+            soil_at.iter().filter(|&&x| x).count()
+                + rock_at.iter().filter(|&&x| x).count()
+                + image_goals
+        };
+        while count(&soil_at, &rock_at) < self.goals {
+            let (soil, p) = missing
+                .pop()
+                .expect("goals <= 2 * waypoints + objectives (checked when read)");
+            if soil {
+                soil_at[p] = true;
+            } else {
+                rock_at[p] = true;
+            }
+        }
         let lander = rng.random_range(0..w);
         let starts: Vec<usize> = (0..self.rovers).map(|_| rng.random_range(0..w)).collect();
 
@@ -117,13 +153,6 @@ impl RoversParams {
                     ));
                 }
             }
-        }
-        if self.goals > candidates.len() {
-            return Err(Error::Invalid(format!(
-                "rovers: goals={} but this draw has only {} distinct goal facts; lower `goals` or add waypoints/objectives",
-                self.goals,
-                candidates.len()
-            )));
         }
         let mut picked = rand::seq::index::sample(rng, candidates.len(), self.goals).into_vec();
         picked.sort_unstable();
@@ -205,6 +234,6 @@ impl RoversParams {
             s += &format!("    {}\n", candidates[i]);
         }
         s += " )))\n";
-        Ok(s)
+        s
     }
 }

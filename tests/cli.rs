@@ -1,0 +1,222 @@
+//! The real binary: exit codes, messages on bad input, and the commands'
+//! files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iterdeploy"))
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = bin();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("iterdeploy-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn examples() -> (PathBuf, PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domains");
+    (
+        root.join("blocksworld.pddl"),
+        root.join("examples/blocksworld-4.pddl"),
+        root.join("examples/blocksworld-4.plan"),
+    )
+}
+
+#[test]
+fn main_job_without_arguments_validates_the_bundled_example() {
+    let out = run(&[], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("bundled plan: valid (length 8, cost 8)")
+    );
+}
+
+#[test]
+fn validate_exit_codes_json_stdin_and_extract() {
+    let (d, p, plan) = examples();
+    let (d, p, plan) = (
+        d.to_str().unwrap(),
+        p.to_str().unwrap(),
+        plan.to_str().unwrap(),
+    );
+    assert_eq!(run(&["validate", d, p, plan], None).status.code(), Some(0));
+    let out = run(
+        &["validate", d, p, plan, "-", "--json"],
+        Some("(unstack a b)\n(stack a c)\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["valid"], true);
+    assert_eq!(json[1]["valid"], false);
+    assert_eq!(json[1]["failure"]["kind"], "unsatisfied_precondition");
+    assert_eq!(json[1]["failure"]["step"], 2);
+    assert_eq!(json[1]["failure"]["literals"][0], "(clear c)");
+    let model_output = "<think>maybe (pickup a)?</think>\nHere is my plan:\n1. (unstack a b)\n2. (putdown a)\n3. (unstack b c)\n4. (stack b a)\n5. (unstack c d)\n6. (stack c b)\n7. (pickup d)\n8. (stack d c)\nDone!";
+    let out = run(&["validate", d, p, "-", "--extract"], Some(model_output));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("extracted lines 3-10"));
+}
+
+#[test]
+fn bad_input_exits_2_with_file_line_and_column() {
+    let dir = scratch("bad");
+    let bad = dir.join("bad-domain.pddl");
+    std::fs::write(&bad, "(define (domain x)\n  (:predicates (p ?x)\n").unwrap();
+    let (_, p, plan) = examples();
+    let out = run(
+        &[
+            "validate",
+            bad.to_str().unwrap(),
+            p.to_str().unwrap(),
+            plan.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad-domain.pddl:3:1: unbalanced '('"), "{err}");
+    let bin_plan = dir.join("binary.plan");
+    std::fs::write(&bin_plan, b"\x7fELF\x00\x01").unwrap();
+    let (d, p, _) = examples();
+    let out = run(
+        &[
+            "validate",
+            d.to_str().unwrap(),
+            p.to_str().unwrap(),
+            bin_plan.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("binary.plan:1:5: not a text file"));
+    let out = run(
+        &[
+            "validate",
+            d.to_str().unwrap(),
+            p.to_str().unwrap(),
+            "/nonexistent/x.plan",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.plan"));
+    let out = run(
+        &[
+            "generate",
+            "sokoban",
+            "--param",
+            "boxes=0",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("parameter `boxes` must be an integer in 1..=100, got `0`")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn generate_then_plan_a_manifest_writes_valid_plans_and_a_csv() {
+    let dir = scratch("gen");
+    let gen_dir = dir.join("tasks");
+    let out = run(
+        &[
+            "generate",
+            "blocksworld",
+            "--param",
+            "blocks=4",
+            "--count",
+            "3",
+            "--seed",
+            "9",
+            "--out",
+            gen_dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = iterdeploy::generate::Manifest::read(&gen_dir.join("manifest.csv")).unwrap();
+    assert_eq!(manifest.rows.len(), 3);
+    assert!(
+        manifest
+            .rows
+            .iter()
+            .all(|r| r.plan_optimal && r.plan_length.is_some())
+    );
+    let plans = dir.join("plans");
+    let out = run(
+        &[
+            "plan",
+            gen_dir.join("domain.pddl").to_str().unwrap(),
+            gen_dir.join("manifest.csv").to_str().unwrap(),
+            "--satisficing",
+            "--out",
+            plans.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(plans.join("plans.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    for row in &manifest.rows {
+        let stem = row.file.trim_end_matches(".pddl");
+        let out = run(
+            &[
+                "validate",
+                gen_dir.join("domain.pddl").to_str().unwrap(),
+                gen_dir.join(&row.file).to_str().unwrap(),
+                plans.join(format!("{stem}.plan")).to_str().unwrap(),
+                gen_dir.join(format!("{stem}.plan")).to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
