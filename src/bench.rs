@@ -170,3 +170,164 @@ pub fn fast_downward_driver(python: &Path) -> Result<PathBuf> {
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
+
+/// One planner run: outcome, expansions, search seconds, end-to-end seconds.
+#[derive(Clone, Debug, Default)]
+pub struct PlannerRun {
+    pub solved: bool,
+    pub length: usize,
+    pub expanded: u64,
+    pub search_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// Our planner in-process: parse + ground + search, timed.
+pub fn plan_ours(
+    t: &BenchmarkTask,
+    algorithm: crate::search::Algorithm,
+    time_limit: f64,
+) -> Result<PlannerRun> {
+    let start = Instant::now();
+    let domain = read_domain(&t.domain)?;
+    let problem = read_problem(&t.problem, &domain)?;
+    let task = Task::ground(&domain, &problem)?;
+    let limits = crate::search::Limits {
+        time: Some(std::time::Duration::from_secs_f64(time_limit)),
+        expansions: None,
+    };
+    let r = crate::search::search(&task, algorithm, limits);
+    Ok(PlannerRun {
+        solved: r.outcome == crate::search::Outcome::Solved,
+        length: r.plan.len(),
+        expanded: r.stats.expanded,
+        search_seconds: r.stats.seconds,
+        total_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs a command, killing it after `limit` seconds; returns stdout+stderr
+/// and wall seconds (None output when killed).
+fn run_with_timeout(mut cmd: Command, limit: f64) -> Result<(Option<String>, f64)> {
+    use std::process::Stdio;
+    let start = Instant::now();
+    let dir = std::env::temp_dir();
+    let out_path = dir.join(format!("iterdeploy-peer-{}.out", std::process::id()));
+    let out_file = std::fs::File::create(&out_path).map_err(|e| Error::io(&out_path, e))?;
+    let err_file = out_file.try_clone().map_err(|e| Error::io(&out_path, e))?;
+    let mut child = cmd
+        .stdout(Stdio::from(out_file))
+        .stderr(Stdio::from(err_file))
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("cannot start peer: {e}")))?;
+    loop {
+        if child
+            .try_wait()
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .is_some()
+        {
+            break;
+        }
+        if start.elapsed().as_secs_f64() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            return Ok((None, start.elapsed().as_secs_f64()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    std::fs::remove_file(&out_path).ok();
+    Ok((Some(text), secs))
+}
+
+fn number_after<T: std::str::FromStr>(text: &str, before: &str, after: &str) -> Option<T> {
+    text.lines().find_map(|l| {
+        let i = l.find(before)? + before.len();
+        let rest = &l[i..];
+        let j = rest.find(after).unwrap_or(rest.len());
+        rest[..j].trim().parse().ok()
+    })
+}
+
+/// Fast Downward (translator + search) as a subprocess with the same
+/// algorithm and heuristic.
+pub fn plan_fast_downward(
+    python: &Path,
+    t: &BenchmarkTask,
+    algorithm: crate::search::Algorithm,
+    time_limit: f64,
+) -> Result<PlannerRun> {
+    use crate::search::Algorithm;
+    let search = match algorithm {
+        Algorithm::AstarHmax => "astar(hmax())",
+        Algorithm::GbfsFf => "eager_greedy([ff()], preferred=[ff()])",
+        Algorithm::Bfs => "astar(blind())",
+    };
+    let scratch = std::env::temp_dir().join(format!("iterdeploy-fd-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    let mut cmd = Command::new(python);
+    cmd.current_dir(&scratch)
+        .arg(fast_downward_driver(python)?)
+        .arg(&t.domain)
+        .arg(&t.problem)
+        .args(["--search", search]);
+    let (out, secs) = run_with_timeout(cmd, time_limit)?;
+    let Some(out) = out else {
+        return Ok(PlannerRun {
+            total_seconds: secs,
+            ..Default::default()
+        });
+    };
+    if std::env::var_os("ITERDEPLOY_BENCH_DEBUG").is_some() {
+        eprintln!("{out}");
+    }
+    Ok(PlannerRun {
+        solved: out.contains("Solution found!"),
+        length: number_after(&out, "Plan length: ", " step").unwrap_or(0),
+        expanded: number_after(&out, "] Expanded ", " state").unwrap_or(0),
+        search_seconds: number_after(&out, "Search time: ", "s").unwrap_or(0.0),
+        total_seconds: secs,
+    })
+}
+
+/// pyperplan as a subprocess (PYTHONHASHSEED fixed), on a copy of the
+/// problem, since it writes its solution beside the problem file.
+pub fn plan_pyperplan(
+    python: &Path,
+    t: &BenchmarkTask,
+    algorithm: crate::search::Algorithm,
+    time_limit: f64,
+) -> Result<PlannerRun> {
+    use crate::search::Algorithm;
+    let (s, h) = match algorithm {
+        Algorithm::AstarHmax => ("astar", "hmax"),
+        Algorithm::GbfsFf => ("gbf", "hff"),
+        Algorithm::Bfs => ("bfs", "blind"),
+    };
+    let scratch = std::env::temp_dir().join(format!("iterdeploy-pyperplan-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    let (d, p) = (scratch.join("domain.pddl"), scratch.join("problem.pddl"));
+    std::fs::copy(&t.domain, &d).map_err(|e| Error::io(&t.domain, e))?;
+    std::fs::copy(&t.problem, &p).map_err(|e| Error::io(&t.problem, e))?;
+    let mut cmd = Command::new(python);
+    cmd.env("PYTHONHASHSEED", "0")
+        .args(["-m", "pyperplan", "-s", s, "-H", h])
+        .arg(&d)
+        .arg(&p);
+    let (out, secs) = run_with_timeout(cmd, time_limit)?;
+    let Some(out) = out else {
+        return Ok(PlannerRun {
+            total_seconds: secs,
+            ..Default::default()
+        });
+    };
+    let length: Option<usize> = number_after(&out, "Plan length: ", "\n");
+    Ok(PlannerRun {
+        solved: length.is_some(),
+        length: length.unwrap_or(0),
+        expanded: number_after(&out, "INFO     ", " Nodes expanded").unwrap_or(0),
+        search_seconds: number_after(&out, "Search time: ", "\n").unwrap_or(0.0),
+        total_seconds: secs,
+    })
+}

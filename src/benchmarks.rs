@@ -29,6 +29,8 @@ pub fn collect(root: &Path) -> crate::Result<Vec<BenchmarkTask>> {
         let p = p.to_path_buf();
         move |e| crate::Error::io(&p, e)
     };
+    // Absolute paths: peers run in scratch directories.
+    let root = &root.canonicalize().map_err(io(root))?;
     let mut out = Vec::new();
     for dom_dir in sorted_dir(root).map_err(io(root))? {
         let domain = dom_dir.join("domain.pddl");

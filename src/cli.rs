@@ -32,12 +32,34 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Ground a task and print its size (facts, operators, reachability).
     Ground(GroundArgs),
+    /// Check every SFT <-> REINFORCE claim of proofs/ numerically (exit 1 if
+    /// any fails).
+    Verify(VerifyArgs),
     /// Generate seeded problems (and their plans) for a shipped domain.
     Generate(GenerateArgs),
     /// Find plans with the reference planner; every plan written validates.
     Plan(PlanArgs),
     /// Measure throughput beside the named peer, in the same run.
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Only these claims (e.g. `--claim P03`); all by default.
+    #[arg(long = "claim")]
+    pub claims: Vec<String>,
+    /// Run on your own task instead of the built-in settings: DOMAIN then
+    /// one or more PROBLEM files (same object set).
+    #[arg(long, num_args = 2.., value_name = "FILE")]
+    pub task: Vec<PathBuf>,
+    /// Horizon (maximum plan length) for `--task`.
+    #[arg(long, default_value_t = 6)]
+    pub horizon: usize,
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Write `verify.csv` and `verify.json` here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +127,12 @@ pub struct BenchArgs {
     /// Restrict to these splits, e.g. `training/easy`.
     #[arg(long, value_delimiter = ',')]
     pub splits: Vec<String>,
+    /// Seconds per planner run (`bench plan`).
+    #[arg(long, default_value_t = 60.0)]
+    pub time_limit: f64,
+    /// At most this many tasks per domain and split (`bench plan`).
+    #[arg(long)]
+    pub max_tasks: Option<usize>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -113,6 +141,9 @@ pub enum BenchTarget {
     Validate,
     /// Parse + ground every task (peer: Fast Downward's translator).
     Ground,
+    /// A*/h_max and GBFS/h_FF (peers: Fast Downward and pyperplan, same
+    /// algorithm and heuristic).
+    Plan,
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +173,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         None => main_job(),
         Some(Command::Validate(args)) => validate_cmd(&args),
         Some(Command::Ground(args)) => ground_cmd(&args),
+        Some(Command::Verify(args)) => verify_cmd(&args),
         Some(Command::Generate(args)) => generate_cmd(&args),
         Some(Command::Plan(args)) => plan_cmd(&args),
         Some(Command::Bench(args)) => bench_cmd(&args),
@@ -156,6 +188,15 @@ pub mod bundled {
 }
 
 fn main_job() -> Result<ExitCode> {
+    println!("== iterdeploy verify: every claim of proofs/ on the built-in settings ==");
+    let verified = verify_cmd(&VerifyArgs {
+        claims: Vec::new(),
+        task: Vec::new(),
+        horizon: 6,
+        seed: 2026,
+        out: Some(PathBuf::from("plots/verify")),
+    })?;
+    println!();
     let domain = parse_domain(
         bundled::BLOCKSWORLD_DOMAIN.as_bytes(),
         "<bundled blocksworld domain>",
@@ -175,7 +216,7 @@ fn main_job() -> Result<ExitCode> {
         println!("  {}", step.text);
     }
     println!("{}", human_line("bundled plan", &verdict, None));
-    Ok(if verdict.valid {
+    Ok(if verdict.valid && verified == ExitCode::SUCCESS {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -308,6 +349,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
         );
     }
     match args.what {
+        BenchTarget::Plan => bench_plan(args, &tasks)?,
         BenchTarget::Validate => {
             let ours = bench::validate_all(&tasks)?;
             println!("| tool | plans | steps | valid | seconds | plans/s | steps/s |");
@@ -558,4 +600,187 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench_plan(args: &BenchArgs, tasks: &[crate::benchmarks::BenchmarkTask]) -> Result<()> {
+    use crate::bench::{PlannerRun, plan_fast_downward, plan_ours, plan_pyperplan};
+    use crate::search::Algorithm;
+    let mut per_group: std::collections::HashMap<(String, String), usize> = Default::default();
+    let tasks: Vec<_> = tasks
+        .iter()
+        .filter(|t| {
+            let n = per_group
+                .entry((t.domain_name.clone(), t.split.clone()))
+                .or_default();
+            *n += 1;
+            args.max_tasks.is_none_or(|m| *n <= m)
+        })
+        .collect();
+    for algorithm in [Algorithm::AstarHmax, Algorithm::GbfsFf] {
+        println!(
+            "\n### {algorithm:?} (time limit {}s per run)\n",
+            args.time_limit
+        );
+        println!(
+            "| task | ref len | ours len | ours exp | ours search s | ours total s | FD len | FD exp | FD search s | FD total s | pyperplan len | pyperplan exp | pyperplan search s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let mut solved = [0usize; 3];
+        let mut longer_than_reference = 0usize;
+        // Sums over tasks the pair both solved: (our exp, our s, their exp, their s, our total, their total).
+        let mut vs_fd = [0.0f64; 6];
+        let mut vs_pp = [0.0f64; 6];
+        let cell = |r: &PlannerRun| -> [String; 3] {
+            if r.solved {
+                [
+                    r.length.to_string(),
+                    r.expanded.to_string(),
+                    format!("{:.3}", r.search_seconds),
+                ]
+            } else {
+                ["-".into(), "-".into(), "-".into()]
+            }
+        };
+        for t in &tasks {
+            let ours = plan_ours(t, algorithm, args.time_limit)?;
+            let (fd, pp) = match &args.peer_python {
+                Some(py) => (
+                    plan_fast_downward(py, t, algorithm, args.time_limit)?,
+                    plan_pyperplan(py, t, algorithm, args.time_limit)?,
+                ),
+                None => (PlannerRun::default(), PlannerRun::default()),
+            };
+            for (i, r) in [&ours, &fd, &pp].into_iter().enumerate() {
+                solved[i] += r.solved as usize;
+            }
+            for (acc, other) in [(&mut vs_fd, &fd), (&mut vs_pp, &pp)] {
+                if ours.solved && other.solved {
+                    let add = [
+                        ours.expanded as f64,
+                        ours.search_seconds,
+                        other.expanded as f64,
+                        other.search_seconds,
+                        ours.total_seconds,
+                        other.total_seconds,
+                    ];
+                    for (a, b) in acc.iter_mut().zip(add) {
+                        *a += b;
+                    }
+                }
+            }
+            let [ol, oe, os] = cell(&ours);
+            let [fl, fe, fs] = cell(&fd);
+            let [pl, pe, ps] = cell(&pp);
+            let fd_total = if fd.solved {
+                format!("{:.3}", fd.total_seconds)
+            } else {
+                "-".into()
+            };
+            let reference = match &t.plan {
+                Some(p) => {
+                    crate::plan::parse_ipc_plan(&std::fs::read(p)?, &p.display().to_string())?
+                        .steps
+                        .len()
+                        .to_string()
+                }
+                None => "-".into(),
+            };
+            if ours.solved && reference.parse::<usize>().is_ok_and(|r| ours.length > r) {
+                longer_than_reference += 1;
+            }
+            println!(
+                "| {}/{}/{} | {reference} | {ol} | {oe} | {os} | {:.3} | {fl} | {fe} | {fs} | {fd_total} | {pl} | {pe} | {ps} |",
+                t.domain_name,
+                t.split,
+                t.problem.file_name().unwrap_or_default().to_string_lossy(),
+                ours.total_seconds
+            );
+        }
+        println!(
+            "\nsolved: iterdeploy {}, Fast Downward {}, pyperplan {} of {}",
+            solved[0],
+            solved[1],
+            solved[2],
+            tasks.len()
+        );
+        println!("iterdeploy plans longer than the reference plan: {longer_than_reference}");
+        let rate = |exp: f64, secs: f64| exp / secs.max(1e-9);
+        for (name, acc) in [("Fast Downward", vs_fd), ("pyperplan", vs_pp)] {
+            if acc[2] > 0.0 {
+                println!(
+                    "vs {name} (tasks both solved): expansions/s iterdeploy {:.0}, {name} {:.0}, ratio {:.2}; end-to-end time ratio {:.2}x",
+                    rate(acc[0], acc[1]),
+                    rate(acc[2], acc[3]),
+                    rate(acc[0], acc[1]) / rate(acc[2], acc[3]),
+                    acc[5] / acc[4].max(1e-9)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
+    use crate::verify;
+    let settings = match args.task.split_first() {
+        None => verify::default_settings()?,
+        Some((domain, problems)) => {
+            vec![verify::setting_from_files(domain, problems, args.horizon)?]
+        }
+    };
+    let start = std::time::Instant::now();
+    let checks = verify::run(&args.claims, &settings, args.seed)?;
+    println!(
+        "| claim | setting | policy | quantity | max abs err | max rel err (z for MC) | tolerance | pass |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut csv =
+        String::from("claim,setting,policy,quantity,max_abs_error,max_rel_error,tolerance,pass\n");
+    for c in &checks {
+        println!(
+            "| {} | {} | {} | {} | {:.3e} | {:.3e} | {} | {} |",
+            c.claim,
+            c.setting,
+            c.policy,
+            c.quantity,
+            c.max_abs_error,
+            c.max_rel_error,
+            c.tolerance,
+            if c.pass { "pass" } else { "FAIL" }
+        );
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "'"));
+        csv += &format!(
+            "{},{},{},{},{:e},{:e},{},{}\n",
+            c.claim,
+            q(&c.setting),
+            c.policy,
+            q(&c.quantity),
+            c.max_abs_error,
+            c.max_rel_error,
+            q(&c.tolerance),
+            c.pass
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.pass).count();
+    println!(
+        "\n{} checks, {} passed, {} failed ({:.1}s)",
+        checks.len(),
+        checks.len() - failed,
+        failed,
+        start.elapsed().as_secs_f64()
+    );
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::output::write_atomic(&dir.join("verify.csv"), csv.as_bytes())?;
+        crate::output::write_atomic(
+            &dir.join("verify.json"),
+            serde_json::to_string_pretty(&checks)?.as_bytes(),
+        )?;
+        println!("wrote {}/verify.csv and verify.json", dir.display());
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

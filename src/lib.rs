@@ -21,16 +21,23 @@
 pub mod bench;
 pub mod benchmarks;
 pub mod cli;
+pub mod curation;
 pub mod error;
+pub mod estimator;
+pub mod exact;
 pub mod extract;
 pub mod generate;
 mod hashing;
+pub mod mdp;
 pub mod output;
 pub mod pddl;
 pub mod plan;
+pub mod policy;
 pub mod rng;
 pub mod search;
 pub mod task;
+pub mod tolerance;
 pub mod validate;
+pub mod verify;
 
 pub use error::{Error, Result};

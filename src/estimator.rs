@@ -1,0 +1,221 @@
+//! Sampled traces and the Monte-Carlo gradient estimators compared in the
+//! proofs. Every estimator returns a flat gradient in the policy's
+//! parameter order, and all are *ascent* directions on their objective (the
+//! SFT "gradient" is −∇L_SFT).
+
+use rand::RngExt;
+
+use crate::exact::PolicyTable;
+use crate::mdp::{ActionId, Deployment, StateIndex};
+use crate::policy::Policy;
+use crate::rng::Rng;
+
+/// One sampled trace: its task, the (state, action) decisions, validity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    pub task: usize,
+    pub steps: Vec<(StateIndex, ActionId)>,
+    pub valid: bool,
+}
+
+impl Trace {
+    /// Plan length of a valid trace (the decisions before END).
+    pub fn plan_length(&self) -> usize {
+        self.steps.len().saturating_sub(1)
+    }
+
+    /// log π(y) under a table.
+    pub fn log_prob(&self, table: &PolicyTable, env: &Deployment) -> f64 {
+        let n = env.num_actions();
+        self.steps
+            .iter()
+            .map(|&(s, a)| table.logp[self.task][s as usize * n + a])
+            .sum()
+    }
+
+    /// grad += weight · ∇θ log π_θ(y).
+    pub fn accumulate_score(
+        &self,
+        env: &Deployment,
+        policy: &dyn Policy,
+        weight: f64,
+        grad: &mut [f64],
+    ) {
+        let mut c = vec![0.0; env.num_actions()];
+        for &(s, a) in &self.steps {
+            c[a] = weight;
+            policy.accumulate_score(env, self.task, s, &c, grad);
+            c[a] = 0.0;
+        }
+    }
+}
+
+/// Draws one trace of task `x` from `table` (see [`crate::mdp`] for when a
+/// trace stops).
+pub fn sample_trace(env: &Deployment, table: &PolicyTable, x: usize, rng: &mut Rng) -> Trace {
+    let space = &env.tasks[x];
+    let n = env.num_actions();
+    let end = env.end();
+    let mut s: StateIndex = 0;
+    let mut steps = Vec::new();
+    for t in 0..=env.horizon {
+        let row = &table.logp[x][s as usize * n..(s as usize + 1) * n];
+        let mut u: f64 = rng.random();
+        let mut a = n - 1;
+        for (i, lp) in row.iter().enumerate() {
+            let p = lp.exp();
+            if u < p {
+                a = i;
+                break;
+            }
+            u -= p;
+        }
+        steps.push((s, a));
+        if a == end {
+            return Trace {
+                task: x,
+                steps,
+                valid: space.is_goal[s as usize],
+            };
+        }
+        let next = if t < env.horizon {
+            space.successors[s as usize]
+                .binary_search_by_key(&a, |&(b, _)| b)
+                .ok()
+                .map(|i| space.successors[s as usize][i].1)
+        } else {
+            None
+        };
+        match next {
+            Some(n2) => s = n2,
+            None => {
+                return Trace {
+                    task: x,
+                    steps,
+                    valid: false,
+                };
+            }
+        }
+    }
+    unreachable!("a trace stops by time H")
+}
+
+/// `per_task` traces of every task, task by task.
+pub fn sample_batch(
+    env: &Deployment,
+    table: &PolicyTable,
+    per_task: usize,
+    rng: &mut Rng,
+) -> Vec<Trace> {
+    (0..env.tasks.len())
+        .flat_map(|x| (0..per_task).map(move |_| x))
+        .map(|x| sample_trace(env, table, x, rng))
+        .collect()
+}
+
+/// −∇L_SFT on the kept traces: (1/|kept|) Σ_kept ∇ log π(y). Zero if none.
+pub fn sft_gradient(env: &Deployment, policy: &dyn Policy, kept: &[&Trace]) -> Vec<f64> {
+    let mut g = vec![0.0; policy.num_params()];
+    if kept.is_empty() {
+        return g;
+    }
+    let w = 1.0 / kept.len() as f64;
+    for t in kept {
+        t.accumulate_score(env, policy, w, &mut g);
+    }
+    g
+}
+
+/// −∇L_SFT computed a second way: per-state action counts of the kept
+/// traces, one score accumulation per visited state. (Same quantity as
+/// [`sft_gradient`], different arithmetic path.)
+pub fn sft_gradient_from_counts(
+    env: &Deployment,
+    policy: &dyn Policy,
+    kept: &[&Trace],
+) -> Vec<f64> {
+    let mut g = vec![0.0; policy.num_params()];
+    if kept.is_empty() {
+        return g;
+    }
+    let mut counts: std::collections::BTreeMap<(usize, StateIndex), Vec<f64>> = Default::default();
+    for t in kept {
+        for &(s, a) in &t.steps {
+            counts
+                .entry((t.task, s))
+                .or_insert_with(|| vec![0.0; env.num_actions()])[a] += 1.0;
+        }
+    }
+    let inv = 1.0 / kept.len() as f64;
+    for ((x, s), mut c) in counts {
+        c.iter_mut().for_each(|v| *v *= inv);
+        policy.accumulate_score(env, x, s, &c, &mut g);
+    }
+    g
+}
+
+/// REINFORCE with binary reward: (1/N) Σ_i R_i ∇ log π(y_i).
+pub fn reinforce(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> {
+    let mut g = vec![0.0; policy.num_params()];
+    let w = 1.0 / batch.len() as f64;
+    for t in batch.iter().filter(|t| t.valid) {
+        t.accumulate_score(env, policy, w, &mut g);
+    }
+    g
+}
+
+/// REINFORCE with a leave-one-out baseline per task:
+/// (1/N) Σ_i (R_i − mean_{j≠i, same task} R_j) ∇ log π(y_i). Unbiased
+/// because the baseline does not depend on y_i.
+pub fn rloo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> {
+    let mut g = vec![0.0; policy.num_params()];
+    let w = 1.0 / batch.len() as f64;
+    for x in 0..env.tasks.len() {
+        let group: Vec<&Trace> = batch.iter().filter(|t| t.task == x).collect();
+        let k = group.len();
+        if k < 2 {
+            continue;
+        }
+        let total: f64 = group.iter().map(|t| t.valid as u8 as f64).sum();
+        for t in group {
+            let r = t.valid as u8 as f64;
+            let baseline = (total - r) / (k - 1) as f64;
+            if r != baseline {
+                t.accumulate_score(env, policy, w * (r - baseline), &mut g);
+            }
+        }
+    }
+    g
+}
+
+/// Importance-weighted REINFORCE for target π_θ from traces of a behaviour
+/// β: ordinary (1/N) Σ ρ_i R_i ∇log π_θ(y_i) or self-normalised
+/// Σ ρ_i R_i ∇log π_θ(y_i) / Σ ρ_i, with ρ_i = π_θ(y_i)/β(y_i). Returns the
+/// gradient and the effective sample size (Σρ)²/Σρ².
+pub fn importance_weighted(
+    env: &Deployment,
+    target: &dyn Policy,
+    target_table: &PolicyTable,
+    behaviour_table: &PolicyTable,
+    batch: &[Trace],
+    self_normalised: bool,
+) -> (Vec<f64>, f64) {
+    let rho: Vec<f64> = batch
+        .iter()
+        .map(|t| (t.log_prob(target_table, env) - t.log_prob(behaviour_table, env)).exp())
+        .collect();
+    let sum: f64 = rho.iter().sum();
+    let sum_sq: f64 = rho.iter().map(|r| r * r).sum();
+    let norm = if self_normalised {
+        sum
+    } else {
+        batch.len() as f64
+    };
+    let mut g = vec![0.0; target.num_params()];
+    for (t, r) in batch.iter().zip(&rho) {
+        if t.valid {
+            t.accumulate_score(env, target, r / norm, &mut g);
+        }
+    }
+    (g, sum * sum / sum_sq)
+}

@@ -1,0 +1,202 @@
+//! Exact expectations over all traces by dynamic programming on the
+//! reachable state graph (no sampling), in f64.
+//!
+//! The one workhorse is the *weighted score* of a behaviour policy β for a
+//! target policy π_θ under a length-dependent reward:
+//!
+//!   S(β, θ, w) = Σ_x c_x E_{y~β(·|x)} [ w_x(|y|) R(x,y) ∇θ log π_θ(y|x) ]
+//!
+//! where |y| is the plan length of a valid trace. Since
+//! ∇ log π_θ(y) = Σ_t ∇ log π_θ(a_t|s_t) and the reward comes at the end,
+//!   S = Σ_x c_x Σ_t Σ_s d_t(s) Σ_a β(a|s) Q_t(s,a) ∇ log π_θ(a|s)
+//! with the behaviour's time-indexed occupancy d_t and action values
+//!   Q_t(s,END) = w(t)·goal(s),  Q_t(s,a) = V_{t+1}(s'(a)) for applicable a,
+//!   t < H, and 0 otherwise;   V_t(s) = Σ_a β(a|s) Q_t(s,a).
+//! Special cases: β = π_θ and w ≡ 1 give ∇J(θ) (policy-gradient theorem);
+//! w ≡ 1 with β ≠ π_θ gives the expected SFT gradient of a pool of β's valid
+//! traces; the curation rules of [`crate::curation`] are length weights.
+
+use crate::mdp::{Deployment, StateIndex};
+use crate::policy::Policy;
+
+/// log π(·|s) for every state of every task, computed once.
+pub struct PolicyTable {
+    /// Per task: states × actions, row-major.
+    pub logp: Vec<Vec<f64>>,
+    num_actions: usize,
+}
+
+impl PolicyTable {
+    pub fn new(policy: &dyn Policy, env: &Deployment) -> Self {
+        let n = env.num_actions();
+        let logp = env
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(x, t)| {
+                let mut table = vec![0.0; t.num_states() * n];
+                for s in 0..t.num_states() {
+                    policy.log_probs(env, x, s as StateIndex, &mut table[s * n..(s + 1) * n]);
+                }
+                table
+            })
+            .collect();
+        PolicyTable {
+            logp,
+            num_actions: n,
+        }
+    }
+
+    #[inline]
+    pub fn prob(&self, x: usize, s: usize, a: usize) -> f64 {
+        self.logp[x][s * self.num_actions + a].exp()
+    }
+}
+
+/// Per task: V_t(s) for t = 0..=H under `beh` with END reward w(t)·goal(s).
+fn values(env: &Deployment, beh: &PolicyTable, x: usize, w: &[f64]) -> Vec<Vec<f64>> {
+    let t_ = &env.tasks[x];
+    let h = env.horizon;
+    let end = env.end();
+    let mut v = vec![vec![0.0; t_.num_states()]; h + 1];
+    for t in (0..=h).rev() {
+        for s in 0..t_.num_states() {
+            let mut val = if t_.is_goal[s] {
+                beh.prob(x, s, end) * w[t]
+            } else {
+                0.0
+            };
+            if t < h {
+                for &(a, next) in &t_.successors[s] {
+                    val += beh.prob(x, s, a) * v[t + 1][next as usize];
+                }
+            }
+            v[t][s] = val;
+        }
+    }
+    v
+}
+
+/// Per task: d_t(s), the probability that a trace of `beh` is in s at time
+/// t and has not stopped.
+fn occupancy(env: &Deployment, beh: &PolicyTable, x: usize) -> Vec<Vec<f64>> {
+    let t_ = &env.tasks[x];
+    let h = env.horizon;
+    let mut d = vec![vec![0.0; t_.num_states()]; h + 1];
+    d[0][0] = 1.0;
+    for t in 0..h {
+        for s in 0..t_.num_states() {
+            let mass = d[t][s];
+            if mass == 0.0 {
+                continue;
+            }
+            for &(a, next) in &t_.successors[s] {
+                d[t + 1][next as usize] += mass * beh.prob(x, s, a);
+            }
+        }
+    }
+    d
+}
+
+/// Success probability p(x) of each task (π's probability of a valid trace).
+pub fn success_probabilities(env: &Deployment, pi: &PolicyTable) -> Vec<f64> {
+    let ones = vec![1.0; env.horizon + 1];
+    (0..env.tasks.len())
+        .map(|x| values(env, pi, x, &ones)[0][0])
+        .collect()
+}
+
+/// J(θ) = Σ_x μ(x) p(x).
+pub fn objective(env: &Deployment, pi: &PolicyTable) -> f64 {
+    success_probabilities(env, pi)
+        .iter()
+        .zip(&env.mu)
+        .map(|(p, m)| p * m)
+        .sum()
+}
+
+/// Per task: P(valid and plan length = L) for L = 0..=H. Summing over L
+/// gives p(x); dividing by p(x) gives the length law of π(·|x, R=1).
+pub fn valid_length_distribution(env: &Deployment, pi: &PolicyTable) -> Vec<Vec<f64>> {
+    let end = env.end();
+    (0..env.tasks.len())
+        .map(|x| {
+            let d = occupancy(env, pi, x);
+            let t_ = &env.tasks[x];
+            (0..=env.horizon)
+                .map(|l| {
+                    (0..t_.num_states())
+                        .filter(|&s| t_.is_goal[s])
+                        .map(|s| d[l][s] * pi.prob(x, s, end))
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// S(β, θ, w) as defined in the module docs. `coef[x]` multiplies task x;
+/// `length_weights[x][L]` is w_x(L) for L = 0..=H.
+// `s` indexes the occupancy, value and goal tables together.
+#[allow(clippy::needless_range_loop)]
+pub fn weighted_score(
+    env: &Deployment,
+    beh: &PolicyTable,
+    target: &dyn Policy,
+    coef: &[f64],
+    length_weights: &[Vec<f64>],
+) -> Vec<f64> {
+    let mut grad = vec![0.0; target.num_params()];
+    let n = env.num_actions();
+    let end = env.end();
+    let mut c = vec![0.0; n];
+    for x in 0..env.tasks.len() {
+        if coef[x] == 0.0 {
+            continue;
+        }
+        let w = &length_weights[x];
+        let v = values(env, beh, x, w);
+        let d = occupancy(env, beh, x);
+        let t_ = &env.tasks[x];
+        for s in 0..t_.num_states() {
+            c.fill(0.0);
+            for t in 0..=env.horizon {
+                let mass = d[t][s];
+                if mass == 0.0 {
+                    continue;
+                }
+                if t_.is_goal[s] {
+                    c[end] += mass * beh.prob(x, s, end) * w[t];
+                }
+                if t < env.horizon {
+                    for &(a, next) in &t_.successors[s] {
+                        c[a] += mass * beh.prob(x, s, a) * v[t + 1][next as usize];
+                    }
+                }
+            }
+            if c.iter().any(|&v| v != 0.0) {
+                for v in c.iter_mut() {
+                    *v *= coef[x];
+                }
+                target.accumulate_score(env, x, s as StateIndex, &c, &mut grad);
+            }
+        }
+    }
+    grad
+}
+
+/// ∇J(θ) = Σ_x μ(x) ∇p(x).
+pub fn objective_gradient(env: &Deployment, policy: &dyn Policy) -> Vec<f64> {
+    let table = PolicyTable::new(policy, env);
+    let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+    weighted_score(env, &table, policy, &env.mu, &ones)
+}
+
+/// ∇p(x) for one task.
+pub fn task_gradient(env: &Deployment, policy: &dyn Policy, x: usize) -> Vec<f64> {
+    let table = PolicyTable::new(policy, env);
+    let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+    let mut coef = vec![0.0; env.tasks.len()];
+    coef[x] = 1.0;
+    weighted_score(env, &table, policy, &coef, &ones)
+}

@@ -1,0 +1,862 @@
+//! The claims of `proofs/`, checked numerically on fixed settings. Each
+//! check compares two *independent* computations (DP vs trace enumeration,
+//! DP vs brute force over N-sample tuples, DP vs finite differences, one
+//! batch's SFT vs REINFORCE, Monte Carlo vs exact) and reports the largest
+//! absolute and relative difference against a named tolerance.
+
+use rand::RngExt;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::curation::{Rule, length_weights};
+use crate::estimator::{self, Trace};
+use crate::exact::{self, PolicyTable};
+use crate::generate::{DomainKind, Params};
+use crate::mdp::{ActionId, Deployment, StateIndex};
+use crate::policy::{Mlp, Policy, Tabular};
+use crate::rng::Rng;
+use crate::tolerance::{self, EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, MC_Z};
+use crate::{Error, Result};
+
+/// Logit penalty on inapplicable actions for the built-in policies: with
+/// it, random policies succeed often enough (p ≈ 0.05–0.5) for every claim
+/// to be informative and for Monte-Carlo checks to see valid traces.
+const PRIOR: f64 = 4.0;
+
+/// Claim ids, in the order of `proofs/README.md`.
+pub const CLAIMS: [&str; 6] = ["P01", "P02", "P03", "P04", "P05", "P07"];
+
+/// One row of the verification table.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub claim: String,
+    pub setting: String,
+    pub policy: String,
+    pub quantity: String,
+    pub max_abs_error: f64,
+    pub max_rel_error: f64,
+    pub tolerance: String,
+    pub pass: bool,
+}
+
+/// A deployment and the policies the claims are checked for.
+pub struct Setting {
+    pub name: String,
+    pub env: Deployment,
+}
+
+impl Setting {
+    /// Tabular (random logits) and MLP (random weights) policies, seeded.
+    pub fn policies(&self, seed: u64) -> Vec<(&'static str, Box<dyn Policy>)> {
+        let mut rng = crate::rng::stream(seed, 1);
+        let mut tab = Tabular::zeros(&self.env, 1.0, PRIOR);
+        for v in tab.params_mut() {
+            *v = StandardNormal.sample(&mut rng);
+        }
+        let mlp = Mlp::new(
+            &self.env,
+            16,
+            1.0,
+            1.5,
+            PRIOR,
+            &mut crate::rng::stream(seed, 2),
+        );
+        vec![("tabular", Box::new(tab)), ("mlp", Box::new(mlp))]
+    }
+}
+
+fn chain_problem(goal: &str) -> String {
+    format!(
+        "(define (problem chain-{goal}) (:domain chain) (:objects c0 c1 c2 c3)
+         (:init (at c0) (next c0 c1) (next c1 c2) (next c2 c3)) (:goal (at {goal})))"
+    )
+}
+
+/// The fixed settings of `iterdeploy verify`.
+pub fn default_settings() -> Result<Vec<Setting>> {
+    let chain =
+        crate::pddl::parse_domain(include_bytes!("domains/examples/chain.pddl"), "chain.pddl")?;
+    let chain_tasks = ["c3", "c2"]
+        .iter()
+        .map(|g| crate::pddl::parse_problem(chain_problem(g).as_bytes(), "chain", &chain))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut out = vec![Setting {
+        name: "toy chain (2 tasks, H=5)".into(),
+        env: Deployment::build(&chain, &chain_tasks, 5, 10_000)?,
+    }];
+    for (kind, pairs, count, horizon, label) in [
+        (
+            DomainKind::Blocksworld,
+            vec!["blocks=3"],
+            2,
+            6,
+            "blocksworld 3 blocks (2 tasks, H=6)",
+        ),
+        (
+            DomainKind::Sokoban,
+            vec!["size=5", "boxes=1", "walls=0", "pulls=6"],
+            1,
+            6,
+            "sokoban 5x5, 1 box (H=6)",
+        ),
+    ] {
+        let domain = kind.parse_domain();
+        let pairs: Vec<String> = pairs.into_iter().map(String::from).collect();
+        let tasks =
+            crate::generate::generate(kind, &mut Params::from_pairs(kind, &pairs)?, count, 2026)?;
+        let problems = tasks
+            .iter()
+            .map(|t| crate::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        out.push(Setting {
+            name: label.into(),
+            env: Deployment::build(&domain, &problems, horizon, 100_000)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Builds a setting from the user's PDDL files (for `verify --task`).
+pub fn setting_from_files(
+    domain: &std::path::Path,
+    problems: &[std::path::PathBuf],
+    horizon: usize,
+) -> Result<Setting> {
+    let d = crate::pddl::read_domain(domain)?;
+    let ps = problems
+        .iter()
+        .map(|p| crate::pddl::read_problem(p, &d))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Setting {
+        name: format!("{} ({} task(s), H={horizon})", domain.display(), ps.len()),
+        env: Deployment::build(&d, &ps, horizon, 200_000)?,
+    })
+}
+
+/// Every valid trace of task `x`: decisions (state, action), END last.
+pub fn enumerate_valid_traces(
+    env: &Deployment,
+    x: usize,
+    limit: usize,
+) -> Result<Vec<Vec<(StateIndex, ActionId)>>> {
+    let space = &env.tasks[x];
+    let mut out = Vec::new();
+    let mut path: Vec<(StateIndex, ActionId)> = Vec::new();
+    // Explicit stack of (state, time, next successor to try).
+    let mut stack: Vec<(StateIndex, usize, usize)> = vec![(0, 0, 0)];
+    let mut entered = true;
+    while let Some(&mut (s, t, ref mut k)) = stack.last_mut() {
+        if entered && space.is_goal[s as usize] {
+            let mut trace = path.clone();
+            trace.push((s, env.end()));
+            out.push(trace);
+            if out.len() > limit {
+                return Err(Error::Invalid(format!(
+                    "task `{}` has more than {limit} valid traces within H={}; enumeration is for tiny tasks",
+                    space.name, env.horizon
+                )));
+            }
+        }
+        let succ = &space.successors[s as usize];
+        if t < env.horizon && *k < succ.len() {
+            let (a, next) = succ[*k];
+            *k += 1;
+            path.push((s, a));
+            stack.push((next, t + 1, 0));
+            entered = true;
+        } else {
+            stack.pop();
+            path.pop();
+            entered = false;
+        }
+    }
+    Ok(out)
+}
+
+fn trace_log_prob(
+    env: &Deployment,
+    table: &PolicyTable,
+    x: usize,
+    steps: &[(StateIndex, ActionId)],
+) -> f64 {
+    let n = env.num_actions();
+    steps
+        .iter()
+        .map(|&(s, a)| table.logp[x][s as usize * n + a])
+        .sum()
+}
+
+fn score(
+    env: &Deployment,
+    policy: &dyn Policy,
+    x: usize,
+    steps: &[(StateIndex, ActionId)],
+    w: f64,
+    grad: &mut [f64],
+) {
+    Trace {
+        task: x,
+        steps: steps.to_vec(),
+        valid: true,
+    }
+    .accumulate_score(env, policy, w, grad);
+}
+
+fn perturbed(policy: &dyn Policy, sigma: f64, rng: &mut Rng) -> Vec<f64> {
+    policy
+        .params()
+        .iter()
+        .map(|&v| {
+            let z: f64 = StandardNormal.sample(rng);
+            v + sigma * z
+        })
+        .collect::<Vec<f64>>()
+}
+
+fn with_params(make: &dyn Fn() -> Box<dyn Policy>, theta: &[f64]) -> Box<dyn Policy> {
+    let mut p = make();
+    p.params_mut().copy_from_slice(theta);
+    p
+}
+
+fn random_directions(n: usize, k: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
+    (0..k)
+        .map(|_| {
+            let v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.into_iter().map(|x| x / norm).collect()
+        })
+        .collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Directional derivatives of `f` at θ along `dirs` by central differences.
+fn fd_directional(
+    policy: &mut dyn Policy,
+    dirs: &[Vec<f64>],
+    f: &dyn Fn(&dyn Policy) -> f64,
+) -> Vec<f64> {
+    let theta = policy.params().to_vec();
+    let mut out = Vec::with_capacity(dirs.len());
+    for u in dirs {
+        for (p, (t, d)) in policy.params_mut().iter_mut().zip(theta.iter().zip(u)) {
+            *p = t + FD_STEP * d;
+        }
+        let plus = f(&*policy);
+        for (p, (t, d)) in policy.params_mut().iter_mut().zip(theta.iter().zip(u)) {
+            *p = t - FD_STEP * d;
+        }
+        let minus = f(&*policy);
+        out.push((plus - minus) / (2.0 * FD_STEP));
+    }
+    policy.params_mut().copy_from_slice(&theta);
+    out
+}
+
+/// Runs the selected claims (all if empty) on `settings`.
+pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Check>> {
+    for c in claims {
+        if !CLAIMS.contains(&c.as_str()) {
+            return Err(Error::Invalid(format!(
+                "unknown claim `{c}` (known: {})",
+                CLAIMS.join(", ")
+            )));
+        }
+    }
+    let wants = |c: &str| claims.is_empty() || claims.iter().any(|x| x == c);
+    let mut out = Vec::new();
+    for setting in settings {
+        let env = &setting.env;
+        for (label, mut policy) in setting.policies(seed) {
+            let make: Box<dyn Fn() -> Box<dyn Policy>> = match label {
+                "tabular" => {
+                    Box::new(|| Box::new(Tabular::zeros(env, 1.0, PRIOR)) as Box<dyn Policy>)
+                }
+                _ => Box::new(move || {
+                    Box::new(Mlp::new(
+                        env,
+                        16,
+                        1.0,
+                        1.5,
+                        PRIOR,
+                        &mut crate::rng::seeded(0),
+                    )) as Box<dyn Policy>
+                }),
+            };
+            let ctx = Ctx {
+                setting: &setting.name,
+                label,
+                env,
+                seed,
+            };
+            if wants("P01") {
+                out.extend(ctx.p01(&*policy));
+            }
+            if wants("P02") {
+                out.extend(ctx.p02(&mut *policy, &*make)?);
+            }
+            if wants("P03") {
+                out.extend(ctx.p03(&*policy, &*make)?);
+            }
+            if wants("P04") {
+                out.extend(ctx.p04(&mut *policy)?);
+            }
+            if wants("P05") {
+                out.extend(ctx.p05(&*policy)?);
+            }
+            if wants("P07") {
+                out.extend(ctx.p07(&*policy, &*make));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Ctx<'a> {
+    setting: &'a str,
+    label: &'static str,
+    env: &'a Deployment,
+    seed: u64,
+}
+
+impl Ctx<'_> {
+    fn check(
+        &self,
+        claim: &str,
+        quantity: &str,
+        a: &[f64],
+        b: &[f64],
+        rel: f64,
+        abs: f64,
+    ) -> Check {
+        let (max_abs, max_rel) = tolerance::errors(a, b, abs);
+        Check {
+            claim: claim.into(),
+            setting: self.setting.into(),
+            policy: self.label.into(),
+            quantity: quantity.into(),
+            max_abs_error: max_abs,
+            max_rel_error: max_rel,
+            tolerance: format!("rel {rel:.0e}"),
+            pass: max_rel <= rel,
+        }
+    }
+
+    fn valid_traces(&self, x: usize) -> Result<Vec<Vec<(StateIndex, ActionId)>>> {
+        enumerate_valid_traces(self.env, x, 200_000)
+    }
+
+    /// P01: −∇L_SFT = (N/N⁺)·ĝ_RL on every batch drawn at θ.
+    fn p01(&self, policy: &dyn Policy) -> Vec<Check> {
+        let table = PolicyTable::new(policy, self.env);
+        let mut rng = crate::rng::stream(self.seed, 101);
+        let mut checks = Vec::new();
+        for (b, per_task) in [4usize, 16, 64].into_iter().enumerate() {
+            let batch = estimator::sample_batch(self.env, &table, per_task, &mut rng);
+            let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
+            if kept.is_empty() {
+                continue;
+            }
+            let sft = estimator::sft_gradient_from_counts(self.env, policy, &kept);
+            let scale = batch.len() as f64 / kept.len() as f64;
+            let rl: Vec<f64> = estimator::reinforce(self.env, policy, &batch)
+                .iter()
+                .map(|g| g * scale)
+                .collect();
+            checks.push(self.check(
+                "P01",
+                &format!("batch {b}: N={}, N+={}", batch.len(), kept.len()),
+                &sft,
+                &rl,
+                EXACT_REL,
+                EXACT_ABS,
+            ));
+        }
+        checks
+    }
+
+    /// P02: E[Σ_pool ∇log π_θ] (DP, behaviour occupancies) equals
+    /// N Σ_j w_j E_{π_θ}[(π_j/π_θ) R ∇log π_θ] (explicit trace enumeration
+    /// with importance ratios), and at θ = θ_j the j-th term is N∇J(θ_j)
+    /// (checked against finite differences of J).
+    fn p02(
+        &self,
+        policy: &mut dyn Policy,
+        make: &dyn Fn() -> Box<dyn Policy>,
+    ) -> Result<Vec<Check>> {
+        let env = self.env;
+        let n_samples = 10.0;
+        let weights = [0.3, 0.7];
+        let mut rng = crate::rng::stream(self.seed, 102);
+        let behaviours: Vec<Box<dyn Policy>> = (0..2)
+            .map(|j| with_params(make, &perturbed(policy, 0.5 * (j + 1) as f64, &mut rng)))
+            .collect();
+        let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+        let all = vec![1.0; env.tasks.len()];
+        let mut dp = vec![0.0; policy.num_params()];
+        for (j, b) in behaviours.iter().enumerate() {
+            let s = exact::weighted_score(env, &PolicyTable::new(&**b, env), policy, &all, &ones);
+            for (d, v) in dp.iter_mut().zip(s) {
+                *d += n_samples * weights[j] * v;
+            }
+        }
+        let target = PolicyTable::new(policy, env);
+        let mut enumerated = vec![0.0; policy.num_params()];
+        for (j, b) in behaviours.iter().enumerate() {
+            let bt = PolicyTable::new(&**b, env);
+            for x in 0..env.tasks.len() {
+                for y in self.valid_traces(x)? {
+                    let log_pi = trace_log_prob(env, &target, x, &y);
+                    let rho = (trace_log_prob(env, &bt, x, &y) - log_pi).exp();
+                    score(
+                        env,
+                        policy,
+                        x,
+                        &y,
+                        n_samples * weights[j] * log_pi.exp() * rho,
+                        &mut enumerated,
+                    );
+                }
+            }
+        }
+        let mut checks = vec![self.check(
+            "P02",
+            "pool expectation: DP vs enumeration with ratios pi_j/pi_theta",
+            &dp,
+            &enumerated,
+            EXACT_REL,
+            EXACT_ABS,
+        )];
+        // At θ = θ_j the j-th term N E_{π_j}[R ∇log π_j] is N ∇J(θ_j).
+        let mut bj = with_params(make, behaviours[0].params());
+        let on_policy =
+            exact::weighted_score(env, &PolicyTable::new(&*bj, env), &*bj, &env.mu, &ones);
+        let dirs = random_directions(bj.num_params(), 6, &mut rng);
+        let fd = fd_directional(&mut *bj, &dirs, &|p| {
+            exact::objective(env, &PolicyTable::new(p, env))
+        });
+        let proj: Vec<f64> = dirs.iter().map(|u| dot(u, &on_policy)).collect();
+        checks.push(self.check(
+            "P02",
+            "theta = theta_j: term vs finite differences of J",
+            &proj,
+            &fd,
+            FD_REL,
+            FD_ABS,
+        ));
+        Ok(checks)
+    }
+
+    /// P03: the paper's effective-reward form vs the exact valid-conditional
+    /// form. The corrected identity (with Z_pi/Z_beta) is checked exactly;
+    /// the paper's form is reported (relative error, cosine) as β drifts.
+    fn p03(&self, policy: &dyn Policy, make: &dyn Fn() -> Box<dyn Policy>) -> Result<Vec<Check>> {
+        let env = self.env;
+        let lambda = 0.5;
+        let mut rng = crate::rng::stream(self.seed, 103);
+        let pi_table = PolicyTable::new(policy, env);
+        let p_pi = exact::success_probabilities(env, &pi_table);
+        let mut checks = Vec::new();
+        for sigma in [0.0, 0.3, 1.0, 3.0] {
+            let beta = with_params(make, &perturbed(policy, sigma, &mut rng));
+            let beta_table = PolicyTable::new(&*beta, env);
+            let p_beta = exact::success_probabilities(env, &beta_table);
+            if p_pi.iter().chain(&p_beta).any(|&p| p <= 0.0) {
+                continue;
+            }
+            // True gradient of the valid-conditional λ-mixture, by enumeration:
+            // Σ_x μ_x Σ_y [(1−λ) π(y)/Z_π + λ β(y)/Z_β] R(y) ∇log π_θ(y).
+            let mut truth = vec![0.0; policy.num_params()];
+            for x in 0..env.tasks.len() {
+                for y in self.valid_traces(x)? {
+                    let pi_y = trace_log_prob(env, &pi_table, x, &y).exp();
+                    let beta_y = trace_log_prob(env, &beta_table, x, &y).exp();
+                    let w =
+                        env.mu[x] * ((1.0 - lambda) * pi_y / p_pi[x] + lambda * beta_y / p_beta[x]);
+                    score(env, policy, x, &y, w, &mut truth);
+                }
+            }
+            let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+            let s_pi = |coef: &[f64]| exact::weighted_score(env, &pi_table, policy, coef, &ones);
+            let s_beta =
+                |coef: &[f64]| exact::weighted_score(env, &beta_table, policy, coef, &ones);
+            // Corrected form: REINFORCE under π_θ with reward
+            // R[(1−λ) + λ (β/π)(Z_π/Z_β)], scaled by 1/Z_π per task.
+            let c_pi: Vec<f64> = (0..env.tasks.len())
+                .map(|x| env.mu[x] * (1.0 - lambda) / p_pi[x])
+                .collect();
+            let c_beta: Vec<f64> = (0..env.tasks.len())
+                .map(|x| env.mu[x] * lambda / p_beta[x])
+                .collect();
+            let corrected: Vec<f64> = s_pi(&c_pi)
+                .iter()
+                .zip(s_beta(&c_beta))
+                .map(|(a, b)| a + b)
+                .collect();
+            checks.push(self.check(
+                "P03",
+                &format!("sigma={sigma}: corrected form (with Z_pi/Z_beta) vs enumeration"),
+                &corrected,
+                &truth,
+                EXACT_REL,
+                EXACT_ABS,
+            ));
+            // Paper's form: R[(1−λ) + λ β/π] without normalisers.
+            let c1: Vec<f64> = env.mu.iter().map(|m| m * (1.0 - lambda)).collect();
+            let c2: Vec<f64> = env.mu.iter().map(|m| m * lambda).collect();
+            let paper: Vec<f64> = s_pi(&c1)
+                .iter()
+                .zip(s_beta(&c2))
+                .map(|(a, b)| a + b)
+                .collect();
+            let cos =
+                dot(&paper, &truth) / (dot(&paper, &paper).sqrt() * dot(&truth, &truth).sqrt());
+            let mut c = self.check(
+                "P03",
+                &format!("sigma={sigma}: paper's form vs truth (report; cosine {cos:.6})"),
+                &paper,
+                &truth,
+                f64::INFINITY,
+                EXACT_ABS,
+            );
+            c.tolerance = "reported".into();
+            c.pass = true;
+            checks.push(c);
+        }
+        Ok(checks)
+    }
+
+    /// P04: one valid trace per task out of N, at θ = θ_k:
+    /// expected gradient = Σ_x μ_x [(1−(1−p)^N)/p] ∇p(x) = ∇ Σ_j (1/j) pass@j.
+    fn p04(&self, policy: &mut dyn Policy) -> Result<Vec<Check>> {
+        let env = self.env;
+        let mut checks = Vec::new();
+        let mut rng = crate::rng::stream(self.seed, 104);
+        let dirs = random_directions(policy.num_params(), 6, &mut rng);
+        for n in [1usize, 3, 8] {
+            let table = PolicyTable::new(policy, env);
+            let q = exact::valid_length_distribution(env, &table);
+            let w: Vec<Vec<f64>> = q
+                .iter()
+                .map(|qx| length_weights(Rule::OnePerTask, n, qx).expect("a weight"))
+                .collect();
+            let curated = exact::weighted_score(env, &table, policy, &env.mu, &w);
+            let proj: Vec<f64> = dirs.iter().map(|u| dot(u, &curated)).collect();
+            let f = |p: &dyn Policy| {
+                let probs = exact::success_probabilities(env, &PolicyTable::new(p, env));
+                probs
+                    .iter()
+                    .zip(&env.mu)
+                    .map(|(&px, m)| {
+                        m * (1..=n)
+                            .map(|j| (1.0 - (1.0 - px).powi(j as i32)) / j as f64)
+                            .sum::<f64>()
+                    })
+                    .sum()
+            };
+            let fd = fd_directional(policy, &dirs, &f);
+            checks.push(self.check(
+                "P04",
+                &format!("N={n}: curated expectation vs FD of sum_j pass@j/j"),
+                &proj,
+                &fd,
+                FD_REL,
+                FD_ABS,
+            ));
+            if n == 1 {
+                let grad_j = exact::objective_gradient(env, policy);
+                checks.push(self.check(
+                    "P04",
+                    "N=1: curated expectation equals grad J",
+                    &curated,
+                    &grad_j,
+                    EXACT_REL,
+                    EXACT_ABS,
+                ));
+            }
+            if self.small() && n <= 3 {
+                let brute = self.brute_force(policy, Rule::OnePerTask, n)?;
+                checks.push(self.check(
+                    "P04",
+                    &format!("N={n}: formula vs brute force over N-tuples"),
+                    &curated,
+                    &brute,
+                    EXACT_REL,
+                    EXACT_ABS,
+                ));
+            }
+        }
+        // Large N: → Σ μ ∇ log p.
+        let table = PolicyTable::new(policy, env);
+        let p = exact::success_probabilities(env, &table);
+        let n = 100_000usize;
+        if p.iter().all(|&px| (1.0 - px).powi(n as i32) < 1e-15) {
+            let q = exact::valid_length_distribution(env, &table);
+            let w: Vec<Vec<f64>> = q
+                .iter()
+                .map(|qx| length_weights(Rule::OnePerTask, n, qx).expect("a weight"))
+                .collect();
+            let curated = exact::weighted_score(env, &table, policy, &env.mu, &w);
+            let coef: Vec<f64> = env.mu.iter().zip(&p).map(|(m, px)| m / px).collect();
+            let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+            let grad_log_p = exact::weighted_score(env, &table, policy, &coef, &ones);
+            checks.push(self.check(
+                "P04",
+                "N=1e5: curated expectation equals grad E log p",
+                &curated,
+                &grad_log_p,
+                EXACT_REL,
+                EXACT_ABS,
+            ));
+        }
+        Ok(checks)
+    }
+
+    /// P05: shortest valid per task is the length-weighted reward
+    /// w(L) = [(1−Q_{<L})^N − (1−Q_{≤L})^N]/q_L (checked by brute force),
+    /// which is not a function of validity (weights differ across lengths,
+    /// and the expected gradient is not parallel to ∇J).
+    fn p05(&self, policy: &dyn Policy) -> Result<Vec<Check>> {
+        let env = self.env;
+        let table = PolicyTable::new(policy, env);
+        let q = exact::valid_length_distribution(env, &table);
+        let mut checks = Vec::new();
+        for n in [2usize, 3] {
+            let w: Vec<Vec<f64>> = q
+                .iter()
+                .map(|qx| length_weights(Rule::ShortestPerTask, n, qx).expect("a weight"))
+                .collect();
+            let dp = exact::weighted_score(env, &table, policy, &env.mu, &w);
+            if self.small() {
+                let brute = self.brute_force(policy, Rule::ShortestPerTask, n)?;
+                checks.push(self.check(
+                    "P05",
+                    &format!("N={n}: length-weighted DP vs brute force"),
+                    &dp,
+                    &brute,
+                    EXACT_REL,
+                    EXACT_ABS,
+                ));
+            }
+            // The implicit reward is strictly decreasing in plan length
+            // (over lengths that occur), hence no function of validity alone.
+            let grad_j = exact::objective_gradient(env, policy);
+            let cos = dot(&dp, &grad_j) / (dot(&dp, &dp).sqrt() * dot(&grad_j, &grad_j).sqrt());
+            let mut decreasing = true;
+            let mut spread = 1.0f64;
+            for (wx, qx) in w.iter().zip(&q) {
+                let used: Vec<f64> = wx
+                    .iter()
+                    .zip(qx)
+                    .filter(|(_, q)| **q > 0.0)
+                    .map(|(w, _)| *w)
+                    .collect();
+                decreasing &= used.windows(2).all(|p| p[1] < p[0]);
+                if let (Some(first), Some(last)) = (used.first(), used.last()) {
+                    spread = spread.max(first / last);
+                }
+            }
+            checks.push(Check {
+                claim: "P05".into(),
+                setting: self.setting.into(),
+                policy: self.label.into(),
+                quantity: format!(
+                    "N={n}: w(L) strictly decreasing in L; w(shortest)/w(longest) {spread:.4}; cos(E grad, grad J) {cos:.6}"
+                ),
+                max_abs_error: 0.0,
+                max_rel_error: 0.0,
+                tolerance: "strict order".into(),
+                pass: decreasing,
+            });
+        }
+        Ok(checks)
+    }
+
+    /// P07: Monte-Carlo estimators are unbiased: their batch means match the
+    /// exact expectation within MC_Z standard errors, along ∇J and random
+    /// directions.
+    fn p07(&self, policy: &dyn Policy, make: &dyn Fn() -> Box<dyn Policy>) -> Vec<Check> {
+        let env = self.env;
+        let table = PolicyTable::new(policy, env);
+        let mut rng = crate::rng::stream(self.seed, 107);
+        let grad_j = exact::objective_gradient(env, policy);
+        let mut dirs = random_directions(policy.num_params(), 4, &mut rng);
+        let norm = dot(&grad_j, &grad_j).sqrt();
+        if norm > 0.0 {
+            dirs.push(grad_j.iter().map(|g| g / norm).collect());
+        }
+        let q = exact::valid_length_distribution(env, &table);
+        let per_task = 8;
+        let one_w: Vec<Vec<f64>> = q
+            .iter()
+            .map(|qx| length_weights(Rule::OnePerTask, per_task, qx).expect("w"))
+            .collect();
+        let one_exact = exact::weighted_score(env, &table, policy, &env.mu, &one_w);
+        let beta = with_params(make, &perturbed(policy, 0.3, &mut rng));
+        let beta_table = PolicyTable::new(&*beta, env);
+        let batches = 1500;
+        let mut sums = vec![vec![(0.0f64, 0.0f64); dirs.len()]; 4];
+        let mut ess_total = 0.0;
+        for _ in 0..batches {
+            let batch = estimator::sample_batch(env, &table, per_task, &mut rng);
+            // Curated: one valid per task, uniformly, weighted by μ.
+            let mut curated = vec![0.0; policy.num_params()];
+            for x in 0..env.tasks.len() {
+                let valid: Vec<&Trace> = batch.iter().filter(|t| t.task == x && t.valid).collect();
+                if !valid.is_empty() {
+                    valid[rng.random_range(0..valid.len())].accumulate_score(
+                        env,
+                        policy,
+                        env.mu[x],
+                        &mut curated,
+                    );
+                }
+            }
+            // REINFORCE and RLOO average over N = per_task·|X|; scale to μ-weighting.
+            let k = env.tasks.len() as f64;
+            let reinforce: Vec<f64> = estimator::reinforce(env, policy, &batch)
+                .iter()
+                .map(|g| g * k * env.mu[0])
+                .collect();
+            let rloo: Vec<f64> = estimator::rloo(env, policy, &batch)
+                .iter()
+                .map(|g| g * k * env.mu[0])
+                .collect();
+            let off = estimator::sample_batch(env, &beta_table, per_task, &mut rng);
+            let (iw, ess) =
+                estimator::importance_weighted(env, policy, &table, &beta_table, &off, false);
+            ess_total += ess;
+            let iw: Vec<f64> = iw.iter().map(|g| g * k * env.mu[0]).collect();
+            for (e, g) in [reinforce, rloo, iw, curated].iter().enumerate() {
+                for (d, u) in dirs.iter().enumerate() {
+                    let v = dot(u, g);
+                    sums[e][d].0 += v;
+                    sums[e][d].1 += v * v;
+                }
+            }
+        }
+        let names = [
+            "REINFORCE vs grad J",
+            "RLOO vs grad J",
+            "importance-weighted (ordinary) vs grad J",
+            "one-per-task curated SFT vs formula",
+        ];
+        let mut checks = Vec::new();
+        for (e, name) in names.iter().enumerate() {
+            let target = if e == 3 { &one_exact } else { &grad_j };
+            let mut worst_z = 0.0f64;
+            let mut worst_abs = 0.0f64;
+            for (d, u) in dirs.iter().enumerate() {
+                let (s, ss) = sums[e][d];
+                let m = batches as f64;
+                let mean = s / m;
+                let var = (ss / m - mean * mean).max(0.0) * m / (m - 1.0);
+                let se = (var / m).sqrt();
+                let diff = (mean - dot(u, target)).abs();
+                worst_abs = worst_abs.max(diff);
+                if se > 0.0 {
+                    worst_z = worst_z.max(diff / se);
+                } else if diff > EXACT_ABS {
+                    worst_z = f64::INFINITY;
+                }
+            }
+            let extra = if e == 2 {
+                format!(
+                    ", mean ESS {:.1} of {}",
+                    ess_total / batches as f64,
+                    per_task * env.tasks.len()
+                )
+            } else {
+                String::new()
+            };
+            checks.push(Check {
+                claim: "P07".into(),
+                setting: self.setting.into(),
+                policy: self.label.into(),
+                quantity: format!(
+                    "{name}: {batches} batches of {per_task}/task, max z {worst_z:.2}{extra}"
+                ),
+                max_abs_error: worst_abs,
+                max_rel_error: worst_z,
+                tolerance: format!("z <= {MC_Z}"),
+                pass: worst_z <= MC_Z,
+            });
+        }
+        checks
+    }
+
+    /// Few enough valid traces to enumerate N-tuples.
+    fn small(&self) -> bool {
+        (0..self.env.tasks.len()).all(|x| enumerate_valid_traces(self.env, x, 40).is_ok())
+    }
+
+    /// E[Σ_x μ_x Σ_{kept} ∇ log π(y)] by enumerating every N-tuple of
+    /// outcomes (each valid trace, or "invalid") and applying the rule
+    /// literally, ties and all.
+    fn brute_force(&self, policy: &dyn Policy, rule: Rule, n: usize) -> Result<Vec<f64>> {
+        let env = self.env;
+        let table = PolicyTable::new(policy, env);
+        let mut grad = vec![0.0; policy.num_params()];
+        for x in 0..env.tasks.len() {
+            let traces = self.valid_traces(x)?;
+            let probs: Vec<f64> = traces
+                .iter()
+                .map(|y| trace_log_prob(env, &table, x, y).exp())
+                .collect();
+            let invalid = 1.0 - probs.iter().sum::<f64>();
+            let k = traces.len() + 1; // outcome k-1 = invalid
+            let mut tuple = vec![0usize; n];
+            loop {
+                let prob: f64 = tuple
+                    .iter()
+                    .map(|&o| if o == k - 1 { invalid } else { probs[o] })
+                    .product();
+                let valid: Vec<usize> = tuple.iter().copied().filter(|&o| o != k - 1).collect();
+                let kept: Vec<usize> = match rule {
+                    Rule::OnePerTask | Rule::AllValid => valid,
+                    Rule::ShortestPerTask => {
+                        let min = valid.iter().map(|&o| traces[o].len()).min();
+                        valid
+                            .into_iter()
+                            .filter(|&o| Some(traces[o].len()) == min)
+                            .collect()
+                    }
+                    Rule::None => unreachable!("not a validity rule"),
+                };
+                if !kept.is_empty() {
+                    let each = if rule == Rule::AllValid {
+                        1.0
+                    } else {
+                        1.0 / kept.len() as f64
+                    };
+                    for &o in &kept {
+                        score(
+                            env,
+                            policy,
+                            x,
+                            &traces[o],
+                            env.mu[x] * prob * each,
+                            &mut grad,
+                        );
+                    }
+                }
+                // Next tuple (odometer).
+                let mut i = 0;
+                while i < n {
+                    tuple[i] += 1;
+                    if tuple[i] < k {
+                        break;
+                    }
+                    tuple[i] = 0;
+                    i += 1;
+                }
+                if i == n {
+                    break;
+                }
+            }
+        }
+        Ok(grad)
+    }
+}
