@@ -10,6 +10,9 @@ fn bin() -> Command {
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = bin();
+    // Commands that write default outputs (plots/…) write into a scratch
+    // directory, never into the checkout.
+    cmd.current_dir(std::env::temp_dir());
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,6 +4,8 @@
 mod cli;
 mod common;
 mod differential;
+mod exact;
 mod pddl;
+mod proofs;
 mod search;
 mod validate;
