@@ -53,19 +53,20 @@ impl PolicyTable {
     }
 }
 
-/// Per task: V_t(s) for t = 0..=H under `beh` with END reward w(t)·goal(s).
-fn values(env: &Deployment, beh: &PolicyTable, x: usize, w: &[f64]) -> Vec<Vec<f64>> {
+/// The reward of a trace that writes END in state s at time t of task x:
+/// `r(x, s, t)`. Validity with length weights is `goal(s)·w_x(t)`; other
+/// rewards (e.g. a graded score, P06) fit the same dynamic programs.
+pub type EndReward<'a> = &'a dyn Fn(usize, usize, usize) -> f64;
+
+/// Per task: V_t(s) for t = 0..=H under `beh` with END reward r.
+fn values(env: &Deployment, beh: &PolicyTable, x: usize, r: EndReward) -> Vec<Vec<f64>> {
     let t_ = &env.tasks[x];
     let h = env.horizon;
     let end = env.end();
     let mut v = vec![vec![0.0; t_.num_states()]; h + 1];
     for t in (0..=h).rev() {
         for s in 0..t_.num_states() {
-            let mut val = if t_.is_goal[s] {
-                beh.prob(x, s, end) * w[t]
-            } else {
-                0.0
-            };
+            let mut val = beh.prob(x, s, end) * r(x, s, t);
             if t < h {
                 for &(a, next) in &t_.successors[s] {
                     val += beh.prob(x, s, a) * v[t + 1][next as usize];
@@ -75,6 +76,71 @@ fn values(env: &Deployment, beh: &PolicyTable, x: usize, w: &[f64]) -> Vec<Vec<f
         }
     }
     v
+}
+
+/// Per task: for every state s and action a, the expected reward-weighted
+/// number of times a trace of `beh` takes a in s:
+///   c_s[a] = Σ_t d_t(s) β(a|s) Q_t(s,a) = E_β[ r(y) · #{t: (s_t,a_t) = (s,a)} ].
+/// Row-major states × actions.
+// `s` indexes the occupancy and value tables together.
+#[allow(clippy::needless_range_loop)]
+fn action_weights(env: &Deployment, beh: &PolicyTable, x: usize, r: EndReward) -> Vec<f64> {
+    let n = env.num_actions();
+    let end = env.end();
+    let v = values(env, beh, x, r);
+    let d = occupancy(env, beh, x);
+    let t_ = &env.tasks[x];
+    let mut c = vec![0.0; t_.num_states() * n];
+    for s in 0..t_.num_states() {
+        let row = &mut c[s * n..(s + 1) * n];
+        for t in 0..=env.horizon {
+            let mass = d[t][s];
+            if mass == 0.0 {
+                continue;
+            }
+            row[end] += mass * beh.prob(x, s, end) * r(x, s, t);
+            if t < env.horizon {
+                for &(a, next) in &t_.successors[s] {
+                    row[a] += mass * beh.prob(x, s, a) * v[t + 1][next as usize];
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Expected END reward E_π[r(y)] of each task.
+pub fn expected_reward(env: &Deployment, pi: &PolicyTable, r: EndReward) -> Vec<f64> {
+    (0..env.tasks.len())
+        .map(|x| values(env, pi, x, r)[0][0])
+        .collect()
+}
+
+/// The tabular policy that fits the reward-filtered trace law of `beh`
+/// exactly (maximum likelihood with full capacity, one EM step):
+///   π'(a|s) = c_s[a] / Σ_b c_s[b]   with c as in [`action_weights`];
+/// states the filtered law never visits keep β's row.
+pub fn fit_filtered(env: &Deployment, beh: &PolicyTable, r: EndReward) -> PolicyTable {
+    let n = env.num_actions();
+    let logp = (0..env.tasks.len())
+        .map(|x| {
+            let c = action_weights(env, beh, x, r);
+            let mut out = beh.logp[x].clone();
+            for (s, row) in c.chunks(n).enumerate() {
+                let total: f64 = row.iter().sum();
+                if total > 0.0 {
+                    for (o, &v) in out[s * n..(s + 1) * n].iter_mut().zip(row) {
+                        *o = (v / total).ln();
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    PolicyTable {
+        logp,
+        num_actions: n,
+    }
 }
 
 /// Per task: d_t(s), the probability that a trace of `beh` is in s at time
@@ -100,10 +166,12 @@ fn occupancy(env: &Deployment, beh: &PolicyTable, x: usize) -> Vec<Vec<f64>> {
 
 /// Success probability p(x) of each task (π's probability of a valid trace).
 pub fn success_probabilities(env: &Deployment, pi: &PolicyTable) -> Vec<f64> {
-    let ones = vec![1.0; env.horizon + 1];
-    (0..env.tasks.len())
-        .map(|x| values(env, pi, x, &ones)[0][0])
-        .collect()
+    expected_reward(env, pi, &|x, s, _| valid(env, x, s))
+}
+
+/// R at END: 1 in a goal state.
+fn valid(env: &Deployment, x: usize, s: usize) -> f64 {
+    if env.tasks[x].is_goal[s] { 1.0 } else { 0.0 }
 }
 
 /// J(θ) = Σ_x μ(x) p(x).
@@ -137,8 +205,6 @@ pub fn valid_length_distribution(env: &Deployment, pi: &PolicyTable) -> Vec<Vec<
 
 /// S(β, θ, w) as defined in the module docs. `coef[x]` multiplies task x;
 /// `length_weights[x][L]` is w_x(L) for L = 0..=H.
-// `s` indexes the occupancy, value and goal tables together.
-#[allow(clippy::needless_range_loop)]
 pub fn weighted_score(
     env: &Deployment,
     beh: &PolicyTable,
@@ -148,37 +214,16 @@ pub fn weighted_score(
 ) -> Vec<f64> {
     let mut grad = vec![0.0; target.num_params()];
     let n = env.num_actions();
-    let end = env.end();
-    let mut c = vec![0.0; n];
     for x in 0..env.tasks.len() {
         if coef[x] == 0.0 {
             continue;
         }
         let w = &length_weights[x];
-        let v = values(env, beh, x, w);
-        let d = occupancy(env, beh, x);
-        let t_ = &env.tasks[x];
-        for s in 0..t_.num_states() {
-            c.fill(0.0);
-            for t in 0..=env.horizon {
-                let mass = d[t][s];
-                if mass == 0.0 {
-                    continue;
-                }
-                if t_.is_goal[s] {
-                    c[end] += mass * beh.prob(x, s, end) * w[t];
-                }
-                if t < env.horizon {
-                    for &(a, next) in &t_.successors[s] {
-                        c[a] += mass * beh.prob(x, s, a) * v[t + 1][next as usize];
-                    }
-                }
-            }
-            if c.iter().any(|&v| v != 0.0) {
-                for v in c.iter_mut() {
-                    *v *= coef[x];
-                }
-                target.accumulate_score(env, x, s as StateIndex, &c, &mut grad);
+        let c = action_weights(env, beh, x, &|x, s, t| valid(env, x, s) * w[t]);
+        for (s, row) in c.chunks(n).enumerate() {
+            if row.iter().any(|&v| v != 0.0) {
+                let scaled: Vec<f64> = row.iter().map(|v| v * coef[x]).collect();
+                target.accumulate_score(env, x, s as StateIndex, &scaled, &mut grad);
             }
         }
     }

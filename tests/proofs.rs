@@ -19,9 +19,15 @@ fn run_claim(claim: &str) -> Vec<Check> {
         })
         .collect();
     assert!(failed.is_empty(), "{claim} failed:\n{}", failed.join("\n"));
-    // Every setting and both policy kinds produced checks.
+    // Every setting and policy kind the claim applies to produced checks
+    // (P06 is about full-capacity tabular policies).
+    let kinds: &[&str] = if claim == "P06" {
+        &["tabular"]
+    } else {
+        &["tabular", "mlp"]
+    };
     for s in &settings {
-        for kind in ["tabular", "mlp"] {
+        for &kind in kinds {
             assert!(
                 checks
                     .iter()
@@ -104,6 +110,25 @@ fn p04_one_per_task_is_the_gradient_of_harmonic_pass_at_j() {
 fn p05_shortest_per_task_rewards_short_plans() {
     let checks = run_claim("P05");
     assert!(checks.iter().any(|c| c.quantity.contains("brute force")));
+}
+
+/// proofs/P06-policy-improvement.md, steps 1–5.
+#[test]
+fn p06_exact_fit_improves_success_unless_the_filter_is_a_proxy() {
+    let checks = run_claim("P06");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.quantity.starts_with("counterexample")),
+        "no counterexample ran"
+    );
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| c.quantity.contains("exact tabular fits"))
+            .count(),
+        3
+    );
 }
 
 /// proofs/P07-mc-estimators-unbiased.md.
