@@ -59,3 +59,64 @@ pub fn length_weights(rule: Rule, n: usize, q: &[f64]) -> Option<Vec<f64>> {
         }
     }
 }
+
+/// Training pool across generations.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pool {
+    /// Curate over the samples of every generation so far (the paper).
+    Accumulate,
+    /// Curate over the last generation's samples only.
+    Replace,
+}
+
+/// Length weights per behaviour generation for the paper's rule pooled over
+/// generations: N samples per task from each generation j (valid-length
+/// laws `q[j][L]`), one trace kept per task — the shortest valid one among
+/// *all* samples, ties uniform. For a valid trace y of length L,
+///
+///   P(kept = y) = Σ_j β_j(y) · w_j(L),
+///   w_j(L) = N ∫₀¹ Π_{j'} (r_{j'}(L) + u·q_{j'}(L))^{N − [j'=j]} du,
+///
+/// with r_{j'}(L) = 1 − Q_{j',≤L} (invalid or longer). The integral is
+/// E[1/(1+M)] for the M other samples tied at length L, via
+/// 1/(1+M) = ∫₀¹ u^M du; it is evaluated exactly by expanding the
+/// polynomial in u. With one generation this is [`length_weights`] for
+/// [`Rule::ShortestPerTask`] (see `proofs/P08`).
+pub fn pooled_shortest_weights(n: usize, q: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let gens = q.len();
+    let len = q.first().map_or(0, Vec::len);
+    let mut below = vec![0.0f64; gens];
+    let mut out = vec![vec![0.0; len]; gens];
+    for l in 0..len {
+        for j in 0..gens {
+            // Polynomial in u: Π_{j'} (r + u q)^{m}, coefficients by degree.
+            let mut poly = vec![1.0f64];
+            for jj in 0..gens {
+                let ql = q[jj][l];
+                let r = (1.0 - below[jj] - ql).max(0.0);
+                let m = n - usize::from(jj == j);
+                for _ in 0..m {
+                    let mut next = vec![0.0; poly.len() + 1];
+                    for (d, &c) in poly.iter().enumerate() {
+                        next[d] += c * r;
+                        next[d + 1] += c * ql;
+                    }
+                    poly = next;
+                }
+            }
+            let integral: f64 = poly
+                .iter()
+                .enumerate()
+                .map(|(d, c)| c / (d + 1) as f64)
+                .sum();
+            out[j][l] = n as f64 * integral;
+        }
+        for jj in 0..gens {
+            below[jj] += q[jj][l];
+        }
+    }
+    out
+}

@@ -245,3 +245,64 @@ pub fn task_gradient(env: &Deployment, policy: &dyn Policy, x: usize) -> Vec<f64
     coef[x] = 1.0;
     weighted_score(env, &table, policy, &coef, &ones)
 }
+
+/// Expected SFT gradient E[Σ_x μ(x) Σ_{y kept for x} ∇log π_θ(y)] when N
+/// traces per task are sampled from each generation in `generations`
+/// (oldest first, each a behaviour policy table), curated by `rule` over
+/// the pool: `Accumulate` curates over all generations' samples, `Replace`
+/// over the last generation's only. Errors for [`Rule::None`], which is not
+/// a rule on valid traces.
+pub fn curated_sft_expectation(
+    env: &Deployment,
+    target: &dyn Policy,
+    generations: &[PolicyTable],
+    rule: crate::curation::Rule,
+    pool: crate::curation::Pool,
+    n: usize,
+) -> crate::Result<Vec<f64>> {
+    use crate::curation::{Pool, Rule, pooled_shortest_weights};
+    let gens: &[PolicyTable] = match pool {
+        Pool::Accumulate => generations,
+        Pool::Replace => &generations[generations.len() - 1..],
+    };
+    let laws: Vec<Vec<Vec<f64>>> = gens
+        .iter()
+        .map(|g| valid_length_distribution(env, g))
+        .collect();
+    let h = env.horizon + 1;
+    let mut grad = vec![0.0; target.num_params()];
+    for x in 0..env.tasks.len() {
+        let q: Vec<Vec<f64>> = laws.iter().map(|l| l[x].clone()).collect();
+        let weights: Vec<Vec<f64>> = match rule {
+            Rule::None => {
+                return Err(crate::Error::Invalid(
+                    "curation rule `none` keeps invalid traces too; it has no validity-weighted form".into(),
+                ));
+            }
+            Rule::AllValid => vec![vec![n as f64; h]; gens.len()],
+            Rule::ShortestPerTask => pooled_shortest_weights(n, &q),
+            // One uniformly chosen valid sample: the shortest-rule formula
+            // with every valid trace in a single length class.
+            Rule::OnePerTask => {
+                let collapsed: Vec<Vec<f64>> = q.iter().map(|qj| vec![qj.iter().sum()]).collect();
+                pooled_shortest_weights(n, &collapsed)
+                    .into_iter()
+                    .map(|w| vec![w[0]; h])
+                    .collect()
+            }
+        };
+        let mut coef = vec![0.0; env.tasks.len()];
+        coef[x] = env.mu[x];
+        for (g, w) in gens.iter().zip(&weights) {
+            let mut lw = vec![vec![0.0; h]; env.tasks.len()];
+            lw[x] = w.clone();
+            for (acc, v) in grad
+                .iter_mut()
+                .zip(weighted_score(env, g, target, &coef, &lw))
+            {
+                *acc += v;
+            }
+        }
+    }
+    Ok(grad)
+}

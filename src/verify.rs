@@ -97,7 +97,7 @@ pub fn warm_start(
 }
 
 /// Claim ids, in the order of `proofs/README.md`.
-pub const CLAIMS: [&str; 7] = ["P01", "P02", "P03", "P04", "P05", "P06", "P07"];
+pub const CLAIMS: [&str; 8] = ["P01", "P02", "P03", "P04", "P05", "P06", "P07", "P08"];
 
 /// One row of the verification table.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -394,6 +394,9 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
             }
             if wants("P07") {
                 out.extend(ctx.p07(&*policy, &*make));
+            }
+            if wants("P08") {
+                out.extend(ctx.p08(&*policy, &*make)?);
             }
         }
     }
@@ -951,6 +954,155 @@ impl Ctx<'_> {
             });
         }
         checks
+    }
+
+    /// P08: the paper's curation across generations (accumulate the pool,
+    /// keep the shortest valid trace per task) — and the other rules and
+    /// pools — equal Σ_j E_{β_j}[w_j(|y|) R ∇log π_θ] with the weights of
+    /// `curation::pooled_shortest_weights`; checked against brute force over
+    /// every tuple of samples from all generations.
+    fn p08(&self, policy: &dyn Policy, make: &dyn Fn() -> Box<dyn Policy>) -> Result<Vec<Check>> {
+        use crate::curation::Pool;
+        let env = self.env;
+        let mut rng = crate::rng::stream(self.seed, 108);
+        let mut checks = Vec::new();
+        // One generation: the pooled weights reduce to P05's.
+        let table = PolicyTable::new(policy, env);
+        let q = exact::valid_length_distribution(env, &table);
+        for n in [1usize, 2, 5] {
+            let pooled: Vec<f64> = q
+                .iter()
+                .flat_map(|qx| crate::curation::pooled_shortest_weights(n, &[qx.clone()]).remove(0))
+                .collect();
+            let single: Vec<f64> = q
+                .iter()
+                .flat_map(|qx| length_weights(Rule::ShortestPerTask, n, qx).expect("w"))
+                .collect();
+            checks.push(self.check(
+                "P08",
+                &format!("N={n}: one generation reduces to the P05 weights"),
+                &pooled,
+                &single,
+                EXACT_REL,
+                EXACT_ABS,
+            ));
+        }
+        if !self.small() {
+            return Ok(checks);
+        }
+        let gens: Vec<Box<dyn Policy>> = vec![
+            with_params(make, &perturbed(policy, 1.0, &mut rng)),
+            with_params(make, &perturbed(policy, 0.5, &mut rng)),
+            with_params(make, policy.params()),
+        ];
+        let tables: Vec<PolicyTable> = gens.iter().map(|g| PolicyTable::new(&**g, env)).collect();
+        for (n, g_count) in [(1usize, 3usize), (2, 2)] {
+            let tabs = &tables[tables.len() - g_count..];
+            for rule in [Rule::ShortestPerTask, Rule::OnePerTask, Rule::AllValid] {
+                for pool in [Pool::Accumulate, Pool::Replace] {
+                    let exact_g = exact::curated_sft_expectation(env, policy, tabs, rule, pool, n)?;
+                    let used: &[PolicyTable] = if pool == Pool::Accumulate {
+                        tabs
+                    } else {
+                        &tabs[g_count - 1..]
+                    };
+                    let Some(brute) = self.brute_force_pooled(policy, used, rule, n, 300_000)?
+                    else {
+                        continue;
+                    };
+                    checks.push(self.check(
+                        "P08",
+                        &format!("{rule:?}, {pool:?}, {g_count} generations x N={n}: formula vs brute force"),
+                        &exact_g,
+                        &brute,
+                        EXACT_REL,
+                        EXACT_ABS,
+                    ));
+                }
+            }
+        }
+        Ok(checks)
+    }
+
+    /// Like [`Self::brute_force`], with the N samples of each generation in
+    /// `behaviours` drawn from that generation; None if there are more than
+    /// `max_tuples` tuples.
+    fn brute_force_pooled(
+        &self,
+        target: &dyn Policy,
+        behaviours: &[PolicyTable],
+        rule: Rule,
+        n: usize,
+        max_tuples: usize,
+    ) -> Result<Option<Vec<f64>>> {
+        let env = self.env;
+        let mut grad = vec![0.0; target.num_params()];
+        for x in 0..env.tasks.len() {
+            let traces = self.valid_traces(x)?;
+            let k = traces.len() + 1;
+            let slots = n * behaviours.len();
+            if (k as f64).powi(slots as i32) > max_tuples as f64 {
+                return Ok(None);
+            }
+            // Outcome probabilities per slot: valid traces, then "invalid".
+            let probs: Vec<Vec<f64>> = behaviours
+                .iter()
+                .flat_map(|b| {
+                    let mut p: Vec<f64> = traces
+                        .iter()
+                        .map(|y| trace_log_prob(env, b, x, y).exp())
+                        .collect();
+                    p.push(1.0 - p.iter().sum::<f64>());
+                    std::iter::repeat_n(p, n)
+                })
+                .collect();
+            let mut tuple = vec![0usize; slots];
+            loop {
+                let prob: f64 = tuple.iter().zip(&probs).map(|(&o, p)| p[o]).product();
+                let valid: Vec<usize> = tuple.iter().copied().filter(|&o| o != k - 1).collect();
+                let kept: Vec<usize> = match rule {
+                    Rule::OnePerTask | Rule::AllValid => valid,
+                    Rule::ShortestPerTask => {
+                        let min = valid.iter().map(|&o| traces[o].len()).min();
+                        valid
+                            .into_iter()
+                            .filter(|&o| Some(traces[o].len()) == min)
+                            .collect()
+                    }
+                    Rule::None => unreachable!("not a validity rule"),
+                };
+                if prob > 0.0 && !kept.is_empty() {
+                    let each = if rule == Rule::AllValid {
+                        1.0
+                    } else {
+                        1.0 / kept.len() as f64
+                    };
+                    for &o in &kept {
+                        score(
+                            env,
+                            target,
+                            x,
+                            &traces[o],
+                            env.mu[x] * prob * each,
+                            &mut grad,
+                        );
+                    }
+                }
+                let mut i = 0;
+                while i < slots {
+                    tuple[i] += 1;
+                    if tuple[i] < k {
+                        break;
+                    }
+                    tuple[i] = 0;
+                    i += 1;
+                }
+                if i == slots {
+                    break;
+                }
+            }
+        }
+        Ok(Some(grad))
     }
 
     /// Few enough valid traces to enumerate N-tuples.

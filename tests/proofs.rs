@@ -212,3 +212,15 @@ fn proofs_index_matches_files_and_tests() {
     }
     assert_eq!(rows.len(), iterdeploy::verify::CLAIMS.len());
 }
+
+/// proofs/P08-pooled-curation-across-generations.md, steps 1–6.
+#[test]
+fn p08_pooled_curation_is_length_weighted_reinforce() {
+    let checks = run_claim("P08");
+    let brute = checks
+        .iter()
+        .filter(|c| c.quantity.contains("brute force"))
+        .count();
+    // 3 rules × 2 pools × 2 sizes on the two small settings, both policies.
+    assert_eq!(brute, 3 * 2 * 2 * 2 * 2);
+}
