@@ -85,6 +85,8 @@ pub enum Pool {
 /// 1/(1+M) = ∫₀¹ u^M du; it is evaluated exactly by expanding the
 /// polynomial in u. With one generation this is [`length_weights`] for
 /// [`Rule::ShortestPerTask`] (see `proofs/P08`).
+// `j` and `l` index the weights and the laws together.
+#[allow(clippy::needless_range_loop)]
 pub fn pooled_shortest_weights(n: usize, q: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let gens = q.len();
     let len = q.first().map_or(0, Vec::len);

@@ -972,7 +972,9 @@ impl Ctx<'_> {
         for n in [1usize, 2, 5] {
             let pooled: Vec<f64> = q
                 .iter()
-                .flat_map(|qx| crate::curation::pooled_shortest_weights(n, &[qx.clone()]).remove(0))
+                .flat_map(|qx| {
+                    crate::curation::pooled_shortest_weights(n, std::slice::from_ref(qx)).remove(0)
+                })
                 .collect();
             let single: Vec<f64> = q
                 .iter()
