@@ -59,7 +59,14 @@ impl Mlp {
         }
     }
 
-    fn active_inputs(&self, env: &Deployment, x: usize, s: StateIndex) -> Vec<usize> {
+    /// (inputs, hidden units, outputs).
+    pub fn dims(&self) -> (usize, usize, usize) {
+        (self.inputs, self.hidden, self.outputs)
+    }
+
+    /// Indices of the 1s of the input vector: state facts, then goal facts
+    /// offset by the number of shared facts.
+    pub fn active_inputs(&self, env: &Deployment, x: usize, s: StateIndex) -> Vec<usize> {
         let t = &env.tasks[x];
         let half = env.num_features;
         t.state_features[s as usize]
