@@ -341,7 +341,12 @@ pub fn exact_throughput() -> Result<()> {
     use crate::policy::{Mlp, Policy, Tabular};
     let kind = DomainKind::Blocksworld;
     let domain = kind.parse_domain();
-    let t = generate(kind, &mut Params::from_pairs(kind, &["blocks=6".to_string()])?, 1, 5)?;
+    let t = generate(
+        kind,
+        &mut Params::from_pairs(kind, &["blocks=6".to_string()])?,
+        1,
+        5,
+    )?;
     let problem = crate::pddl::parse_problem(t[0].pddl.as_bytes(), &t[0].name, &domain)?;
     let start = Instant::now();
     let env = Deployment::build(&domain, &[problem], 24, 1_000_000)?;
@@ -355,9 +360,14 @@ pub fn exact_throughput() -> Result<()> {
     let mut rng = crate::rng::seeded(1);
     let policies: Vec<(&str, Box<dyn Policy>)> = vec![
         ("tabular", Box::new(Tabular::zeros(&env, 1.0, 3.0))),
-        ("mlp (64 hidden)", Box::new(Mlp::new(&env, 64, 1.0, 1.0, 3.0, &mut rng))),
+        (
+            "mlp (64 hidden)",
+            Box::new(Mlp::new(&env, 64, 1.0, 1.0, 3.0, &mut rng)),
+        ),
     ];
-    println!("| policy | params | J | exact J+∇J evaluations/s | sampled traces/s (1 core) | mean trace length |");
+    println!(
+        "| policy | params | J | exact J+∇J evaluations/s | sampled traces/s (1 core) | mean trace length |"
+    );
     println!("|---|---|---|---|---|---|");
     for (name, p) in &policies {
         let reps = 5;
@@ -373,7 +383,9 @@ pub fn exact_throughput() -> Result<()> {
         let start = Instant::now();
         let mut steps = 0usize;
         for _ in 0..n {
-            steps += crate::estimator::sample_trace(&env, &table, 0, &mut rng).steps.len();
+            steps += crate::estimator::sample_trace(&env, &table, 0, &mut rng)
+                .steps
+                .len();
         }
         let rate = n as f64 / start.elapsed().as_secs_f64();
         println!(

@@ -1026,9 +1026,10 @@ impl Ctx<'_> {
         Ok(checks)
     }
 
-    /// Like [`Self::brute_force`], with the N samples of each generation in
-    /// `behaviours` drawn from that generation; None if there are more than
-    /// `max_tuples` tuples.
+    /// E[Σ_x μ_x Σ_{kept} ∇ log π_θ(y)] by enumerating every tuple of
+    /// outcomes (each valid trace, or "invalid") of the N samples of each
+    /// generation in `behaviours`, and applying the rule literally, ties and
+    /// all; None if there are more than `max_tuples` tuples.
     fn brute_force_pooled(
         &self,
         target: &dyn Policy,
@@ -1112,71 +1113,12 @@ impl Ctx<'_> {
         (0..self.env.tasks.len()).all(|x| enumerate_valid_traces(self.env, x, 40).is_ok())
     }
 
-    /// E[Σ_x μ_x Σ_{kept} ∇ log π(y)] by enumerating every N-tuple of
-    /// outcomes (each valid trace, or "invalid") and applying the rule
-    /// literally, ties and all.
+    /// E[Σ_x μ_x Σ_{kept} ∇ log π(y)] for N samples drawn at θ itself, by
+    /// brute force (see [`Self::brute_force_pooled`]).
     fn brute_force(&self, policy: &dyn Policy, rule: Rule, n: usize) -> Result<Vec<f64>> {
-        let env = self.env;
-        let table = PolicyTable::new(policy, env);
-        let mut grad = vec![0.0; policy.num_params()];
-        for x in 0..env.tasks.len() {
-            let traces = self.valid_traces(x)?;
-            let probs: Vec<f64> = traces
-                .iter()
-                .map(|y| trace_log_prob(env, &table, x, y).exp())
-                .collect();
-            let invalid = 1.0 - probs.iter().sum::<f64>();
-            let k = traces.len() + 1; // outcome k-1 = invalid
-            let mut tuple = vec![0usize; n];
-            loop {
-                let prob: f64 = tuple
-                    .iter()
-                    .map(|&o| if o == k - 1 { invalid } else { probs[o] })
-                    .product();
-                let valid: Vec<usize> = tuple.iter().copied().filter(|&o| o != k - 1).collect();
-                let kept: Vec<usize> = match rule {
-                    Rule::OnePerTask | Rule::AllValid => valid,
-                    Rule::ShortestPerTask => {
-                        let min = valid.iter().map(|&o| traces[o].len()).min();
-                        valid
-                            .into_iter()
-                            .filter(|&o| Some(traces[o].len()) == min)
-                            .collect()
-                    }
-                    Rule::None => unreachable!("not a validity rule"),
-                };
-                if !kept.is_empty() {
-                    let each = if rule == Rule::AllValid {
-                        1.0
-                    } else {
-                        1.0 / kept.len() as f64
-                    };
-                    for &o in &kept {
-                        score(
-                            env,
-                            policy,
-                            x,
-                            &traces[o],
-                            env.mu[x] * prob * each,
-                            &mut grad,
-                        );
-                    }
-                }
-                // Next tuple (odometer).
-                let mut i = 0;
-                while i < n {
-                    tuple[i] += 1;
-                    if tuple[i] < k {
-                        break;
-                    }
-                    tuple[i] = 0;
-                    i += 1;
-                }
-                if i == n {
-                    break;
-                }
-            }
-        }
-        Ok(grad)
+        let table = PolicyTable::new(policy, self.env);
+        Ok(self
+            .brute_force_pooled(policy, std::slice::from_ref(&table), rule, n, usize::MAX)?
+            .expect("no tuple limit"))
     }
 }

@@ -140,6 +140,41 @@ pub struct GeneratedTask {
     pub params: String,
 }
 
+/// A domain's generator with its checked parameters.
+trait Generator {
+    /// Problem text for one task named `name`.
+    fn generate(&self, name: &str, rng: &mut crate::rng::Rng) -> Result<String>;
+    /// The resolved parameters, `k=v;k=v`.
+    fn describe(&self) -> String;
+}
+
+impl Generator for blocksworld::BlocksworldParams {
+    fn generate(&self, name: &str, rng: &mut crate::rng::Rng) -> Result<String> {
+        Ok(blocksworld::BlocksworldParams::generate(self, name, rng))
+    }
+    fn describe(&self) -> String {
+        blocksworld::BlocksworldParams::describe(self)
+    }
+}
+
+impl Generator for sokoban::SokobanParams {
+    fn generate(&self, name: &str, rng: &mut crate::rng::Rng) -> Result<String> {
+        sokoban::SokobanParams::generate(self, name, rng)
+    }
+    fn describe(&self) -> String {
+        sokoban::SokobanParams::describe(self)
+    }
+}
+
+impl Generator for rovers::RoversParams {
+    fn generate(&self, name: &str, rng: &mut crate::rng::Rng) -> Result<String> {
+        Ok(rovers::RoversParams::generate(self, name, rng))
+    }
+    fn describe(&self) -> String {
+        rovers::RoversParams::describe(self)
+    }
+}
+
 /// Generates `count` problems; task `i` uses stream `(seed, i)`.
 pub fn generate(
     kind: DomainKind,
@@ -147,49 +182,23 @@ pub fn generate(
     count: usize,
     seed: u64,
 ) -> Result<Vec<GeneratedTask>> {
-    let mut out = Vec::with_capacity(count);
-    match kind {
-        DomainKind::Blocksworld => {
-            let p = blocksworld::BlocksworldParams::read(params)?;
-            params.finish()?;
-            for i in 0..count {
-                let name = format!("blocksworld-{seed}-{i:04}");
-                let pddl = p.generate(&name, &mut crate::rng::stream(seed, i as u64));
-                out.push(GeneratedTask {
-                    name,
-                    pddl,
-                    params: p.describe(),
-                });
-            }
-        }
-        DomainKind::Sokoban => {
-            let p = sokoban::SokobanParams::read(params)?;
-            params.finish()?;
-            for i in 0..count {
-                let name = format!("sokoban-{seed}-{i:04}");
-                let pddl = p.generate(&name, &mut crate::rng::stream(seed, i as u64))?;
-                out.push(GeneratedTask {
-                    name,
-                    pddl,
-                    params: p.describe(),
-                });
-            }
-        }
-        DomainKind::Rovers => {
-            let p = rovers::RoversParams::read(params)?;
-            params.finish()?;
-            for i in 0..count {
-                let name = format!("rovers-{seed}-{i:04}");
-                let pddl = p.generate(&name, &mut crate::rng::stream(seed, i as u64));
-                out.push(GeneratedTask {
-                    name,
-                    pddl,
-                    params: p.describe(),
-                });
-            }
-        }
-    }
-    Ok(out)
+    let generator: Box<dyn Generator> = match kind {
+        DomainKind::Blocksworld => Box::new(blocksworld::BlocksworldParams::read(params)?),
+        DomainKind::Sokoban => Box::new(sokoban::SokobanParams::read(params)?),
+        DomainKind::Rovers => Box::new(rovers::RoversParams::read(params)?),
+    };
+    params.finish()?;
+    (0..count)
+        .map(|i| {
+            let name = format!("{}-{seed}-{i:04}", kind.name());
+            let pddl = generator.generate(&name, &mut crate::rng::stream(seed, i as u64))?;
+            Ok(GeneratedTask {
+                name,
+                pddl,
+                params: generator.describe(),
+            })
+        })
+        .collect()
 }
 
 /// `manifest.csv` of a generated batch.
