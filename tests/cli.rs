@@ -223,3 +223,43 @@ fn generate_then_plan_a_manifest_writes_valid_plans_and_a_csv() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn verify_runs_claims_on_user_tasks_and_rejects_unknown_claims() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domains");
+    let dir = scratch("verify");
+    let out = run(
+        &[
+            "verify",
+            "--claim",
+            "P02",
+            "--claim",
+            "P04",
+            "--task",
+            root.join("blocksworld.pddl").to_str().unwrap(),
+            root.join("examples/blocksworld-3a.pddl").to_str().unwrap(),
+            root.join("examples/blocksworld-3b.pddl").to_str().unwrap(),
+            "--horizon",
+            "7",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| P02 |") && stdout.contains("| P04 |") && !stdout.contains("| P01 |")
+    );
+    let csv = std::fs::read_to_string(dir.join("verify.csv")).unwrap();
+    assert!(csv.lines().count() > 4 && csv.lines().skip(1).all(|l| l.ends_with(",true")));
+    let out = run(&["verify", "--claim", "P99"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown claim `P99`"));
+    std::fs::remove_dir_all(&dir).ok();
+}
