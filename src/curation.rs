@@ -73,12 +73,12 @@ pub enum Pool {
 }
 
 /// Length weights per behaviour generation for the paper's rule pooled over
-/// generations: N samples per task from each generation j (valid-length
+/// generations: `n[j]` samples per task from generation j (valid-length
 /// laws `q[j][L]`), one trace kept per task — the shortest valid one among
 /// *all* samples, ties uniform. For a valid trace y of length L,
 ///
 ///   P(kept = y) = Σ_j β_j(y) · w_j(L),
-///   w_j(L) = N ∫₀¹ Π_{j'} (r_{j'}(L) + u·q_{j'}(L))^{N − [j'=j]} du,
+///   w_j(L) = n_j ∫₀¹ Π_{j'} (r_{j'}(L) + u·q_{j'}(L))^{n_{j'} − [j'=j]} du,
 ///
 /// with r_{j'}(L) = 1 − Q_{j',≤L} (invalid or longer). The integral is
 /// E[1/(1+M)] for the M other samples tied at length L, via
@@ -87,7 +87,8 @@ pub enum Pool {
 /// [`Rule::ShortestPerTask`] (see `proofs/P08`).
 // `j` and `l` index the weights and the laws together.
 #[allow(clippy::needless_range_loop)]
-pub fn pooled_shortest_weights(n: usize, q: &[Vec<f64>]) -> Vec<Vec<f64>> {
+pub fn pooled_shortest_weights(n: &[usize], q: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    assert_eq!(n.len(), q.len(), "one sample count per generation");
     let gens = q.len();
     let len = q.first().map_or(0, Vec::len);
     let mut below = vec![0.0f64; gens];
@@ -99,7 +100,7 @@ pub fn pooled_shortest_weights(n: usize, q: &[Vec<f64>]) -> Vec<Vec<f64>> {
             for jj in 0..gens {
                 let ql = q[jj][l];
                 let r = (1.0 - below[jj] - ql).max(0.0);
-                let m = n - usize::from(jj == j);
+                let m = n[jj] - usize::from(jj == j);
                 for _ in 0..m {
                     let mut next = vec![0.0; poly.len() + 1];
                     for (d, &c) in poly.iter().enumerate() {
@@ -114,7 +115,7 @@ pub fn pooled_shortest_weights(n: usize, q: &[Vec<f64>]) -> Vec<Vec<f64>> {
                 .enumerate()
                 .map(|(d, c)| c / (d + 1) as f64)
                 .sum();
-            out[j][l] = n as f64 * integral;
+            out[j][l] = n[j] as f64 * integral;
         }
         for jj in 0..gens {
             below[jj] += q[jj][l];

@@ -246,11 +246,12 @@ pub fn task_gradient(env: &Deployment, policy: &dyn Policy, x: usize) -> Vec<f64
     weighted_score(env, &table, policy, &coef, &ones)
 }
 
-/// Expected SFT gradient E[Σ_x μ(x) Σ_{y kept for x} ∇log π_θ(y)] when N
-/// traces per task are sampled from each generation in `generations`
-/// (oldest first, each a behaviour policy table), curated by `rule` over
-/// the pool: `Accumulate` curates over all generations' samples, `Replace`
-/// over the last generation's only. Errors for [`Rule::None`], which is not
+/// Expected SFT gradient E[Σ_x μ(x) Σ_{y kept for x} ∇log π_θ(y)] when
+/// `samples[j]` traces per task are drawn from generation j of
+/// `generations` (oldest first, each a behaviour policy table; unequal
+/// counts give a weighted mixture of behaviours), curated by `rule` over the
+/// pool: `Accumulate` curates over all generations' samples, `Replace` over
+/// the last generation's only. Errors for [`Rule::None`], which is not
 /// a rule on valid traces.
 pub fn curated_sft_expectation(
     env: &Deployment,
@@ -258,12 +259,20 @@ pub fn curated_sft_expectation(
     generations: &[PolicyTable],
     rule: crate::curation::Rule,
     pool: crate::curation::Pool,
-    n: usize,
+    samples: &[usize],
 ) -> crate::Result<Vec<f64>> {
     use crate::curation::{Pool, Rule, pooled_shortest_weights};
-    let gens: &[PolicyTable] = match pool {
-        Pool::Accumulate => generations,
-        Pool::Replace => &generations[generations.len() - 1..],
+    if samples.len() != generations.len() || generations.is_empty() {
+        return Err(crate::Error::Invalid(format!(
+            "{} generation(s) but {} sample count(s)",
+            generations.len(),
+            samples.len()
+        )));
+    }
+    let last = generations.len() - 1;
+    let (gens, n): (&[PolicyTable], &[usize]) = match pool {
+        Pool::Accumulate => (generations, samples),
+        Pool::Replace => (&generations[last..], &samples[last..]),
     };
     let laws: Vec<Vec<Vec<f64>>> = gens
         .iter()
@@ -279,7 +288,7 @@ pub fn curated_sft_expectation(
                     "curation rule `none` keeps invalid traces too; it has no validity-weighted form".into(),
                 ));
             }
-            Rule::AllValid => vec![vec![n as f64; h]; gens.len()],
+            Rule::AllValid => n.iter().map(|&nj| vec![nj as f64; h]).collect(),
             Rule::ShortestPerTask => pooled_shortest_weights(n, &q),
             // One uniformly chosen valid sample: the shortest-rule formula
             // with every valid trace in a single length class.
@@ -305,4 +314,22 @@ pub fn curated_sft_expectation(
         }
     }
     Ok(grad)
+}
+
+/// Σ_x μ(x) E_{y~β(·|x, R=1)}[∇log π_θ(y|x)]: the SFT gradient of the
+/// valid-conditional law of `beh` (tasks where β never succeeds contribute 0).
+pub fn valid_conditional_score(
+    env: &Deployment,
+    beh: &PolicyTable,
+    target: &dyn Policy,
+) -> Vec<f64> {
+    let p = success_probabilities(env, beh);
+    let coef: Vec<f64> = env
+        .mu
+        .iter()
+        .zip(&p)
+        .map(|(m, &px)| if px > 0.0 { m / px } else { 0.0 })
+        .collect();
+    let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+    weighted_score(env, beh, target, &coef, &ones)
 }

@@ -548,6 +548,22 @@ impl Ctx<'_> {
         let pi_table = PolicyTable::new(policy, env);
         let p_pi = exact::success_probabilities(env, &pi_table);
         let mut checks = Vec::new();
+        // The valid-conditional law itself: Σ_x μ E_{π(·|x,R=1)}[∇log π_θ].
+        let mut conditional = vec![0.0; policy.num_params()];
+        for (x, &px) in p_pi.iter().enumerate() {
+            for y in self.valid_traces(x)? {
+                let w = env.mu[x] * trace_log_prob(env, &pi_table, x, &y).exp() / px;
+                score(env, policy, x, &y, w, &mut conditional);
+            }
+        }
+        checks.push(self.check(
+            "P03",
+            "valid-conditional score E[grad log pi | R=1]: DP vs enumeration",
+            &exact::valid_conditional_score(env, &pi_table, policy),
+            &conditional,
+            EXACT_REL,
+            EXACT_ABS,
+        ));
         for sigma in [0.0, 0.3, 1.0, 3.0] {
             let beta = with_params(make, &perturbed(policy, sigma, &mut rng));
             let beta_table = PolicyTable::new(&*beta, env);
@@ -973,7 +989,8 @@ impl Ctx<'_> {
             let pooled: Vec<f64> = q
                 .iter()
                 .flat_map(|qx| {
-                    crate::curation::pooled_shortest_weights(n, std::slice::from_ref(qx)).remove(0)
+                    crate::curation::pooled_shortest_weights(&[n], std::slice::from_ref(qx))
+                        .remove(0)
                 })
                 .collect();
             let single: Vec<f64> = q
@@ -998,23 +1015,28 @@ impl Ctx<'_> {
             with_params(make, policy.params()),
         ];
         let tables: Vec<PolicyTable> = gens.iter().map(|g| PolicyTable::new(&**g, env)).collect();
-        for (n, g_count) in [(1usize, 3usize), (2, 2)] {
+        // Samples per task of each generation (unequal counts = a weighted
+        // mixture of behaviours).
+        for counts in [vec![1usize, 1, 1], vec![2, 2], vec![2, 1]] {
+            let g_count = counts.len();
             let tabs = &tables[tables.len() - g_count..];
             for rule in [Rule::ShortestPerTask, Rule::OnePerTask, Rule::AllValid] {
                 for pool in [Pool::Accumulate, Pool::Replace] {
-                    let exact_g = exact::curated_sft_expectation(env, policy, tabs, rule, pool, n)?;
-                    let used: &[PolicyTable] = if pool == Pool::Accumulate {
-                        tabs
+                    let exact_g =
+                        exact::curated_sft_expectation(env, policy, tabs, rule, pool, &counts)?;
+                    let (used, used_counts) = if pool == Pool::Accumulate {
+                        (tabs, &counts[..])
                     } else {
-                        &tabs[g_count - 1..]
+                        (&tabs[g_count - 1..], &counts[g_count - 1..])
                     };
-                    let Some(brute) = self.brute_force_pooled(policy, used, rule, n, 300_000)?
+                    let Some(brute) =
+                        self.brute_force_pooled(policy, used, used_counts, rule, 300_000)?
                     else {
                         continue;
                     };
                     checks.push(self.check(
                         "P08",
-                        &format!("{rule:?}, {pool:?}, {g_count} generations x N={n}: formula vs brute force"),
+                        &format!("{rule:?}, {pool:?}, samples per generation {counts:?}: formula vs brute force"),
                         &exact_g,
                         &brute,
                         EXACT_REL,
@@ -1027,15 +1049,15 @@ impl Ctx<'_> {
     }
 
     /// E[Σ_x μ_x Σ_{kept} ∇ log π_θ(y)] by enumerating every tuple of
-    /// outcomes (each valid trace, or "invalid") of the N samples of each
-    /// generation in `behaviours`, and applying the rule literally, ties and
-    /// all; None if there are more than `max_tuples` tuples.
+    /// outcomes (each valid trace, or "invalid") of the `counts[j]` samples of
+    /// each generation j in `behaviours`, and applying the rule literally,
+    /// ties and all; None if there are more than `max_tuples` tuples.
     fn brute_force_pooled(
         &self,
         target: &dyn Policy,
         behaviours: &[PolicyTable],
+        counts: &[usize],
         rule: Rule,
-        n: usize,
         max_tuples: usize,
     ) -> Result<Option<Vec<f64>>> {
         let env = self.env;
@@ -1043,14 +1065,15 @@ impl Ctx<'_> {
         for x in 0..env.tasks.len() {
             let traces = self.valid_traces(x)?;
             let k = traces.len() + 1;
-            let slots = n * behaviours.len();
+            let slots: usize = counts.iter().sum();
             if (k as f64).powi(slots as i32) > max_tuples as f64 {
                 return Ok(None);
             }
             // Outcome probabilities per slot: valid traces, then "invalid".
             let probs: Vec<Vec<f64>> = behaviours
                 .iter()
-                .flat_map(|b| {
+                .zip(counts)
+                .flat_map(|(b, &n)| {
                     let mut p: Vec<f64> = traces
                         .iter()
                         .map(|y| trace_log_prob(env, b, x, y).exp())
@@ -1118,7 +1141,7 @@ impl Ctx<'_> {
     fn brute_force(&self, policy: &dyn Policy, rule: Rule, n: usize) -> Result<Vec<f64>> {
         let table = PolicyTable::new(policy, self.env);
         Ok(self
-            .brute_force_pooled(policy, std::slice::from_ref(&table), rule, n, usize::MAX)?
+            .brute_force_pooled(policy, std::slice::from_ref(&table), &[n], rule, usize::MAX)?
             .expect("no tuple limit"))
     }
 }

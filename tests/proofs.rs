@@ -221,6 +221,7 @@ fn p08_pooled_curation_is_length_weighted_reinforce() {
         .iter()
         .filter(|c| c.quantity.contains("brute force"))
         .count();
-    // 3 rules × 2 pools × 2 sizes on the two small settings, both policies.
-    assert_eq!(brute, 3 * 2 * 2 * 2 * 2);
+    // 3 rules × 2 pools × 3 sample-count patterns on the two small
+    // settings, both policies.
+    assert_eq!(brute, 3 * 2 * 3 * 2 * 2);
 }
