@@ -39,8 +39,48 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Find plans with the reference planner; every plan written validates.
     Plan(PlanArgs),
+    /// Write one chat prompt per task as JSONL, for a sampling engine.
+    Prompts(PromptsArgs),
+    /// Validate model outputs (JSONL per generation) and write the curated
+    /// SFT set as chat JSONL, with per-generation statistics.
+    Curate(CurateArgs),
     /// Measure throughput beside the named peer, in the same run.
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PromptsArgs {
+    /// A directory with domain.pddl and problem files, or a manifest.csv.
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// User-message template with {domain} {problem} {task_id} {domain_name}.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CurateArgs {
+    /// The tasks the samples answer (directory or manifest.csv).
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// Model outputs, one JSONL file per generation, oldest first.
+    #[arg(long, num_args = 1.., required = true)]
+    pub generations: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "shortest")]
+    pub rule: crate::curation::Rule,
+    #[arg(long, value_enum, default_value = "accumulate")]
+    pub pool: crate::curation::Pool,
+    /// The prompt template the samples were generated with (default prompt otherwise).
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// Seed for `--rule one`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The SFT set; statistics go beside it as `<out>.stats.json`.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +219,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Verify(args)) => verify_cmd(&args),
         Some(Command::Generate(args)) => generate_cmd(&args),
         Some(Command::Plan(args)) => plan_cmd(&args),
+        Some(Command::Prompts(args)) => prompts_cmd(&args),
+        Some(Command::Curate(args)) => curate_cmd(&args),
         Some(Command::Bench(args)) => bench_cmd(&args),
     }
 }
@@ -791,4 +833,94 @@ fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn load_template(path: &Option<PathBuf>) -> Result<crate::bridge::prompt::Template> {
+    use crate::bridge::prompt::Template;
+    Ok(match path {
+        None => Template::default_template(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading template {}", p.display()))?;
+            Template::new(&text, &p.display().to_string())?
+        }
+    })
+}
+
+fn prompts_cmd(args: &PromptsArgs) -> Result<ExitCode> {
+    let set = crate::bridge::TaskSet::load(&args.tasks)?;
+    let template = load_template(&args.template)?;
+    let text = crate::bridge::prompt::prompts_jsonl(&template, &set);
+    crate::output::write_atomic(&args.out, text.as_bytes())?;
+    println!(
+        "wrote {} prompt(s) to {}",
+        set.tasks.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn curate_cmd(args: &CurateArgs) -> Result<ExitCode> {
+    use crate::bridge::curate::{Judge, read_generation, select, sft_jsonl, statistics};
+    let set = crate::bridge::TaskSet::load(&args.tasks)?;
+    let template = load_template(&args.template)?;
+    let judge = Judge::new(&set);
+    let mut generations = Vec::new();
+    let mut stats = Vec::new();
+    for (g, path) in args.generations.iter().enumerate() {
+        let (samples, bad) = read_generation(path, g, &judge)?;
+        for b in &bad {
+            eprintln!("{}:{}: skipped: {}", b.file, b.line, b.reason);
+        }
+        stats.push(statistics(
+            g,
+            &path.display().to_string(),
+            &samples,
+            bad.len(),
+            set.tasks.len(),
+        ));
+        generations.push(samples);
+    }
+    let kept = select(&generations, args.rule, args.pool, args.seed);
+    crate::output::write_atomic(&args.out, sft_jsonl(&kept, &set, &template).as_bytes())?;
+    let stats_path = PathBuf::from(format!("{}.stats.json", args.out.display()));
+    crate::output::write_atomic(
+        &stats_path,
+        serde_json::to_string_pretty(&stats)?.as_bytes(),
+    )?;
+    println!(
+        "| gen | samples | bad lines | plans found | valid | solved tasks | mean / min / max valid length | distinct valid plans | reasons |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for s in &stats {
+        let lens = match (s.mean_valid_length, s.min_valid_length, s.max_valid_length) {
+            (Some(m), Some(lo), Some(hi)) => format!("{m:.1} / {lo} / {hi}"),
+            _ => "-".into(),
+        };
+        let reasons: Vec<String> = s.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "| {} | {} | {} | {} | {} | {}/{} | {lens} | {} | {} |",
+            s.generation,
+            s.samples,
+            s.bad_lines,
+            s.plans_found,
+            s.valid,
+            s.solved_tasks,
+            s.tasks,
+            s.distinct_valid_plans,
+            reasons.join(", ")
+        );
+    }
+    let solved: std::collections::HashSet<usize> =
+        kept.iter().filter(|k| k.valid).map(|k| k.task).collect();
+    println!(
+        "\nkept {} sample(s) for {} task(s) (rule {:?}, pool {:?}) -> {}; statistics -> {}",
+        kept.len(),
+        solved.len(),
+        args.rule,
+        args.pool,
+        args.out.display(),
+        stats_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

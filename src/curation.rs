@@ -12,10 +12,14 @@ pub enum Rule {
     /// Every sample, valid or not (plain imitation of the policy).
     None,
     /// Every valid sample.
+    #[value(name = "all", alias = "all-valid")]
     AllValid,
     /// One valid sample per task, uniformly among the valid ones.
+    #[value(name = "one", alias = "one-per-task")]
     OnePerTask,
-    /// The valid sample with the shortest plan (ties uniform).
+    /// The valid sample with the shortest plan (ties uniform; the bridge
+    /// breaks them by fewer reasoning tokens, as the paper does).
+    #[value(name = "shortest", alias = "shortest-per-task")]
     ShortestPerTask,
 }
 

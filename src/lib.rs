@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod benchmarks;
+pub mod bridge;
 pub mod cli;
 pub mod curation;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The one integration-test binary (see Cargo.toml: every extra test binary
 //! links the crate again). Modules by purpose.
 
+mod bridge;
 mod cli;
 mod common;
 mod differential;

@@ -1,0 +1,142 @@
+//! The LLM bridge on a hand-written fixture of realistic model outputs:
+//! verdicts and reasons for every sample, bad lines reported and skipped,
+//! the paper's curation rule with its tie-break, other rules and pools,
+//! templates, and robustness to what real models write.
+
+use iterdeploy::bridge::TaskSet;
+use iterdeploy::bridge::curate::{Judge, read_generation, select, statistics};
+use iterdeploy::bridge::prompt::Template;
+use iterdeploy::curation::{Pool, Rule};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bridge")
+        .join(name)
+}
+
+#[test]
+fn every_sample_gets_a_verdict_and_bad_lines_are_reported() {
+    let set = TaskSet::load(&fixture("tasks")).unwrap();
+    let judge = Judge::new(&set);
+    let (g0, bad0) = read_generation(&fixture("gen0.jsonl"), 0, &judge).unwrap();
+    let (g1, bad1) = read_generation(&fixture("gen1.jsonl"), 1, &judge).unwrap();
+    assert_eq!(bad0.iter().map(|b| b.line).collect::<Vec<_>>(), [4, 8]);
+    assert!(bad0[0].reason.starts_with("malformed JSON"));
+    assert_eq!(bad0[1].reason, "unknown task id `bw9`");
+    assert_eq!(bad1.iter().map(|b| b.line).collect::<Vec<_>>(), [7]);
+    let reasons: Vec<&str> = g0.iter().map(|s| s.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "valid",
+            "unsatisfied_precondition",
+            "valid",
+            "unparseable_line",
+            "no_plan_found",
+            "valid"
+        ]
+    );
+    let s0 = statistics(0, "gen0", &g0, bad0.len(), set.tasks.len());
+    assert_eq!(
+        (s0.samples, s0.bad_lines, s0.valid, s0.solved_tasks),
+        (6, 2, 3, 3)
+    );
+    assert_eq!(
+        (s0.min_valid_length, s0.max_valid_length),
+        (Some(4), Some(8))
+    );
+    let s1 = statistics(1, "gen1", &g1, bad1.len(), set.tasks.len());
+    assert_eq!((s1.valid, s1.distinct_valid_plans), (4, 3));
+}
+
+#[test]
+fn shortest_rule_pools_generations_and_breaks_ties_by_reasoning() {
+    let set = TaskSet::load(&fixture("tasks")).unwrap();
+    let judge = Judge::new(&set);
+    let gens: Vec<_> = ["gen0.jsonl", "gen1.jsonl"]
+        .iter()
+        .enumerate()
+        .map(|(g, f)| read_generation(&fixture(f), g, &judge).unwrap().0)
+        .collect();
+    let kept = select(&gens, Rule::ShortestPerTask, Pool::Accumulate, 0);
+    let picked: Vec<(String, usize, usize)> = kept
+        .iter()
+        .map(|k| (set.tasks[k.task].id.clone(), k.generation, k.line))
+        .collect();
+    // Equal lengths everywhere: fewest reasoning tokens wins (30 < 41,
+    // 3 < 48, 0 < 18 < the text length of the unannotated gen-0 sample).
+    assert_eq!(
+        picked,
+        [
+            ("bw3a".into(), 1, 1),
+            ("bw3b".into(), 1, 3),
+            ("bw4".into(), 1, 5)
+        ]
+    );
+    assert!(kept.iter().all(|k| k.valid));
+    // Replace: only the last generation; all: every valid sample; none:
+    // every sample.
+    assert_eq!(
+        select(&gens, Rule::ShortestPerTask, Pool::Replace, 0).len(),
+        3
+    );
+    assert_eq!(select(&gens, Rule::AllValid, Pool::Accumulate, 0).len(), 7);
+    assert_eq!(select(&gens, Rule::None, Pool::Replace, 0).len(), 5);
+    let one_a = select(&gens, Rule::OnePerTask, Pool::Accumulate, 5);
+    let one_b = select(&gens, Rule::OnePerTask, Pool::Accumulate, 5);
+    assert_eq!(
+        one_a
+            .iter()
+            .map(|k| (k.generation, k.line))
+            .collect::<Vec<_>>(),
+        one_b
+            .iter()
+            .map(|k| (k.generation, k.line))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn templates_check_placeholders_and_keep_escaped_braces() {
+    let set = TaskSet::load(&fixture("tasks")).unwrap();
+    let t = Template::new("Task {task_id} of {domain_name}: {{json}}", "t.txt").unwrap();
+    assert_eq!(
+        t.render(&set, &set.tasks[0]),
+        "Task bw3a of blocksworld: {json}"
+    );
+    let err = Template::new("line one\n{domian}", "t.txt")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("t.txt:2: unknown placeholder `{domian}`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn long_unicode_and_binary_outputs_never_abort_a_run() {
+    let set = TaskSet::load(&fixture("tasks")).unwrap();
+    let judge = Judge::new(&set);
+    let dir = std::env::temp_dir().join(format!("iterdeploy-bridge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let long_reasoning = "ünïcödé reasoning (maybe (pickup b1)?) ".repeat(50_000);
+    let text = format!(
+        "<think>{long_reasoning}</think>\n(pickup b2)\n(stack b2 b3)\n(pickup b1)\n(stack b1 b2)"
+    );
+    let mut content = serde_json::json!({"id": "bw3a", "text": text}).to_string();
+    content.push('\n');
+    let mut bytes = content.into_bytes();
+    bytes.extend_from_slice(
+        b"\xff\xfe\x00garbage\n{\"id\": 3, \"text\": \"x\"}\n{\"text\": \"no id\"}\n",
+    );
+    let path = dir.join("gen.jsonl");
+    std::fs::write(&path, bytes).unwrap();
+    let (samples, bad) = read_generation(&path, 0, &judge).unwrap();
+    assert_eq!(samples.len(), 1);
+    assert!(samples[0].valid, "{}", samples[0].reason);
+    assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(bad[0].reason, "not UTF-8");
+    std::fs::remove_dir_all(&dir).ok();
+}
