@@ -187,6 +187,8 @@ pub enum BenchTarget {
     /// Exact DP gradients on the largest setting (6 blocks, 7057 states)
     /// and sampled traces per second (no peer).
     Exact,
+    /// Curate 100k synthetic model outputs end to end (no peer).
+    Curate,
 }
 
 #[derive(Args, Debug)]
@@ -382,9 +384,16 @@ fn ground_cmd(args: &GroundArgs) -> Result<ExitCode> {
 
 fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
     use crate::bench;
-    if matches!(args.what, BenchTarget::Exact) {
-        crate::bench::exact_throughput()?;
-        return Ok(ExitCode::SUCCESS);
+    match args.what {
+        BenchTarget::Exact => {
+            crate::bench::exact_throughput()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchTarget::Curate => {
+            crate::bench::curate_throughput(100_000)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let tasks: Vec<_> = crate::benchmarks::collect(&args.benchmarks)?
         .into_iter()
@@ -399,7 +408,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
     }
     match args.what {
         BenchTarget::Plan => bench_plan(args, &tasks)?,
-        BenchTarget::Exact => crate::bench::exact_throughput()?,
+        BenchTarget::Exact | BenchTarget::Curate => unreachable!("handled above"),
         BenchTarget::Validate => {
             let ours = bench::validate_all(&tasks)?;
             println!("| tool | plans | steps | valid | seconds | plans/s | steps/s |");

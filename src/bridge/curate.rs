@@ -181,12 +181,7 @@ pub fn read_generation(
 }
 
 /// The kept samples under `rule` and `pool`, in (task, generation, line) order.
-pub fn select(
-    generations: &[Vec<Judged>],
-    rule: Rule,
-    pool: Pool,
-    seed: u64,
-) -> Vec<&Judged> {
+pub fn select(generations: &[Vec<Judged>], rule: Rule, pool: Pool, seed: u64) -> Vec<&Judged> {
     let pooled: Vec<&Judged> = match pool {
         Pool::Accumulate => generations.iter().flatten().collect(),
         Pool::Replace => generations.last().into_iter().flatten().collect(),
