@@ -9,9 +9,6 @@
 //! h_FF follows best supporters back from the goal (under h_add) and sums
 //! the costs of the operators of that relaxed plan, each once.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use crate::task::{FactId, OpId, State, Task};
 
 pub const DEAD_END: u64 = u64::MAX;
@@ -31,8 +28,73 @@ pub struct RelaxedExploration<'t> {
     supporter: Vec<OpId>,
     unsatisfied: Vec<u32>,
     op_value: Vec<u64>,
-    heap: BinaryHeap<Reverse<(u64, FactId)>>,
+    queue: BucketQueue,
+    is_goal_fact: Vec<bool>,
     marked: Vec<bool>,
+}
+
+/// A monotone priority queue over integer costs. For unit-cost tasks, one
+/// bucket per cost popped in increasing order: relaxed exploration only
+/// pushes costs ≥ the last popped one, so a cursor that never moves back
+/// suffices and pushes and pops are O(1). With general action costs the
+/// values can be large and sparse, so a binary heap is used instead.
+#[derive(Default)]
+struct BucketQueue {
+    buckets: Vec<Vec<FactId>>,
+    cursor: usize,
+    len: usize,
+    heap: Option<std::collections::BinaryHeap<std::cmp::Reverse<(u64, FactId)>>>,
+}
+
+impl BucketQueue {
+    fn new(unit_cost: bool) -> Self {
+        BucketQueue {
+            heap: (!unit_cost).then(std::collections::BinaryHeap::new),
+            ..Default::default()
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(h) = &mut self.heap {
+            h.clear();
+            return;
+        }
+        let start = self.cursor.min(self.buckets.len());
+        for b in &mut self.buckets[start..] {
+            b.clear();
+        }
+        self.cursor = 0;
+        self.len = 0;
+    }
+
+    fn push(&mut self, cost: u64, f: FactId) {
+        if let Some(h) = &mut self.heap {
+            h.push(std::cmp::Reverse((cost, f)));
+            return;
+        }
+        let c = cost as usize;
+        debug_assert!(c >= self.cursor, "monotone queue");
+        if c >= self.buckets.len() {
+            self.buckets.resize_with(c + 1, Vec::new);
+        }
+        self.buckets[c].push(f);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<(u64, FactId)> {
+        if let Some(h) = &mut self.heap {
+            return h.pop().map(|std::cmp::Reverse(x)| x);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        while self.buckets[self.cursor].is_empty() {
+            self.cursor += 1;
+        }
+        self.len -= 1;
+        let f = self.buckets[self.cursor].pop().expect("non-empty bucket");
+        Some((self.cursor as u64, f))
+    }
 }
 
 impl<'t> RelaxedExploration<'t> {
@@ -52,7 +114,14 @@ impl<'t> RelaxedExploration<'t> {
             supporter: vec![OpId::MAX; task.num_facts()],
             unsatisfied: vec![0; n_ops],
             op_value: vec![0; n_ops],
-            heap: BinaryHeap::new(),
+            queue: BucketQueue::new(task.unit_cost),
+            is_goal_fact: {
+                let mut g = vec![false; task.num_facts()];
+                for &f in &task.goal {
+                    g[f as usize] = true;
+                }
+                g
+            },
             marked: vec![false; n_ops],
         }
     }
@@ -64,10 +133,10 @@ impl<'t> RelaxedExploration<'t> {
         self.supporter.fill(OpId::MAX);
         self.unsatisfied.copy_from_slice(&self.num_pre);
         self.op_value.fill(0);
-        self.heap.clear();
+        self.queue.clear();
         for f in state.ones() {
             self.fact_cost[f as usize] = 0;
-            self.heap.push(Reverse((0, f)));
+            self.queue.push(0, f);
         }
         for (o, op) in task.operators.iter().enumerate() {
             if op.pre.is_empty() {
@@ -75,11 +144,11 @@ impl<'t> RelaxedExploration<'t> {
             }
         }
         let mut goals_left = task.goal.iter().filter(|&&g| !state.get(g)).count();
-        while let Some(Reverse((c, f))) = self.heap.pop() {
+        while let Some((c, f)) = self.queue.pop() {
             if c > self.fact_cost[f as usize] {
                 continue;
             }
-            if task.goal.binary_search(&f).is_ok() && c > 0 {
+            if self.is_goal_fact[f as usize] && c > 0 {
                 goals_left -= 1;
                 // Popped costs are final (costs only grow along the
                 // queue), so once every goal is popped h is known.
@@ -120,7 +189,7 @@ impl<'t> RelaxedExploration<'t> {
             if value < self.fact_cost[a as usize] {
                 self.fact_cost[a as usize] = value;
                 self.supporter[a as usize] = o;
-                self.heap.push(Reverse((value, a)));
+                self.queue.push(value, a);
             }
         }
     }
