@@ -214,6 +214,10 @@ fn run_with_timeout(mut cmd: Command, limit: f64) -> Result<(Option<String>, f64
     let out_path = dir.join(format!("iterdeploy-peer-{}.out", std::process::id()));
     let out_file = std::fs::File::create(&out_path).map_err(|e| Error::io(&out_path, e))?;
     let err_file = out_file.try_clone().map_err(|e| Error::io(&out_path, e))?;
+    // Its own process group, so a timeout also ends the planner binary the
+    // Python driver started (killing only the driver orphans it).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .stdout(Stdio::from(out_file))
         .stderr(Stdio::from(err_file))
@@ -229,6 +233,11 @@ fn run_with_timeout(mut cmd: Command, limit: f64) -> Result<(Option<String>, f64
             break;
         }
         if start.elapsed().as_secs_f64() > limit {
+            #[cfg(unix)]
+            Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status()
+                .ok();
             child.kill().ok();
             child.wait().ok();
             return Ok((None, start.elapsed().as_secs_f64()));
