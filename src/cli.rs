@@ -407,7 +407,12 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
         );
     }
     match args.what {
-        BenchTarget::Plan => bench_plan(args, &tasks)?,
+        BenchTarget::Plan => crate::bench::compare_planners(
+            &tasks,
+            args.time_limit,
+            args.max_tasks,
+            args.peer_python.as_deref(),
+        )?,
         BenchTarget::Exact | BenchTarget::Curate => unreachable!("handled above"),
         BenchTarget::Validate => {
             let ours = bench::validate_all(&tasks)?;
@@ -659,124 +664,6 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn bench_plan(args: &BenchArgs, tasks: &[crate::benchmarks::BenchmarkTask]) -> Result<()> {
-    use crate::bench::{PlannerRun, plan_fast_downward, plan_ours, plan_pyperplan};
-    use crate::search::Algorithm;
-    let mut per_group: std::collections::HashMap<(String, String), usize> = Default::default();
-    let tasks: Vec<_> = tasks
-        .iter()
-        .filter(|t| {
-            let n = per_group
-                .entry((t.domain_name.clone(), t.split.clone()))
-                .or_default();
-            *n += 1;
-            args.max_tasks.is_none_or(|m| *n <= m)
-        })
-        .collect();
-    for algorithm in [Algorithm::AstarHmax, Algorithm::GbfsFf] {
-        println!(
-            "\n### {algorithm:?} (time limit {}s per run)\n",
-            args.time_limit
-        );
-        println!(
-            "| task | ref len | ours len | ours exp | ours search s | ours total s | FD len | FD exp | FD search s | FD total s | pyperplan len | pyperplan exp | pyperplan search s |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-        let mut solved = [0usize; 3];
-        let mut longer_than_reference = 0usize;
-        // Sums over tasks the pair both solved: (our exp, our s, their exp, their s, our total, their total).
-        let mut vs_fd = [0.0f64; 6];
-        let mut vs_pp = [0.0f64; 6];
-        let cell = |r: &PlannerRun| -> [String; 3] {
-            if r.solved {
-                [
-                    r.length.to_string(),
-                    r.expanded.to_string(),
-                    format!("{:.3}", r.search_seconds),
-                ]
-            } else {
-                ["-".into(), "-".into(), "-".into()]
-            }
-        };
-        for t in &tasks {
-            let ours = plan_ours(t, algorithm, args.time_limit)?;
-            let (fd, pp) = match &args.peer_python {
-                Some(py) => (
-                    plan_fast_downward(py, t, algorithm, args.time_limit)?,
-                    plan_pyperplan(py, t, algorithm, args.time_limit)?,
-                ),
-                None => (PlannerRun::default(), PlannerRun::default()),
-            };
-            for (i, r) in [&ours, &fd, &pp].into_iter().enumerate() {
-                solved[i] += r.solved as usize;
-            }
-            for (acc, other) in [(&mut vs_fd, &fd), (&mut vs_pp, &pp)] {
-                if ours.solved && other.solved {
-                    let add = [
-                        ours.expanded as f64,
-                        ours.search_seconds,
-                        other.expanded as f64,
-                        other.search_seconds,
-                        ours.total_seconds,
-                        other.total_seconds,
-                    ];
-                    for (a, b) in acc.iter_mut().zip(add) {
-                        *a += b;
-                    }
-                }
-            }
-            let [ol, oe, os] = cell(&ours);
-            let [fl, fe, fs] = cell(&fd);
-            let [pl, pe, ps] = cell(&pp);
-            let fd_total = if fd.solved {
-                format!("{:.3}", fd.total_seconds)
-            } else {
-                "-".into()
-            };
-            let reference = match &t.plan {
-                Some(p) => {
-                    crate::plan::parse_ipc_plan(&std::fs::read(p)?, &p.display().to_string())?
-                        .steps
-                        .len()
-                        .to_string()
-                }
-                None => "-".into(),
-            };
-            if ours.solved && reference.parse::<usize>().is_ok_and(|r| ours.length > r) {
-                longer_than_reference += 1;
-            }
-            println!(
-                "| {}/{}/{} | {reference} | {ol} | {oe} | {os} | {:.3} | {fl} | {fe} | {fs} | {fd_total} | {pl} | {pe} | {ps} |",
-                t.domain_name,
-                t.split,
-                t.problem.file_name().unwrap_or_default().to_string_lossy(),
-                ours.total_seconds
-            );
-        }
-        println!(
-            "\nsolved: iterdeploy {}, Fast Downward {}, pyperplan {} of {}",
-            solved[0],
-            solved[1],
-            solved[2],
-            tasks.len()
-        );
-        println!("iterdeploy plans longer than the reference plan: {longer_than_reference}");
-        let rate = |exp: f64, secs: f64| exp / secs.max(1e-9);
-        for (name, acc) in [("Fast Downward", vs_fd), ("pyperplan", vs_pp)] {
-            if acc[2] > 0.0 {
-                println!(
-                    "vs {name} (tasks both solved): expansions/s iterdeploy {:.0}, {name} {:.0}, ratio {:.2}; end-to-end time ratio {:.2}x",
-                    rate(acc[0], acc[1]),
-                    rate(acc[2], acc[3]),
-                    rate(acc[0], acc[1]) / rate(acc[2], acc[3]),
-                    acc[5] / acc[4].max(1e-9)
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
