@@ -288,9 +288,6 @@ pub fn plan_fast_downward(
             ..Default::default()
         });
     };
-    if std::env::var_os("ITERDEPLOY_BENCH_DEBUG").is_some() {
-        eprintln!("{out}");
-    }
     Ok(PlannerRun {
         solved: out.contains("Solution found!"),
         length: number_after(&out, "Plan length: ", " step").unwrap_or(0),
