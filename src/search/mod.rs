@@ -133,6 +133,36 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What every search starts with: a clock, statistics, the state registry
+/// holding the initial state, and its node as the root.
+struct Scaffold {
+    clock: Clock,
+    stats: Statistics,
+    reg: StateRegistry,
+    nodes: Nodes,
+    root: StateId,
+}
+
+impl Scaffold {
+    fn start(task: &Task, limits: Limits) -> Self {
+        let clock = Clock {
+            start: Instant::now(),
+            limits,
+        };
+        let mut reg = StateRegistry::new(task.state_words());
+        let mut nodes = Nodes::new();
+        let (root, _) = reg.insert(&task.init);
+        nodes.add(root, OpId::MAX, 0);
+        Scaffold {
+            clock,
+            stats: Statistics::default(),
+            reg,
+            nodes,
+            root,
+        }
+    }
+}
+
 fn finish(
     outcome: Outcome,
     plan: Vec<OpId>,
@@ -165,18 +195,16 @@ pub fn search(task: &Task, algorithm: Algorithm, limits: Limits) -> SearchResult
 
 /// A* with h_max; reopens states reached again more cheaply.
 pub fn astar(task: &Task, limits: Limits) -> SearchResult {
-    let clock = Clock {
-        start: Instant::now(),
-        limits,
-    };
-    let mut stats = Statistics::default();
-    let mut reg = StateRegistry::new(task.state_words());
-    let mut nodes = Nodes::new();
+    let Scaffold {
+        clock,
+        mut stats,
+        mut reg,
+        mut nodes,
+        root,
+    } = Scaffold::start(task, limits);
     let mut rx = RelaxedExploration::new(task);
     let mut open: BinaryHeap<Reverse<(u64, u64, StateId)>> = BinaryHeap::new();
     let mut h_cache: Vec<u64> = Vec::new();
-    let (root, _) = reg.insert(&task.init);
-    nodes.add(root, OpId::MAX, 0);
     let h0 = rx.explore(&task.init, Aggregation::Max);
     h_cache.push(h0);
     stats.evaluated += 1;
@@ -232,21 +260,19 @@ pub fn astar(task: &Task, limits: Limits) -> SearchResult {
 /// the preferred list boosted by 1000 expansions whenever h improves — the
 /// scheme of Fast Downward's `lazy_greedy([ff], preferred=[ff])` family.
 pub fn gbfs(task: &Task, limits: Limits) -> SearchResult {
-    let clock = Clock {
-        start: Instant::now(),
-        limits,
-    };
-    let mut stats = Statistics::default();
-    let mut reg = StateRegistry::new(task.state_words());
-    let mut nodes = Nodes::new();
+    let Scaffold {
+        clock,
+        mut stats,
+        mut reg,
+        mut nodes,
+        root,
+    } = Scaffold::start(task, limits);
     let mut rx = RelaxedExploration::new(task);
     // (h, insertion counter, state): FIFO among equal h.
     let mut open: [BinaryHeap<Reverse<(u64, u64, StateId)>>; 2] =
         [BinaryHeap::new(), BinaryHeap::new()];
     let mut counter = 0u64;
     let mut preferred = Vec::new();
-    let (root, _) = reg.insert(&task.init);
-    nodes.add(root, OpId::MAX, 0);
     let h0 = rx.h_ff(&task.init, &mut preferred);
     stats.evaluated += 1;
     if h0 == DEAD_END || !task.goal_reachable {
@@ -323,15 +349,13 @@ pub fn gbfs(task: &Task, limits: Limits) -> SearchResult {
 
 /// Breadth-first search: a shortest plan by number of steps.
 pub fn breadth_first(task: &Task, limits: Limits) -> SearchResult {
-    let clock = Clock {
-        start: Instant::now(),
-        limits,
-    };
-    let mut stats = Statistics::default();
-    let mut reg = StateRegistry::new(task.state_words());
-    let mut nodes = Nodes::new();
-    let (root, _) = reg.insert(&task.init);
-    nodes.add(root, OpId::MAX, 0);
+    let Scaffold {
+        clock,
+        mut stats,
+        mut reg,
+        mut nodes,
+        root,
+    } = Scaffold::start(task, limits);
     if task.is_goal(&task.init) {
         return finish(Outcome::Solved, Vec::new(), task, stats, &reg, &clock);
     }
