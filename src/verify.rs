@@ -311,6 +311,24 @@ fn random_directions(n: usize, k: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The single-generation curation weights w_x(L) of `rule` with `n`
+/// samples per task (`curation::length_weights`), and the expected curated
+/// SFT gradient they give at θ: Σ_x μ_x E_π[w_x(|y|) R ∇log π_θ].
+fn curated_expectation(
+    env: &Deployment,
+    table: &PolicyTable,
+    policy: &dyn Policy,
+    rule: Rule,
+    n: usize,
+) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let w: Vec<Vec<f64>> = exact::valid_length_distribution(env, table)
+        .iter()
+        .map(|qx| length_weights(rule, n, qx).expect("a validity rule"))
+        .collect();
+    let grad = exact::weighted_score(env, table, policy, &env.mu, &w);
+    (w, grad)
+}
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -642,12 +660,7 @@ impl Ctx<'_> {
         let dirs = random_directions(policy.num_params(), 6, &mut rng);
         for n in [1usize, 3, 8] {
             let table = PolicyTable::new(policy, env);
-            let q = exact::valid_length_distribution(env, &table);
-            let w: Vec<Vec<f64>> = q
-                .iter()
-                .map(|qx| length_weights(Rule::OnePerTask, n, qx).expect("a weight"))
-                .collect();
-            let curated = exact::weighted_score(env, &table, policy, &env.mu, &w);
+            let (_, curated) = curated_expectation(env, &table, policy, Rule::OnePerTask, n);
             let proj: Vec<f64> = dirs.iter().map(|u| dot(u, &curated)).collect();
             let f = |p: &dyn Policy| {
                 let probs = exact::success_probabilities(env, &PolicyTable::new(p, env));
@@ -698,12 +711,7 @@ impl Ctx<'_> {
         let p = exact::success_probabilities(env, &table);
         let n = 100_000usize;
         if p.iter().all(|&px| (1.0 - px).powi(n as i32) < 1e-15) {
-            let q = exact::valid_length_distribution(env, &table);
-            let w: Vec<Vec<f64>> = q
-                .iter()
-                .map(|qx| length_weights(Rule::OnePerTask, n, qx).expect("a weight"))
-                .collect();
-            let curated = exact::weighted_score(env, &table, policy, &env.mu, &w);
+            let (_, curated) = curated_expectation(env, &table, policy, Rule::OnePerTask, n);
             let coef: Vec<f64> = env.mu.iter().zip(&p).map(|(m, px)| m / px).collect();
             let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
             let grad_log_p = exact::weighted_score(env, &table, policy, &coef, &ones);
@@ -729,11 +737,7 @@ impl Ctx<'_> {
         let q = exact::valid_length_distribution(env, &table);
         let mut checks = Vec::new();
         for n in [2usize, 3] {
-            let w: Vec<Vec<f64>> = q
-                .iter()
-                .map(|qx| length_weights(Rule::ShortestPerTask, n, qx).expect("a weight"))
-                .collect();
-            let dp = exact::weighted_score(env, &table, policy, &env.mu, &w);
+            let (w, dp) = curated_expectation(env, &table, policy, Rule::ShortestPerTask, n);
             if self.small() {
                 let brute = self.brute_force(policy, Rule::ShortestPerTask, n)?;
                 checks.push(self.check(
@@ -872,13 +876,8 @@ impl Ctx<'_> {
         if norm > 0.0 {
             dirs.push(grad_j.iter().map(|g| g / norm).collect());
         }
-        let q = exact::valid_length_distribution(env, &table);
         let per_task = 8;
-        let one_w: Vec<Vec<f64>> = q
-            .iter()
-            .map(|qx| length_weights(Rule::OnePerTask, per_task, qx).expect("w"))
-            .collect();
-        let one_exact = exact::weighted_score(env, &table, policy, &env.mu, &one_w);
+        let (_, one_exact) = curated_expectation(env, &table, policy, Rule::OnePerTask, per_task);
         let beta = with_params(make, &perturbed(policy, 0.3, &mut rng));
         let beta_table = PolicyTable::new(&*beta, env);
         let batches = 1500;
