@@ -46,6 +46,25 @@ pub enum Command {
     Curate(CurateArgs),
     /// Measure throughput beside the named peer, in the same run.
     Bench(BenchArgs),
+    /// Run experiment specs (TOML, see experiments/) and write
+    /// plots/<id>/: resolved spec, CSVs, PNG+SVG figures, summary.md.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// One or more spec files.
+    #[arg(required = true)]
+    pub specs: Vec<PathBuf>,
+    /// A quick, scaled-down run (2 seeds, 2 generations, 2 tasks per bucket).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Parent directory of the outputs.
+    #[arg(long, default_value = "plots")]
+    pub out: PathBuf,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -89,7 +108,7 @@ pub struct VerifyArgs {
     #[arg(long = "claim")]
     pub claims: Vec<String>,
     /// Run on your own task instead of the built-in settings: DOMAIN then
-    /// one or more PROBLEM files (same object set).
+    /// one or more PROBLEM files of DOMAIN.
     #[arg(long, num_args = 2.., value_name = "FILE")]
     pub task: Vec<PathBuf>,
     /// Horizon (maximum plan length) for `--task`.
@@ -224,6 +243,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Prompts(args)) => prompts_cmd(&args),
         Some(Command::Curate(args)) => curate_cmd(&args),
         Some(Command::Bench(args)) => bench_cmd(&args),
+        Some(Command::Run(args)) => run_cmd(&args),
     }
 }
 
@@ -818,5 +838,33 @@ fn curate_cmd(args: &CurateArgs) -> Result<ExitCode> {
         args.out.display(),
         stats_path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
+    // Check every spec before running any, so a typo in the last one does
+    // not surface after an hour.
+    let specs = args
+        .specs
+        .iter()
+        .map(|p| crate::experiment::Resolved::read(p))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let opts = crate::experiment::RunOptions {
+        out_root: args.out.clone(),
+        smoke: args.smoke,
+        progress: !args.quiet,
+    };
+    for (spec, path) in specs.iter().zip(&args.specs) {
+        let started = std::time::Instant::now();
+        let outcome = crate::experiment::run(spec, &opts)
+            .with_context(|| format!("running {}", path.display()))?;
+        println!("{}", outcome.summary);
+        println!(
+            "wrote {} ({} figure(s), {:.1} s)",
+            outcome.dir.display(),
+            outcome.figures.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,13 +13,16 @@ pub enum Rule {
     None,
     /// Every valid sample.
     #[value(name = "all", alias = "all-valid")]
+    #[serde(alias = "all")]
     AllValid,
     /// One valid sample per task, uniformly among the valid ones.
     #[value(name = "one", alias = "one-per-task")]
+    #[serde(alias = "one")]
     OnePerTask,
     /// The valid sample with the shortest plan (ties uniform; the bridge
     /// breaks them by fewer reasoning tokens, as the paper does).
     #[value(name = "shortest", alias = "shortest-per-task")]
+    #[serde(alias = "shortest")]
     ShortestPerTask,
 }
 
@@ -126,4 +129,50 @@ pub fn pooled_shortest_weights(n: &[usize], q: &[Vec<f64>]) -> Vec<Vec<f64>> {
         }
     }
     out
+}
+
+/// A sample as curation sees it: which task, whether the validator
+/// accepted it, its plan length, and a key that orders ties among the
+/// shortest (the bridge: fewer reasoning tokens, then file order; the
+/// simulator: a random key drawn at sampling time, so ties are uniform).
+pub trait Candidate {
+    fn task(&self) -> usize;
+    fn accepted(&self) -> bool;
+    fn plan_length(&self) -> usize;
+    fn tie_key(&self) -> (u64, usize, usize);
+}
+
+/// The kept samples of `generations` (oldest first) under `rule` and
+/// `pool`, in (task, generation, position) order. [`Rule::OnePerTask`]
+/// picks uniformly with stream (`seed`, task).
+pub fn select<C: Candidate>(generations: &[Vec<C>], rule: Rule, pool: Pool, seed: u64) -> Vec<&C> {
+    use rand::RngExt;
+    let pooled: Vec<&C> = match pool {
+        Pool::Accumulate => generations.iter().flatten().collect(),
+        Pool::Replace => generations.last().into_iter().flatten().collect(),
+    };
+    let mut by_task: std::collections::BTreeMap<usize, Vec<&C>> = Default::default();
+    for s in pooled {
+        if s.accepted() || rule == Rule::None {
+            by_task.entry(s.task()).or_default().push(s);
+        }
+    }
+    let mut kept = Vec::new();
+    for (task, group) in by_task {
+        match rule {
+            Rule::None | Rule::AllValid => kept.extend(group),
+            Rule::ShortestPerTask => {
+                kept.extend(
+                    group
+                        .into_iter()
+                        .min_by_key(|s| (s.plan_length(), s.tie_key())),
+                );
+            }
+            Rule::OnePerTask => {
+                let mut rng = crate::rng::stream(seed, task as u64);
+                kept.push(group[rng.random_range(0..group.len())]);
+            }
+        }
+    }
+    kept
 }

@@ -11,7 +11,7 @@ use crate::policy::Policy;
 use crate::rng::Rng;
 
 /// One sampled trace: its task, the (state, action) decisions, validity.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trace {
     pub task: usize,
     pub steps: Vec<(StateIndex, ActionId)>,
@@ -53,13 +53,31 @@ impl Trace {
 /// Draws one trace of task `x` from `table` (see [`crate::mdp`] for when a
 /// trace stops).
 pub fn sample_trace(env: &Deployment, table: &PolicyTable, x: usize, rng: &mut Rng) -> Trace {
+    let n = env.num_actions();
+    sample_trace_by(env, x, rng, |s, out| {
+        out.copy_from_slice(&table.logp[x][s as usize * n..(s as usize + 1) * n])
+    })
+    .0
+}
+
+/// Draws one trace of task `x`, asking `log_probs(s, out)` for log π(·|s)
+/// only at the states the trace visits (no table over the whole state
+/// space). Returns the trace and its log-probability log π(y).
+pub fn sample_trace_by(
+    env: &Deployment,
+    x: usize,
+    rng: &mut Rng,
+    mut log_probs: impl FnMut(StateIndex, &mut [f64]),
+) -> (Trace, f64) {
     let space = &env.tasks[x];
     let n = env.num_actions();
     let end = env.end();
+    let mut row = vec![0.0; n];
     let mut s: StateIndex = 0;
     let mut steps = Vec::new();
+    let mut logp = 0.0;
     for t in 0..=env.horizon {
-        let row = &table.logp[x][s as usize * n..(s as usize + 1) * n];
+        log_probs(s, &mut row);
         let mut u: f64 = rng.random();
         let mut a = n - 1;
         for (i, lp) in row.iter().enumerate() {
@@ -70,13 +88,18 @@ pub fn sample_trace(env: &Deployment, table: &PolicyTable, x: usize, rng: &mut R
             }
             u -= p;
         }
+        logp += row[a];
         steps.push((s, a));
         if a == end {
-            return Trace {
-                task: x,
-                steps,
-                valid: space.is_goal[s as usize],
-            };
+            let valid = space.is_goal[s as usize];
+            return (
+                Trace {
+                    task: x,
+                    steps,
+                    valid,
+                },
+                logp,
+            );
         }
         let next = if t < env.horizon {
             space.successors[s as usize]
@@ -89,11 +112,14 @@ pub fn sample_trace(env: &Deployment, table: &PolicyTable, x: usize, rng: &mut R
         match next {
             Some(n2) => s = n2,
             None => {
-                return Trace {
-                    task: x,
-                    steps,
-                    valid: false,
-                };
+                return (
+                    Trace {
+                        task: x,
+                        steps,
+                        valid: false,
+                    },
+                    logp,
+                );
             }
         }
     }
@@ -183,6 +209,34 @@ pub fn rloo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> 
             if r != baseline {
                 t.accumulate_score(env, policy, w * (r - baseline), &mut g);
             }
+        }
+    }
+    g
+}
+
+/// Group-normalised advantages (GRPO-style, no KL term, one on-policy
+/// step so no ratio clipping): per task group,
+/// A_i = (R_i − mean R) / (std R + ε), gradient (1/N) Σ_i A_i ∇ log π(y_i).
+/// Biased (the normaliser depends on the group), zero for groups whose
+/// rewards are all equal.
+pub fn grpo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> {
+    const EPS: f64 = 1e-6;
+    let mut g = vec![0.0; policy.num_params()];
+    let w = 1.0 / batch.len() as f64;
+    for x in 0..env.tasks.len() {
+        let group: Vec<&Trace> = batch.iter().filter(|t| t.task == x).collect();
+        if group.len() < 2 {
+            continue;
+        }
+        let k = group.len() as f64;
+        let mean = group.iter().map(|t| t.valid as u8 as f64).sum::<f64>() / k;
+        let std = (mean * (1.0 - mean)).sqrt();
+        if std == 0.0 {
+            continue;
+        }
+        for t in group {
+            let a = (t.valid as u8 as f64 - mean) / (std + EPS);
+            t.accumulate_score(env, policy, w * a, &mut g);
         }
     }
     g

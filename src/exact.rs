@@ -232,9 +232,17 @@ pub fn weighted_score(
 
 /// ∇J(θ) = Σ_x μ(x) ∇p(x).
 pub fn objective_gradient(env: &Deployment, policy: &dyn Policy) -> Vec<f64> {
-    let table = PolicyTable::new(policy, env);
+    objective_gradient_at(env, policy, &PolicyTable::new(policy, env))
+}
+
+/// [`objective_gradient`] when `policy`'s table is already computed.
+pub fn objective_gradient_at(
+    env: &Deployment,
+    policy: &dyn Policy,
+    table: &PolicyTable,
+) -> Vec<f64> {
     let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
-    weighted_score(env, &table, policy, &env.mu, &ones)
+    weighted_score(env, table, policy, &env.mu, &ones)
 }
 
 /// ∇p(x) for one task.
@@ -332,4 +340,39 @@ pub fn valid_conditional_score(
         .collect();
     let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
     weighted_score(env, beh, target, &coef, &ones)
+}
+
+/// KL(π ‖ ρ) between the trace laws of two policies, per task:
+///   KL_x = Σ_t Σ_s d^π_t(s) Σ_a π(a|s) (log π(a|s) − log ρ(a|s)),
+/// the occupancy-weighted per-decision KL (chain rule for the sequence of
+/// decisions; a trace stops at END, at an inapplicable action, or at H).
+pub fn trajectory_kl(env: &Deployment, pi: &PolicyTable, rho: &PolicyTable) -> Vec<f64> {
+    let n = env.num_actions();
+    (0..env.tasks.len())
+        .map(|x| {
+            let d = occupancy(env, pi, x);
+            let (lp, lq) = (&pi.logp[x], &rho.logp[x]);
+            (0..env.tasks[x].num_states())
+                .map(|s| {
+                    let mass: f64 = d.iter().map(|dt| dt[s]).sum();
+                    if mass == 0.0 {
+                        return 0.0;
+                    }
+                    let row = s * n..(s + 1) * n;
+                    let kl: f64 = lp[row.clone()]
+                        .iter()
+                        .zip(&lq[row])
+                        .map(|(&a, &b)| {
+                            if a == f64::NEG_INFINITY {
+                                0.0
+                            } else {
+                                a.exp() * (a - b)
+                            }
+                        })
+                        .sum();
+                    mass * kl
+                })
+                .sum()
+        })
+        .collect()
 }

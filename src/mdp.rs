@@ -2,7 +2,7 @@
 //! the policies).
 //!
 //! A policy writes a trace one action at a time. Its actions are *all*
-//! ground actions of a domain's object set plus `END`. At time t ≤ H in state
+//! ground actions of a deployment's tasks plus `END`. At time t ≤ H in state
 //! s it draws an action a:
 //! * `END`: the trace stops; it is valid (R = 1) iff s satisfies the goal;
 //! * a ground action applicable in s, at t < H: the trace moves on;
@@ -14,8 +14,10 @@
 //! the first inapplicable step changes no R-weighted quantity: every
 //! continuation of an invalid prefix has R = 0.
 //!
-//! Several tasks of one domain and object set form a [`Deployment`]; they
-//! share one index of ground actions and of facts, so a single network can
+//! Several tasks of one domain form a [`Deployment`]; they share one index
+//! of ground actions and of facts (the union over the tasks, by name, so
+//! tasks of different sizes fit: an action naming an object a task lacks is
+//! simply never applicable there), so a single network can
 //! read any of them (state facts and goal facts as bit vectors).
 
 use std::collections::{HashMap, VecDeque};
@@ -68,7 +70,7 @@ impl Deployment {
         self.action_names.len() - 1
     }
 
-    /// Grounds `problems` (one domain, one object set) and enumerates every
+    /// Grounds `problems` (one domain; object sets may differ) and enumerates every
     /// state reachable within `horizon` steps. Fails if a task has more than
     /// `max_states` such states (the exact computations are for small tasks).
     pub fn build(
@@ -81,20 +83,6 @@ impl Deployment {
             return Err(Error::Invalid(
                 "a deployment needs at least one task".into(),
             ));
-        }
-        let objects: Vec<&str> = problems[0]
-            .objects
-            .iter()
-            .map(|o| o.name.as_str())
-            .collect();
-        for p in problems {
-            let names: Vec<&str> = p.objects.iter().map(|o| o.name.as_str()).collect();
-            if names != objects {
-                return Err(Error::Invalid(format!(
-                    "task `{}` has other objects than `{}`; a deployment shares one object set",
-                    p.name, problems[0].name
-                )));
-            }
         }
         let mut action_ids: HashMap<String, ActionId> = HashMap::new();
         let mut action_names = Vec::new();

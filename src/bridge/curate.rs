@@ -18,8 +18,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use rand::RngExt;
-
 use super::TaskSet;
 use super::prompt::{Template, messages};
 use crate::curation::{Pool, Rule};
@@ -180,37 +178,26 @@ pub fn read_generation(
     Ok((samples, bad))
 }
 
-/// The kept samples under `rule` and `pool`, in (task, generation, line) order.
+impl crate::curation::Candidate for Judged {
+    fn task(&self) -> usize {
+        self.task
+    }
+    fn accepted(&self) -> bool {
+        self.valid
+    }
+    fn plan_length(&self) -> usize {
+        self.plan_length
+    }
+    /// Fewer reasoning tokens first, then the earliest generation and line.
+    fn tie_key(&self) -> (u64, usize, usize) {
+        (self.reasoning_size, self.generation, self.line)
+    }
+}
+
+/// The kept samples under `rule` and `pool`, in (task, generation, line)
+/// order (generations are read in order, lines in file order).
 pub fn select(generations: &[Vec<Judged>], rule: Rule, pool: Pool, seed: u64) -> Vec<&Judged> {
-    let pooled: Vec<&Judged> = match pool {
-        Pool::Accumulate => generations.iter().flatten().collect(),
-        Pool::Replace => generations.last().into_iter().flatten().collect(),
-    };
-    let mut by_task: BTreeMap<usize, Vec<&Judged>> = BTreeMap::new();
-    for s in pooled {
-        if s.valid || rule == Rule::None {
-            by_task.entry(s.task).or_default().push(s);
-        }
-    }
-    let mut kept = Vec::new();
-    for (task, mut group) in by_task {
-        group.sort_by_key(|s| (s.generation, s.line));
-        match rule {
-            Rule::None | Rule::AllValid => kept.extend(group),
-            Rule::ShortestPerTask => {
-                kept.extend(
-                    group
-                        .into_iter()
-                        .min_by_key(|s| (s.plan_length, s.reasoning_size, s.generation, s.line)),
-                );
-            }
-            Rule::OnePerTask => {
-                let mut rng = crate::rng::stream(seed, task as u64);
-                kept.push(group[rng.random_range(0..group.len())]);
-            }
-        }
-    }
-    kept
+    crate::curation::select(generations, rule, pool, seed)
 }
 
 /// Per-generation statistics.

@@ -113,6 +113,14 @@ impl Policy for Mlp {
         self.tau
     }
 
+    fn set_temperature(&mut self, tau: f64) {
+        self.tau = tau;
+    }
+
+    fn clone_box(&self) -> Box<dyn Policy> {
+        Box::new(self.clone())
+    }
+
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]) {
         let h = self.hidden_activations(&self.active_inputs(env, x, s));
         let z = self.w2().transpose() * &h;

@@ -16,10 +16,14 @@ pub use tabular::Tabular;
 
 use crate::mdp::{Deployment, StateIndex};
 
-pub trait Policy {
+pub trait Policy: Send + Sync {
     fn params(&self) -> &[f64];
     fn params_mut(&mut self) -> &mut [f64];
     fn temperature(&self) -> f64;
+    /// Sets τ (sampling at another temperature than training).
+    fn set_temperature(&mut self, tau: f64);
+    /// A boxed copy (the deployment loop keeps several generations).
+    fn clone_box(&self) -> Box<dyn Policy>;
 
     /// Logits z(s) over all actions of `env` for state `s` of task `x`.
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]);

@@ -52,6 +52,14 @@ impl Policy for Tabular {
         self.tau
     }
 
+    fn set_temperature(&mut self, tau: f64) {
+        self.tau = tau;
+    }
+
+    fn clone_box(&self) -> Box<dyn Policy> {
+        Box::new(self.clone())
+    }
+
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]) {
         let i = self.at(x, s);
         out.copy_from_slice(&self.theta[i..i + self.num_actions]);

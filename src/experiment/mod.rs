@@ -1,0 +1,295 @@
+//! Running experiment specs: build the tasks and generation 0, run every
+//! (seed, arm) job, and write `plots/<id>/`:
+//!
+//! | file | content |
+//! |---|---|
+//! | `spec.toml` | the resolved spec (every arm field written out) |
+//! | `results.csv` | every measured number, one row per seed |
+//! | `summary.csv` | every plotted number: mean and 95% CI over seeds |
+//! | `*.png`, `*.svg` | the figures |
+//! | `summary.md` | the question, headline numbers, figure list |
+//!
+//! Long runs: a progress bar on stderr; after every generation each job
+//! writes a checkpoint under `plots/<id>/checkpoints/`, and a rerun of the
+//! same spec resumes from it (a checkpoint of another spec is ignored);
+//! all files are written atomically. Randomness comes from streams keyed by
+//! seed and generation, so the same spec gives byte-identical CSVs, resumed
+//! or not.
+
+mod analysis;
+mod report;
+pub mod spec;
+
+pub use spec::{Resolved, Spec};
+
+use std::path::{Path, PathBuf};
+
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+
+use crate::deploy::{self, ArmState, Role, Workload};
+use crate::estimator::Trace;
+use crate::generate::{DomainKind, Params};
+use crate::optim::Optimizer;
+use crate::policy::{Mlp, Policy, Tabular};
+use crate::{Error, Result};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Parent of the output directory (`plots`).
+    pub out_root: PathBuf,
+    /// Scale the spec down (see [`Resolved::smoke`]).
+    pub smoke: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Where a finished run put its outputs, and its summary text.
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub summary: String,
+    pub figures: Vec<String>,
+}
+
+/// The tasks of a spec: deployed and held-out tasks of every bucket, and
+/// the base (demonstration) tasks, in one deployment; plus the base
+/// demonstrations (one shortest plan per base task).
+pub fn build_workload(spec: &Spec) -> Result<(Workload, Vec<Trace>)> {
+    let t = &spec.tasks;
+    let kind = DomainKind::from_name(&t.domain)?;
+    let domain = kind.parse_domain();
+    let mut problems = Vec::new();
+    let mut role = Vec::new();
+    let mut bucket = Vec::new();
+    let generate = |b: usize, count: usize, seed: u64| -> Result<Vec<crate::pddl::Problem>> {
+        let spec_b = &t.buckets[b];
+        let pairs = spec_b
+            .params
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    other => {
+                        return Err(Error::Invalid(format!(
+                            "bucket `{}`: parameter `{k}` = {other} is not an integer or string",
+                            spec_b.name
+                        )));
+                    }
+                };
+                Ok((k.clone(), text))
+            })
+            .collect::<Result<_>>()?;
+        let mut params = Params::new(kind, pairs);
+        let tasks = crate::generate::generate(kind, &mut params, count, seed)
+            .map_err(|e| Error::Invalid(format!("bucket `{}`: {e}", spec_b.name)))?;
+        tasks
+            .iter()
+            .map(|g| {
+                crate::pddl::parse_problem(g.pddl.as_bytes(), &g.name, &domain).map_err(Into::into)
+            })
+            .collect()
+    };
+    for (b, spec_b) in t.buckets.iter().enumerate() {
+        // One generator seed per bucket, so buckets draw different tasks.
+        let ps = generate(b, spec_b.count, bucket_seed(t.seed, b))?;
+        let held = (spec_b.count as f64 * t.held_out_fraction).floor() as usize;
+        for (i, p) in ps.into_iter().enumerate() {
+            problems.push(p);
+            role.push(if i >= spec_b.count - held {
+                Role::HeldOut
+            } else {
+                Role::Deployed
+            });
+            bucket.push(b);
+        }
+    }
+    for name in &spec.base.buckets {
+        let b = t
+            .buckets
+            .iter()
+            .position(|x| &x.name == name)
+            .expect("checked when the spec was resolved");
+        for p in generate(b, spec.base.tasks, bucket_seed(spec.base.seed, b))? {
+            problems.push(p);
+            role.push(Role::Base);
+            bucket.push(b);
+        }
+    }
+    let env = crate::mdp::Deployment::build(&domain, &problems, t.horizon, t.max_states)?;
+    let names = t.buckets.iter().map(|b| b.name.clone()).collect();
+    let work = Workload::new(env, role, bucket, names)?;
+    let demos = crate::verify::shortest_plans(&work.env)
+        .into_iter()
+        .filter(|d| work.role[d.task] == Role::Base)
+        .collect();
+    Ok((work, demos))
+}
+
+fn bucket_seed(seed: u64, bucket: usize) -> u64 {
+    seed.wrapping_add(1_000_003u64.wrapping_mul(bucket as u64))
+}
+
+/// Stream id of generation 0's initial weights.
+const BASE_INIT_STREAM: u64 = 0xBA5E;
+const BASE_TRAIN_STREAM: u64 = 0xBA5F;
+
+/// Generation 0 for `seed`: initial weights from our generator, then SFT
+/// on the demonstrations.
+pub fn base_policy(spec: &Spec, work: &Workload, demos: &[Trace], seed: u64) -> Box<dyn Policy> {
+    let p = &spec.policy;
+    let env = &work.env;
+    let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
+    let mut policy: Box<dyn Policy> = match p.kind {
+        spec::PolicyKind::Mlp => Box::new(Mlp::new(
+            env,
+            p.hidden,
+            1.0,
+            p.init_scale,
+            p.prior,
+            &mut init,
+        )),
+        spec::PolicyKind::Tabular => {
+            let mut t = Tabular::zeros(env, 1.0, p.prior);
+            let normal = Normal::new(0.0, p.init_scale).expect("finite scale");
+            for v in t.params_mut() {
+                *v = normal.sample(&mut init);
+            }
+            Box::new(t)
+        }
+    };
+    let kept: Vec<&Trace> = demos.iter().collect();
+    let b = &spec.base;
+    let mut opt = Optimizer::new(b.optimizer, b.learning_rate, None);
+    deploy::fit_sft(
+        env,
+        policy.as_mut(),
+        &kept,
+        &mut opt,
+        b.epochs,
+        b.batch_size,
+        &mut crate::rng::stream(seed, BASE_TRAIN_STREAM),
+    );
+    policy
+}
+
+/// A checkpoint on disk: the spec fingerprint and the arm's state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    fingerprint: String,
+    state: ArmState,
+}
+
+/// Identifies the resolved spec (and the scale) a checkpoint belongs to.
+fn fingerprint(resolved: &Resolved, smoke: bool) -> String {
+    use std::hash::Hasher;
+    let mut h = crate::hashing::FxHasher::default();
+    h.write(resolved.to_toml().as_bytes());
+    h.write_u8(smoke as u8);
+    h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+/// Runs `resolved` and writes its outputs (see the module docs).
+pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
+    let mut resolved = resolved.clone();
+    if opts.smoke {
+        resolved.smoke();
+    }
+    let dir = opts.out_root.join(&resolved.spec.id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::output::write_atomic(&dir.join("spec.toml"), resolved.to_toml().as_bytes())?;
+    let (work, demos) = build_workload(&resolved.spec)?;
+    let spec = &resolved.spec;
+    let bases: Vec<Box<dyn Policy>> = spec
+        .seeds
+        .par_iter()
+        .map(|&seed| base_policy(spec, &work, &demos, seed))
+        .collect();
+    let outcome = match resolved.kind() {
+        spec::Kind::Deployment(arms) => {
+            let fp = fingerprint(&resolved, opts.smoke);
+            let states = run_arms(&work, spec, arms, &bases, &dir, &fp, opts.progress)?;
+            let out = report::write_deployment(&dir, &resolved, &work, &states)?;
+            let ck = dir.join("checkpoints");
+            if ck.exists() {
+                std::fs::remove_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+            }
+            out
+        }
+        spec::Kind::GradientError(g) => {
+            analysis::gradient_error(&dir, &resolved, &work, &bases, g)?
+        }
+        spec::Kind::Drift(d) => analysis::drift(&dir, &resolved, &work, &bases, d)?,
+    };
+    crate::output::write_atomic(&dir.join("summary.md"), outcome.summary.as_bytes())?;
+    Ok(RunOutcome { dir, ..outcome })
+}
+
+/// Every (seed, arm) job, in parallel; results indexed [seed][arm].
+fn run_arms(
+    work: &Workload,
+    spec: &Spec,
+    arms: &[deploy::ArmConfig],
+    bases: &[Box<dyn Policy>],
+    dir: &Path,
+    fingerprint: &str,
+    progress: bool,
+) -> Result<Vec<Vec<ArmState>>> {
+    let ck_dir = dir.join("checkpoints");
+    std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
+    let jobs: Vec<(usize, usize)> = (0..spec.seeds.len())
+        .flat_map(|s| (0..arms.len()).map(move |a| (s, a)))
+        .collect();
+    let total: u64 = jobs
+        .iter()
+        .map(|&(_, a)| arms[a].generations as u64 + 1)
+        .sum();
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} generations (eta {eta})",
+            )
+            .expect("static template"),
+        );
+        b.set_prefix(spec.id.clone());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let results: Vec<Result<ArmState>> = jobs
+        .par_iter()
+        .map(|&(s, a)| {
+            let seed = spec.seeds[s];
+            let arm = &arms[a];
+            let path = ck_dir.join(format!("arm{a}-seed{seed}.json"));
+            let state = match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
+            {
+                Some(c) if c.fingerprint == fingerprint => {
+                    bar.inc(c.state.next_generation as u64);
+                    c.state
+                }
+                _ => ArmState::fresh(bases[s].as_ref()),
+            };
+            deploy::run_arm(work, bases[s].as_ref(), arm, seed, state, |st| {
+                bar.inc(1);
+                let c = Checkpoint {
+                    fingerprint: fingerprint.to_string(),
+                    state: st.clone(),
+                };
+                let bytes = serde_json::to_vec(&c).expect("checkpoint serialises");
+                crate::output::write_atomic(&path, &bytes)
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut out: Vec<Vec<ArmState>> = (0..spec.seeds.len()).map(|_| Vec::new()).collect();
+    for ((s, _), r) in jobs.iter().zip(results) {
+        out[*s].push(r?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,302 @@
+//! Outputs of a deployment experiment: CSVs, figures and summary.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{Resolved, RunOutcome};
+use crate::Result;
+use crate::deploy::metrics::BUCKET_ALL;
+use crate::deploy::{ArmState, Workload};
+use crate::plot::{Figure, LineKind, Series};
+use crate::stats::{Interval, mean_ci95};
+
+/// A CSV field, quoted if it holds a comma, quote or newline.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Values across seeds, keyed by (series index, x, bucket, metric); the
+/// key order is the output order.
+#[derive(Default)]
+pub struct Collected {
+    pub values: BTreeMap<(usize, usize, String, String), Vec<f64>>,
+}
+
+impl Collected {
+    pub fn interval(&self, series: usize, x: usize, bucket: &str, metric: &str) -> Interval {
+        self.values
+            .get(&(series, x, bucket.to_string(), metric.to_string()))
+            .map_or(mean_ci95(&[]), |v| mean_ci95(v))
+    }
+
+    /// One line of a figure: mean with CI band at every x present.
+    pub fn series(&self, series: usize, name: &str, bucket: &str, metric: &str) -> Series {
+        let mut points = Vec::new();
+        let mut band = Vec::new();
+        for ((s, x, b, m), v) in &self.values {
+            if *s == series && b == bucket && m == metric {
+                let i = mean_ci95(v);
+                points.push((*x as f64, i.mean));
+                band.push((i.low, i.high));
+            }
+        }
+        Series {
+            name: name.to_string(),
+            points,
+            band: Some(band),
+            style: LineKind::Solid,
+        }
+    }
+}
+
+/// A metric plotted per arm over generations.
+struct PerArmFigure {
+    stem: &'static str,
+    metric: &'static str,
+    title: &'static str,
+    y_label: &'static str,
+    unit_interval: bool,
+}
+
+const PER_ARM_FIGURES: [PerArmFigure; 8] = [
+    PerArmFigure {
+        stem: "success",
+        metric: "success_prob",
+        title: "Success probability of one sample",
+        y_label: "P(valid plan), exact, mean over deployed tasks",
+        unit_interval: true,
+    },
+    PerArmFigure {
+        stem: "solved",
+        metric: "solved_sampled",
+        title: "Tasks solved by the generation's samples",
+        y_label: "fraction of tasks with a valid sample",
+        unit_interval: true,
+    },
+    PerArmFigure {
+        stem: "longest",
+        metric: "longest_solved_optimal",
+        title: "Hardest task solved",
+        y_label: "optimal plan length of hardest solved task (steps)",
+        unit_interval: false,
+    },
+    PerArmFigure {
+        stem: "length_ratio",
+        metric: "length_over_optimal",
+        title: "Plan quality",
+        y_label: "valid plan length / optimal length",
+        unit_interval: false,
+    },
+    PerArmFigure {
+        stem: "diversity",
+        metric: "distinct_valid_plans",
+        title: "Diversity of valid plans",
+        y_label: "distinct valid plans sampled (count)",
+        unit_interval: false,
+    },
+    PerArmFigure {
+        stem: "validity",
+        metric: "valid_rate",
+        title: "Valid samples",
+        y_label: "fraction of samples that are valid",
+        unit_interval: true,
+    },
+    PerArmFigure {
+        stem: "cosine",
+        metric: "update_cosine",
+        title: "Alignment of the update with the true gradient",
+        y_label: "cos(update direction at π_k, ∇J(π_k))",
+        unit_interval: false,
+    },
+    PerArmFigure {
+        stem: "kl",
+        metric: "kl_from_previous",
+        title: "Change between generations",
+        y_label: "KL(π_k ‖ π_k−1) of trace laws (nats)",
+        unit_interval: false,
+    },
+];
+
+pub(super) fn write_deployment(
+    dir: &Path,
+    resolved: &Resolved,
+    work: &Workload,
+    states: &[Vec<ArmState>],
+) -> Result<RunOutcome> {
+    let spec = &resolved.spec;
+    let arms = &resolved.arms;
+    let mut results = String::from("arm,seed,generation,bucket,metric,value\n");
+    let mut collected = Collected::default();
+    for (s, per_arm) in states.iter().enumerate() {
+        for (a, state) in per_arm.iter().enumerate() {
+            for r in &state.rows {
+                let _ = writeln!(
+                    results,
+                    "{},{},{},{},{},{}",
+                    csv_field(&arms[a].name),
+                    spec.seeds[s],
+                    r.generation,
+                    csv_field(&r.bucket),
+                    r.metric,
+                    r.value
+                );
+                collected
+                    .values
+                    .entry((a, r.generation, r.bucket.clone(), r.metric.clone()))
+                    .or_default()
+                    .push(r.value);
+            }
+        }
+    }
+    crate::output::write_atomic(&dir.join("results.csv"), results.as_bytes())?;
+    let mut summary_csv = String::from("arm,generation,bucket,metric,seeds,mean,ci_low,ci_high\n");
+    for ((a, g, b, m), v) in &collected.values {
+        let i = mean_ci95(v);
+        let _ = writeln!(
+            summary_csv,
+            "{},{g},{},{m},{},{},{},{}",
+            csv_field(&arms[*a].name),
+            csv_field(b),
+            i.n,
+            i.mean,
+            i.low,
+            i.high
+        );
+    }
+    crate::output::write_atomic(&dir.join("summary.csv"), summary_csv.as_bytes())?;
+
+    let mut figures = Vec::new();
+    for f in &PER_ARM_FIGURES {
+        let mut series: Vec<Series> = arms
+            .iter()
+            .enumerate()
+            .map(|(a, arm)| collected.series(a, &arm.name, BUCKET_ALL, f.metric))
+            .collect();
+        if f.metric == "longest_solved_optimal" {
+            // The claim: later generations solve tasks whose optimal plan is
+            // longer than any valid plan generation 0 wrote.
+            let g0 = collected.interval(0, 0, BUCKET_ALL, "longest_valid_plan");
+            let last = arms.iter().map(|a| a.generations).max().unwrap_or(0) as f64;
+            series.push(Series {
+                name: "longest valid plan of gen 0".into(),
+                points: vec![(0.0, g0.mean), (last, g0.mean)],
+                band: None,
+                style: LineKind::Reference,
+            });
+        }
+        let fig = Figure {
+            title: format!("{} — {}", spec.title, f.title),
+            x_label: "generation".into(),
+            y_label: f.y_label.into(),
+            series,
+            log_x: false,
+            log_y: false,
+            y_range: f.unit_interval.then_some((0.0, 1.0)),
+        };
+        fig.write(dir, f.stem)?;
+        figures.push(f.stem.to_string());
+    }
+    // Success by size bucket for each arm (one figure per arm).
+    for (a, arm) in arms.iter().enumerate() {
+        let mut buckets: Vec<String> = work.buckets.clone();
+        buckets.push(crate::deploy::metrics::BUCKET_HELD_OUT.into());
+        let series: Vec<Series> = buckets
+            .iter()
+            .map(|b| collected.series(a, b, b, "success_prob"))
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        let stem = format!("success_by_bucket_arm{a}");
+        Figure {
+            title: format!("{} — success by size ({})", spec.title, arm.name),
+            x_label: "generation".into(),
+            y_label: "P(valid plan), exact, mean over the bucket's tasks".into(),
+            series,
+            log_x: false,
+            log_y: false,
+            y_range: Some((0.0, 1.0)),
+        }
+        .write(dir, &stem)?;
+        figures.push(stem);
+    }
+
+    let summary = deployment_summary(resolved, work, &collected, &figures);
+    Ok(RunOutcome {
+        dir: dir.to_path_buf(),
+        summary,
+        figures,
+    })
+}
+
+fn fmt_interval(i: Interval, digits: usize) -> String {
+    if i.low.is_finite() {
+        format!("{:.d$} [{:.d$}, {:.d$}]", i.mean, i.low, i.high, d = digits)
+    } else {
+        format!("{:.d$}", i.mean, d = digits)
+    }
+}
+
+fn deployment_summary(
+    resolved: &Resolved,
+    work: &Workload,
+    c: &Collected,
+    figures: &[String],
+) -> String {
+    let spec = &resolved.spec;
+    let mut s = String::new();
+    let _ = writeln!(s, "# {}\n\n**Question.** {}\n", spec.title, spec.question);
+    let deployed = work.tasks_with(crate::deploy::Role::Deployed).len();
+    let _ = writeln!(
+        s,
+        "{} deployed task(s) in {} bucket(s) ({}), horizon {}, {} seed(s) {:?}; mean [95% CI over seeds].\n",
+        deployed,
+        work.buckets.len(),
+        work.buckets.join(", "),
+        spec.tasks.horizon,
+        spec.seeds.len(),
+        spec.seeds
+    );
+    let _ = writeln!(
+        s,
+        "| arm | method | P(valid) gen 0 | P(valid) last gen | ratio | solved (sampled) gen 0 → last | longest valid plan gen 0 | hardest solved (optimal length) last gen |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (a, arm) in resolved.arms.iter().enumerate() {
+        let g = arm.generations;
+        let p0 = c.interval(a, 0, BUCKET_ALL, "success_prob");
+        let pg = c.interval(a, g, BUCKET_ALL, "success_prob");
+        let s0 = c.interval(a, 0, BUCKET_ALL, "solved_sampled");
+        let sg = c.interval(a, g, BUCKET_ALL, "solved_sampled");
+        let l0 = c.interval(a, 0, BUCKET_ALL, "longest_valid_plan");
+        let hg = c.interval(a, g, BUCKET_ALL, "longest_solved_optimal");
+        let _ = writeln!(
+            s,
+            "| {} | {:?} | {} | {} (gen {g}) | {:.2}× | {:.3} → {:.3} | {:.1} | {:.1} |",
+            arm.name,
+            arm.method,
+            fmt_interval(p0, 3),
+            fmt_interval(pg, 3),
+            pg.mean / p0.mean,
+            s0.mean,
+            sg.mean,
+            l0.mean,
+            hg.mean
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nEvery number above and in the figures is in `summary.csv` (per-seed values: `results.csv`). Figures: {}.",
+        figures
+            .iter()
+            .map(|f| format!("`{f}.png`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(p) = &spec.proof {
+        let _ = writeln!(s, "\nRelated claim: `proofs/` {p}.");
+    }
+    s
+}

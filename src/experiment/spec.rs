@@ -1,0 +1,405 @@
+//! Experiment specifications: TOML files in `experiments/`, read into typed
+//! structs that reject unknown fields, then checked and resolved (every
+//! arm's settings filled in) before anything runs.
+//!
+//! A spec has the common tables `[tasks]`, `[policy]`, `[base]` and exactly
+//! one experiment kind: `[deployment]` (the loop: `[deployment.defaults]`
+//! and `[[deployment.arms]]`), `[gradient_error]` or `[drift]`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::curation::{Pool, Rule};
+use crate::deploy::{ArmConfig, Method, Start};
+use crate::optim::OptimizerKind;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Output directory name under `plots/`: letters, digits, `-`, `_`.
+    pub id: String,
+    pub title: String,
+    /// The question the experiment answers (shown in summary.md).
+    pub question: String,
+    /// Related claim in `proofs/` (e.g. "P05"), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    /// One run per seed (policy initialisation and sampling; the tasks are
+    /// fixed by `tasks.seed`).
+    pub seeds: Vec<u64>,
+    pub tasks: TaskSpec,
+    pub policy: PolicySpec,
+    pub base: BaseSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_error: Option<GradientErrorSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// A generator domain: blocksworld, sokoban or rovers.
+    pub domain: String,
+    /// H: the longest plan a trace may write.
+    pub horizon: usize,
+    /// Generator seed of the deployed tasks.
+    pub seed: u64,
+    /// Fraction of each bucket's tasks held out (never deployed; evaluated).
+    #[serde(default)]
+    pub held_out_fraction: f64,
+    /// Refuse tasks with more reachable states than this (exact metrics
+    /// enumerate every state).
+    #[serde(default = "default_max_states")]
+    pub max_states: usize,
+    pub buckets: Vec<BucketSpec>,
+}
+
+fn default_max_states() -> usize {
+    20_000
+}
+
+/// `count` generated tasks with generator parameters `params`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSpec {
+    pub name: String,
+    pub count: usize,
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    Tabular,
+    Mlp,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    pub kind: PolicyKind,
+    /// Hidden units (MLP).
+    #[serde(default = "default_hidden")]
+    pub hidden: usize,
+    /// Initial weight scale (MLP: N(0, scale²/fan_in); tabular: N(0, scale²)).
+    #[serde(default = "default_init_scale")]
+    pub init_scale: f64,
+    /// Fixed logit penalty on inapplicable actions (see `policy`).
+    #[serde(default = "default_prior")]
+    pub prior: f64,
+}
+
+fn default_hidden() -> usize {
+    64
+}
+fn default_init_scale() -> f64 {
+    1.0
+}
+fn default_prior() -> f64 {
+    4.0
+}
+
+/// Generation 0: SFT on reference (shortest) plans of fresh tasks from the
+/// named buckets — a base model that has seen some planning, mostly small.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSpec {
+    /// Buckets (by name) whose generator draws the demonstration tasks.
+    pub buckets: Vec<String>,
+    /// Demonstration tasks per named bucket.
+    pub tasks: usize,
+    /// Generator seed of the demonstration tasks.
+    pub seed: u64,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+}
+
+fn default_batch_size() -> usize {
+    16
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Adam
+}
+
+/// The loop: defaults shared by every arm, and the arms (each a table of
+/// `name`, `method` and any field of the defaults to override).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    #[serde(default)]
+    pub defaults: toml::Table,
+    pub arms: Vec<toml::Table>,
+}
+
+/// Monte-Carlo error of gradient estimators against the exact ∇J at the
+/// base policy, for growing sample counts.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientErrorSpec {
+    /// Samples per task.
+    pub samples_per_task: Vec<usize>,
+    /// Independent estimates per sample count.
+    pub repetitions: usize,
+    /// Estimators: reinforce, rloo, grpo, sft (SFT on valid samples scaled
+    /// by N⁺/N, which P01 says is REINFORCE).
+    pub estimators: Vec<String>,
+}
+
+/// How far the SFT direction on one generation's curated data drifts from
+/// ∇J as training moves the policy away from the behaviour (P03).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    pub samples_per_task: usize,
+    pub rules: Vec<Rule>,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+/// The experiment kind a spec selects.
+pub enum Kind<'a> {
+    Deployment(&'a [ArmConfig]),
+    GradientError(&'a GradientErrorSpec),
+    Drift(&'a DriftSpec),
+}
+
+/// A checked spec with every arm resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub spec: Spec,
+    pub arms: Vec<ArmConfig>,
+}
+
+/// Built-in defaults of every arm field (a spec's `[deployment.defaults]`
+/// overrides them, an arm's own fields override both).
+pub fn builtin_arm_defaults() -> toml::Table {
+    let d = ArmConfig {
+        name: String::new(),
+        method: Method::CuratedSft,
+        generations: 5,
+        samples_per_task: 8,
+        temperature: 1.0,
+        rule: Rule::ShortestPerTask,
+        pool: Pool::Accumulate,
+        start: Start::Base,
+        optimizer: OptimizerKind::Adam,
+        learning_rate: 0.01,
+        epochs: 10,
+        batch_size: 16,
+        rl_batches: 4,
+        iw_clip: 5.0,
+        max_grad_norm: 0.0,
+        false_accept: 0.0,
+        false_reject: 0.0,
+    };
+    let mut t = toml::Table::try_from(&d).expect("ArmConfig serialises to a table");
+    t.remove("name");
+    t.remove("method");
+    t
+}
+
+impl Resolved {
+    /// Reads and checks `path`; errors name the file (and, for TOML
+    /// syntax or unknown fields, the line).
+    pub fn read(path: &Path) -> Result<Resolved> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Resolved> {
+        let spec: Spec =
+            toml::from_str(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
+        spec.resolve()
+            .map_err(|e| Error::Invalid(format!("{origin}: {e}")))
+    }
+
+    pub fn kind(&self) -> Kind<'_> {
+        if let Some(g) = &self.spec.gradient_error {
+            Kind::GradientError(g)
+        } else if let Some(d) = &self.spec.drift {
+            Kind::Drift(d)
+        } else {
+            Kind::Deployment(&self.arms)
+        }
+    }
+
+    /// The resolved spec as TOML: arms with every field written out.
+    pub fn to_toml(&self) -> String {
+        let mut spec = self.spec.clone();
+        if let Some(d) = &mut spec.deployment {
+            d.defaults = toml::Table::new();
+            d.arms = self
+                .arms
+                .iter()
+                .map(|a| toml::Table::try_from(a).expect("ArmConfig serialises"))
+                .collect();
+        }
+        toml::to_string_pretty(&spec).expect("a spec serialises to TOML")
+    }
+
+    /// Scales the experiment down for a quick check (`--smoke`): at most 2
+    /// seeds, 2 generations, 2 tasks per bucket (base: 4 tasks), the 3
+    /// smallest sample counts, 3 drift epochs.
+    pub fn smoke(&mut self) {
+        let s = &mut self.spec;
+        s.seeds.truncate(2);
+        for b in &mut s.tasks.buckets {
+            b.count = b.count.min(2);
+        }
+        s.base.tasks = s.base.tasks.min(4);
+        for a in &mut self.arms {
+            a.generations = a.generations.min(2);
+        }
+        if let Some(g) = &mut s.gradient_error {
+            g.samples_per_task.truncate(3);
+            g.repetitions = g.repetitions.min(5);
+        }
+        if let Some(d) = &mut s.drift {
+            d.epochs = d.epochs.min(3);
+        }
+    }
+}
+
+impl Spec {
+    fn resolve(self) -> Result<Resolved> {
+        let invalid = |m: String| Err(Error::Invalid(m));
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(format!(
+                "id `{}` must be non-empty letters, digits, `-` or `_` (it names the output directory)",
+                self.id
+            ));
+        }
+        if self.seeds.is_empty() {
+            return invalid("seeds: give at least one seed".into());
+        }
+        crate::generate::DomainKind::from_name(&self.tasks.domain)?;
+        if self.tasks.horizon == 0 {
+            return invalid("tasks.horizon must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.tasks.held_out_fraction) {
+            return invalid(format!(
+                "tasks.held_out_fraction = {} must be in [0, 1)",
+                self.tasks.held_out_fraction
+            ));
+        }
+        if self.tasks.buckets.is_empty() {
+            return invalid("tasks.buckets: give at least one bucket".into());
+        }
+        for b in &self.tasks.buckets {
+            if b.count == 0 {
+                return invalid(format!("bucket `{}`: count must be at least 1", b.name));
+            }
+        }
+        for name in &self.base.buckets {
+            if !self.tasks.buckets.iter().any(|b| &b.name == name) {
+                return invalid(format!(
+                    "base.buckets names `{name}`, which is not a bucket of [tasks]"
+                ));
+            }
+        }
+        if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
+            return invalid("base: learning_rate must be > 0 and batch_size ≥ 1".into());
+        }
+        if self.policy.kind == PolicyKind::Mlp && self.policy.hidden == 0 {
+            return invalid("policy.hidden must be at least 1".into());
+        }
+        if let Some(p) = &self.proof
+            && !crate::verify::CLAIMS.contains(&p.as_str())
+        {
+            return invalid(format!(
+                "proof `{p}` is not a claim of proofs/ ({})",
+                crate::verify::CLAIMS.join(", ")
+            ));
+        }
+        let kinds = [
+            self.deployment.is_some(),
+            self.gradient_error.is_some(),
+            self.drift.is_some(),
+        ]
+        .iter()
+        .filter(|&&k| k)
+        .count();
+        if kinds != 1 {
+            return invalid(format!(
+                "give exactly one of [deployment], [gradient_error], [drift] (found {kinds})"
+            ));
+        }
+        let mut arms = Vec::new();
+        if let Some(d) = &self.deployment {
+            if d.arms.is_empty() {
+                return invalid("[deployment] needs at least one [[deployment.arms]]".into());
+            }
+            let mut base = builtin_arm_defaults();
+            for (k, v) in &d.defaults {
+                if !base.contains_key(k) {
+                    return invalid(format!("[deployment.defaults]: unknown field `{k}`"));
+                }
+                base.insert(k.clone(), v.clone());
+            }
+            for (i, arm) in d.arms.iter().enumerate() {
+                let mut merged = base.clone();
+                for (k, v) in arm {
+                    merged.insert(k.clone(), v.clone());
+                }
+                let label = arm
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .map_or(format!("arm {}", i + 1), |n| format!("arm `{n}`"));
+                let config: ArmConfig = merged
+                    .try_into()
+                    .map_err(|e| Error::Invalid(format!("[[deployment.arms]] {label}: {e}")))?;
+                config.validate()?;
+                if arms.iter().any(|a: &ArmConfig| a.name == config.name) {
+                    return invalid(format!("two arms are named `{}`", config.name));
+                }
+                arms.push(config);
+            }
+        }
+        if let Some(g) = &self.gradient_error {
+            if g.samples_per_task.is_empty() || g.samples_per_task.contains(&0) {
+                return invalid("gradient_error.samples_per_task: give counts ≥ 1".into());
+            }
+            if g.repetitions < 2 {
+                return invalid("gradient_error.repetitions must be at least 2".into());
+            }
+            for e in &g.estimators {
+                if !GRADIENT_ESTIMATORS.contains(&e.as_str()) {
+                    return invalid(format!(
+                        "gradient_error.estimators: unknown `{e}` (known: {})",
+                        GRADIENT_ESTIMATORS.join(", ")
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.drift {
+            if d.samples_per_task == 0 || d.epochs == 0 || d.rules.is_empty() {
+                return invalid(
+                    "drift: samples_per_task and epochs must be ≥ 1, rules non-empty".into(),
+                );
+            }
+            if d.rules.contains(&Rule::None) {
+                return invalid("drift.rules: `none` has no validity-weighted expectation".into());
+            }
+        }
+        Ok(Resolved { spec: self, arms })
+    }
+}
+
+/// Estimator names of `[gradient_error]`.
+pub const GRADIENT_ESTIMATORS: [&str; 4] = ["reinforce", "rloo", "grpo", "sft"];

@@ -1,0 +1,247 @@
+//! Figures: line charts with 95% confidence bands, written as PNG and SVG.
+//!
+//! Text is rendered by plotters' `ab_glyph` backend from the DejaVu Sans
+//! font embedded in the binary (the `dejavu` crate), so figures render on a
+//! machine without fontconfig or system fonts. Every number drawn also goes
+//! to the experiment's CSV files; a figure never holds data the CSVs lack.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
+
+use crate::{Error, Result};
+
+/// One line: points (x, y) with an optional band [low, high] per point.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    /// Same length as `points` if present (NaN bounds: no band there).
+    pub band: Option<Vec<(f64, f64)>>,
+    pub style: LineKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    /// A solid line with point markers.
+    Solid,
+    /// A dashed reference line (e.g. 1/√n, or gen 0's longest plan).
+    Reference,
+}
+
+/// A chart: title, axis labels (with units), series, axis kinds.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub log_x: bool,
+    pub log_y: bool,
+    /// Fixed y range (e.g. [0, 1] for probabilities); else from the data.
+    pub y_range: Option<(f64, f64)>,
+}
+
+#[derive(Clone, Copy)]
+enum Axis {
+    X,
+    Y,
+}
+
+const SIZE: (u32, u32) = (900, 600);
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is a valid TrueType file; failure here would be
+        // a build defect, and figures would only lose their text.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// A colour-blind-safe palette (Okabe & Ito 2008).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
+];
+
+impl Figure {
+    /// Writes `<stem>.png` and `<stem>.svg` into `dir`, each atomically.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
+        register_font();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            self.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
+            root.present().map_err(|e| plot_error(dir, stem, e))?;
+        }
+        crate::output::write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
+        // The PNG encoder picks the format from the extension, so the
+        // temporary file keeps `.png`; the rename makes the write atomic.
+        let tmp = dir.join(format!(".{stem}.tmp.png"));
+        {
+            let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+            self.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
+            root.present().map_err(|e| plot_error(dir, stem, e))?;
+        }
+        let dest = dir.join(format!("{stem}.png"));
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        root.fill(&WHITE)?;
+        let (x0, x1) = self.extent(Axis::X, None, self.log_x);
+        let (y0, y1) = self.extent(Axis::Y, self.y_range, self.log_y);
+        match (self.log_x, self.log_y) {
+            (false, false) => self.draw_in(root, x0..x1, y0..y1),
+            (true, false) => self.draw_in(root, (x0..x1).log_scale(), y0..y1),
+            (false, true) => self.draw_in(root, x0..x1, (y0..y1).log_scale()),
+            (true, true) => self.draw_in(root, (x0..x1).log_scale(), (y0..y1).log_scale()),
+        }
+    }
+
+    /// Data range along one axis (bands included), padded; positive for
+    /// log axes.
+    fn extent(&self, axis: Axis, fixed: Option<(f64, f64)>, log: bool) -> (f64, f64) {
+        if let Some(r) = fixed {
+            return r;
+        }
+        let mut values: Vec<f64> = Vec::new();
+        for s in &self.series {
+            match axis {
+                Axis::X => values.extend(s.points.iter().map(|p| p.0)),
+                Axis::Y => {
+                    values.extend(s.points.iter().map(|p| p.1));
+                    if let Some(b) = &s.band {
+                        values.extend(b.iter().flat_map(|&(l, h)| [l, h]));
+                    }
+                }
+            }
+        }
+        let finite = values
+            .into_iter()
+            .filter(|v| v.is_finite() && (!log || *v > 0.0));
+        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        if !lo.is_finite() {
+            return if log { (0.1, 10.0) } else { (0.0, 1.0) };
+        }
+        if log {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            let pad = ((hi - lo) * 0.05).max(1e-9);
+            (lo - pad, hi + pad)
+        }
+    }
+
+    fn draw_in<DB, X, Y>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        x: X,
+        y: Y,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        DB: DrawingBackend,
+        X: AsRangedCoord<Value = f64>,
+        Y: AsRangedCoord<Value = f64>,
+        X::CoordDescType: ValueFormatter<f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 24))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x, y)?;
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        let ok = |v: &f64| v.is_finite() && (!self.log_y || *v > 0.0);
+        for (i, s) in self.series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            if let Some(band) = &s.band {
+                // One polygon per run of points with a finite band.
+                let mut run: Vec<(f64, f64, f64)> = Vec::new();
+                let mut flush = |run: &mut Vec<(f64, f64, f64)>| -> std::result::Result<
+                    (),
+                    DrawingAreaErrorKind<DB::ErrorType>,
+                > {
+                    if run.len() >= 2 {
+                        let mut poly: Vec<(f64, f64)> =
+                            run.iter().map(|&(x, _, h)| (x, h)).collect();
+                        poly.extend(run.iter().rev().map(|&(x, l, _)| (x, l)));
+                        chart.draw_series(std::iter::once(Polygon::new(
+                            poly,
+                            color.mix(0.18).filled(),
+                        )))?;
+                    }
+                    run.clear();
+                    Ok(())
+                };
+                for (&(x, _), &(l, h)) in s.points.iter().zip(band) {
+                    if ok(&l) && ok(&h) {
+                        run.push((x, l, h));
+                    } else {
+                        flush(&mut run)?;
+                    }
+                }
+                flush(&mut run)?;
+            }
+            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| ok(&p.1)).collect();
+            let style = color.stroke_width(2);
+            match s.style {
+                LineKind::Solid => {
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), style))?
+                        .label(&s.name)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        });
+                    chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+                }
+                LineKind::Reference => {
+                    chart
+                        .draw_series(DashedLineSeries::new(pts, 8, 6, style))?
+                        .label(&s.name)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
+                        });
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
+        Ok(())
+    }
+}
+
+fn plot_error(dir: &Path, stem: &str, e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!(
+        "could not draw figure {}: {e}",
+        dir.join(stem).display()
+    ))
+}
