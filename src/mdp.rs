@@ -70,6 +70,19 @@ impl Deployment {
         self.action_names.len() - 1
     }
 
+    /// The deployment of the first `n` tasks, with the same action and fact
+    /// index (so policies of this deployment read it unchanged); μ uniform.
+    pub fn prefix(&self, n: usize) -> Deployment {
+        let n = n.min(self.tasks.len());
+        Deployment {
+            tasks: self.tasks[..n].to_vec(),
+            mu: vec![1.0 / n as f64; n],
+            horizon: self.horizon,
+            action_names: self.action_names.clone(),
+            num_features: self.num_features,
+        }
+    }
+
     /// Grounds `problems` (one domain; object sets may differ) and enumerates every
     /// state reachable within `horizon` steps. Fails if a task has more than
     /// `max_states` such states (the exact computations are for small tasks).

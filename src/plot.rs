@@ -43,6 +43,8 @@ pub struct Figure {
     pub log_y: bool,
     /// Fixed y range (e.g. [0, 1] for probabilities); else from the data.
     pub y_range: Option<(f64, f64)>,
+    /// x takes integer values (generations): integer tick labels.
+    pub integer_x: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -51,7 +53,7 @@ enum Axis {
     Y,
 }
 
-const SIZE: (u32, u32) = (900, 600);
+const SIZE: (u32, u32) = (1000, 650);
 const FONT: &str = "sans-serif";
 
 fn register_font() {
@@ -162,14 +164,19 @@ impl Figure {
         Y::CoordDescType: ValueFormatter<f64>,
     {
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 24))
+            .caption(&self.title, (FONT, 20))
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(x, y)?;
-        chart
-            .configure_mesh()
-            .x_desc(&self.x_label)
+        let integer = |v: &f64| format!("{v:.0}");
+        let mut mesh = chart.configure_mesh();
+        if self.integer_x && !self.log_x {
+            let (lo, hi) = self.extent(Axis::X, None, false);
+            mesh.x_labels((hi - lo).round().max(1.0) as usize + 1)
+                .x_label_formatter(&integer);
+        }
+        mesh.x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))

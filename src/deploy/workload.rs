@@ -73,6 +73,23 @@ impl Workload {
         })
     }
 
+    /// The workload without its base tasks (which must come last): the
+    /// deployment loop never touches them, so exact metrics skip them.
+    pub fn without_base(&self) -> crate::Result<Workload> {
+        let n = self.role.iter().take_while(|&&r| r != Role::Base).count();
+        if self.role[n..].iter().any(|&r| r != Role::Base) {
+            return Err(crate::Error::Invalid(
+                "base tasks must come after the deployed and held-out tasks".into(),
+            ));
+        }
+        Workload::new(
+            self.env.prefix(n),
+            self.role[..n].to_vec(),
+            self.bucket[..n].to_vec(),
+            self.buckets.clone(),
+        )
+    }
+
     /// Indices of the tasks with `role`, in task order.
     pub fn tasks_with(&self, role: Role) -> Vec<usize> {
         (0..self.role.len())

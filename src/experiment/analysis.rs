@@ -165,6 +165,7 @@ pub(super) fn gradient_error(
         log_x: true,
         log_y: true,
         y_range: None,
+        integer_x: false,
     }
     .write(dir, "gradient_error")?;
     let mut summary = format!(
@@ -354,6 +355,7 @@ pub(super) fn drift(
         log_x: false,
         log_y: false,
         y_range: None,
+        integer_x: false,
     }
     .write(dir, "cosine_vs_kl")?;
     let objective: Vec<Series> = d
@@ -370,6 +372,7 @@ pub(super) fn drift(
         log_x: false,
         log_y: false,
         y_range: None,
+        integer_x: true,
     }
     .write(dir, "objective")?;
     let mut summary = format!(

@@ -200,13 +200,15 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let dir = opts.out_root.join(&resolved.spec.id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     crate::output::write_atomic(&dir.join("spec.toml"), resolved.to_toml().as_bytes())?;
-    let (work, demos) = build_workload(&resolved.spec)?;
+    let (with_base, demos) = build_workload(&resolved.spec)?;
     let spec = &resolved.spec;
+    let work = with_base.without_base()?;
     let bases: Vec<Box<dyn Policy>> = spec
         .seeds
         .par_iter()
-        .map(|&seed| base_policy(spec, &work, &demos, seed))
+        .map(|&seed| base_policy(spec, &with_base, &demos, seed).for_task_prefix(&work.env))
         .collect();
+    drop(with_base);
     let outcome = match resolved.kind() {
         spec::Kind::Deployment(arms) => {
             let fp = fingerprint(&resolved, opts.smoke);

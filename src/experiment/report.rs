@@ -190,13 +190,14 @@ pub(super) fn write_deployment(
             });
         }
         let fig = Figure {
-            title: format!("{} — {}", spec.title, f.title),
+            title: format!("{} ({})", f.title, spec.title),
             x_label: "generation".into(),
             y_label: f.y_label.into(),
             series,
             log_x: false,
             log_y: false,
             y_range: f.unit_interval.then_some((0.0, 1.0)),
+            integer_x: true,
         };
         fig.write(dir, f.stem)?;
         figures.push(f.stem.to_string());
@@ -212,13 +213,14 @@ pub(super) fn write_deployment(
             .collect();
         let stem = format!("success_by_bucket_arm{a}");
         Figure {
-            title: format!("{} — success by size ({})", spec.title, arm.name),
+            title: format!("Success by size: {} ({})", arm.name, spec.title),
             x_label: "generation".into(),
             y_label: "P(valid plan), exact, mean over the bucket's tasks".into(),
             series,
             log_x: false,
             log_y: false,
             y_range: Some((0.0, 1.0)),
+            integer_x: true,
         }
         .write(dir, &stem)?;
         figures.push(stem);

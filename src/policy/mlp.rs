@@ -121,6 +121,12 @@ impl Policy for Mlp {
         Box::new(self.clone())
     }
 
+    /// The network reads shared fact bits only; it does not depend on the
+    /// task list.
+    fn for_task_prefix(&self, _env: &Deployment) -> Box<dyn Policy> {
+        Box::new(self.clone())
+    }
+
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]) {
         let h = self.hidden_activations(&self.active_inputs(env, x, s));
         let z = self.w2().transpose() * &h;

@@ -24,6 +24,10 @@ pub trait Policy: Send + Sync {
     fn set_temperature(&mut self, tau: f64);
     /// A boxed copy (the deployment loop keeps several generations).
     fn clone_box(&self) -> Box<dyn Policy>;
+    /// The same policy on `env`, a deployment made of the first tasks of
+    /// this policy's deployment (same action and fact index; see
+    /// [`crate::mdp::Deployment::prefix`]).
+    fn for_task_prefix(&self, env: &Deployment) -> Box<dyn Policy>;
 
     /// Logits z(s) over all actions of `env` for state `s` of task `x`.
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]);

@@ -60,6 +60,19 @@ impl Policy for Tabular {
         Box::new(self.clone())
     }
 
+    /// Keeps the logits of the first `env.tasks.len()` tasks.
+    fn for_task_prefix(&self, env: &Deployment) -> Box<dyn Policy> {
+        let n = env.tasks.len();
+        let end = self.offsets.get(n).copied().unwrap_or(self.theta.len());
+        Box::new(Tabular {
+            theta: self.theta[..end].to_vec(),
+            offsets: self.offsets[..n].to_vec(),
+            num_actions: self.num_actions,
+            tau: self.tau,
+            penalty: self.penalty,
+        })
+    }
+
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]) {
         let i = self.at(x, s);
         out.copy_from_slice(&self.theta[i..i + self.num_actions]);
