@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// No progress bar on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Stop after measuring K generations, keeping checkpoints; rerun
+    /// without it to resume.
+    #[arg(long, value_name = "K")]
+    pub pause_after: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -853,11 +857,21 @@ fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         out_root: args.out.clone(),
         smoke: args.smoke,
         progress: !args.quiet,
+        pause_after: args.pause_after,
     };
     for (spec, path) in specs.iter().zip(&args.specs) {
         let started = std::time::Instant::now();
         let outcome = crate::experiment::run(spec, &opts)
             .with_context(|| format!("running {}", path.display()))?;
+        if outcome.figures.is_empty() && opts.pause_after.is_some() {
+            println!(
+                "paused {} after {} generation(s); checkpoints in {}",
+                path.display(),
+                opts.pause_after.unwrap_or(0),
+                outcome.dir.join("checkpoints").display()
+            );
+            continue;
+        }
         println!("{}", outcome.summary);
         println!(
             "wrote {} ({} figure(s), {:.1} s)",

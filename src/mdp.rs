@@ -34,6 +34,8 @@ pub type StateIndex = u32;
 #[derive(Clone, Debug)]
 pub struct TaskSpace {
     pub name: String,
+    /// The problem as read (for the PDDL validator and reports).
+    pub problem: Problem,
     pub task: Task,
     /// Reachable states in breadth-first order; `states[0]` is the initial state.
     pub states: Vec<State>,
@@ -123,6 +125,7 @@ impl Deployment {
             goal_features.sort_unstable();
             let mut space = TaskSpace {
                 name: p.name.clone(),
+                problem: p.clone(),
                 states: Vec::new(),
                 successors: Vec::new(),
                 is_goal: Vec::new(),

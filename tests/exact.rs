@@ -197,3 +197,137 @@ fn mlp_backprop_matches_candle_autograd_in_f64() {
     }
     assert_eq!(checked, 6);
 }
+
+/// KL(π ‖ ρ) of trace laws by the occupancy-weighted DP equals the direct
+/// sum Σ_y π(y) log(π(y)/ρ(y)) over every trace (valid or not), enumerated.
+#[test]
+fn trajectory_kl_equals_the_sum_over_all_traces() {
+    let env = blocks_env(3, 2, 3);
+    let mut rng = iterdeploy::rng::seeded(11);
+    let mut p = Tabular::zeros(&env, 1.0, 1.0);
+    let mut q = Tabular::zeros(&env, 1.0, 1.0);
+    for v in p.params_mut().iter_mut().chain(q.params_mut().iter_mut()) {
+        *v = StandardNormal.sample(&mut rng);
+    }
+    let (tp, tq) = (PolicyTable::new(&p, &env), PolicyTable::new(&q, &env));
+    let dp = exact::trajectory_kl(&env, &tp, &tq);
+    // Depth-first over (state, time, log π(prefix), log ρ(prefix)).
+    struct Walk<'a> {
+        env: &'a Deployment,
+        tp: &'a PolicyTable,
+        tq: &'a PolicyTable,
+        x: usize,
+    }
+    impl Walk<'_> {
+        /// Adds Σ π(y) log(π(y)/ρ(y)) and Σ π(y) over traces continuing
+        /// the prefix into `out`.
+        fn go(&self, s: usize, t: usize, lp: f64, lq: f64, out: &mut (f64, f64)) {
+            let n = self.env.num_actions();
+            for a in 0..n {
+                let la = lp + self.tp.logp[self.x][s * n + a];
+                let lb = lq + self.tq.logp[self.x][s * n + a];
+                let next = self.env.tasks[self.x].successors[s]
+                    .iter()
+                    .find(|&&(b, _)| b == a);
+                match next {
+                    Some(&(_, s2)) if t < self.env.horizon && a != self.env.end() => {
+                        self.go(s2 as usize, t + 1, la, lb, out)
+                    }
+                    _ => {
+                        out.0 += la.exp() * (la - lb);
+                        out.1 += la.exp();
+                    }
+                }
+            }
+        }
+    }
+    for (x, &kl) in dp.iter().enumerate() {
+        let mut acc = (0.0, 0.0);
+        Walk {
+            env: &env,
+            tp: &tp,
+            tq: &tq,
+            x,
+        }
+        .go(0, 0, 0.0, 0.0, &mut acc);
+        assert!(
+            (acc.1 - 1.0).abs() < 1e-12,
+            "trace probabilities sum to {}",
+            acc.1
+        );
+        assert!(
+            (acc.0 - kl).abs() < 1e-12 * acc.0.abs().max(1.0),
+            "task {x}: enumerated {} vs DP {kl}",
+            acc.0
+        );
+        assert!(kl > 0.0);
+    }
+    let zero = exact::trajectory_kl(&env, &tp, &tp);
+    assert!(zero.iter().all(|&k| k.abs() < 1e-15), "{zero:?}");
+}
+
+/// GRPO's group-normalised advantages, written out for one group of four
+/// with one valid trace: A = (R − 1/4)/σ, σ = √(3/16).
+#[test]
+fn grpo_uses_group_normalised_advantages() {
+    let env = blocks_env(3, 1, 4);
+    let mut rng = iterdeploy::rng::seeded(5);
+    let mut p = Tabular::zeros(&env, 1.0, 1.0);
+    for v in p.params_mut() {
+        *v = StandardNormal.sample(&mut rng);
+    }
+    let table = PolicyTable::new(&p, &env);
+    let mut batch: Vec<Trace> = Vec::new();
+    let (mut valid, mut invalid) = (0, 0);
+    while valid < 1 || invalid < 3 {
+        let t = sample_trace(&env, &table, 0, &mut rng);
+        if t.valid && valid < 1 {
+            valid += 1;
+            batch.push(t);
+        } else if !t.valid && invalid < 3 {
+            invalid += 1;
+            batch.push(t);
+        }
+    }
+    let g = iterdeploy::estimator::grpo(&env, &p, &batch);
+    let sigma = (3.0f64 / 16.0).sqrt();
+    let mut expected = vec![0.0; p.num_params()];
+    for t in &batch {
+        let a = (f64::from(u8::from(t.valid)) - 0.25) / (sigma + 1e-6);
+        t.accumulate_score(&env, &p, a / 4.0, &mut expected);
+    }
+    let (abs, _) = errors(&g, &expected, 1e-12);
+    assert!(abs < 1e-12, "{abs}");
+    // All-equal rewards carry no signal.
+    let all_invalid: Vec<Trace> = batch.iter().filter(|t| !t.valid).cloned().collect();
+    assert!(
+        iterdeploy::estimator::grpo(&env, &p, &all_invalid)
+            .iter()
+            .all(|&v| v == 0.0)
+    );
+}
+
+/// A policy moved to a prefix of its deployment's tasks computes the same
+/// log-probabilities there (what the experiments do after training gen 0).
+#[test]
+fn policies_keep_their_values_on_a_task_prefix() {
+    let env = blocks_env(3, 3, 4);
+    let prefix = env.prefix(2);
+    let mut rng = iterdeploy::rng::seeded(2);
+    let mut tab = Tabular::zeros(&env, 1.0, 1.0);
+    for v in tab.params_mut() {
+        *v = StandardNormal.sample(&mut rng);
+    }
+    let mlp = Mlp::new(&env, 5, 1.0, 1.0, 1.0, &mut rng);
+    for policy in [&tab as &dyn Policy, &mlp] {
+        let moved = policy.for_task_prefix(&prefix);
+        let (full, part) = (
+            PolicyTable::new(policy, &env),
+            PolicyTable::new(moved.as_ref(), &prefix),
+        );
+        assert_eq!(part.logp.len(), 2);
+        for x in 0..2 {
+            assert_eq!(full.logp[x], part.logp[x]);
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod differential;
 mod exact;
+mod experiment;
 mod pddl;
 mod proofs;
 mod search;

@@ -270,6 +270,20 @@ pub fn run_arm(
     base: &dyn Policy,
     arm: &ArmConfig,
     seed: u64,
+    state: ArmState,
+    checkpoint: impl FnMut(&ArmState) -> Result<()>,
+) -> Result<ArmState> {
+    run_arm_until(work, base, arm, arm.generations, seed, state, checkpoint)
+}
+
+/// [`run_arm`], stopping once generation `last` (≤ G) is measured — the
+/// state is then exactly that of an uninterrupted run at that point.
+pub fn run_arm_until(
+    work: &Workload,
+    base: &dyn Policy,
+    arm: &ArmConfig,
+    last: usize,
+    seed: u64,
     mut state: ArmState,
     mut checkpoint: impl FnMut(&ArmState) -> Result<()>,
 ) -> Result<ArmState> {
@@ -277,7 +291,7 @@ pub fn run_arm(
     // π_{k−1}'s table, kept from the previous generation (recomputed from
     // `previous_theta` after a resume).
     let mut previous_table = None;
-    while !state.finished(arm) {
+    while !state.finished(arm) && state.next_generation <= last.min(arm.generations) {
         deploy_generation(work, base, arm, seed, &mut state, &mut previous_table)?;
         checkpoint(&state)?;
     }

@@ -43,9 +43,14 @@ pub struct RunOptions {
     pub smoke: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Stop every job once it has measured this many generations, keeping
+    /// its checkpoint and writing no results; a later run without it
+    /// resumes (budgeted runs, and how resumption is tested).
+    pub pause_after: Option<usize>,
 }
 
-/// Where a finished run put its outputs, and its summary text.
+/// Where a finished run put its outputs, and its summary text (empty, with
+/// no figures, for a paused run).
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub summary: String,
@@ -193,6 +198,11 @@ fn fingerprint(resolved: &Resolved, smoke: bool) -> String {
 
 /// Runs `resolved` and writes its outputs (see the module docs).
 pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
+    if opts.pause_after == Some(0) {
+        return Err(Error::Invalid(
+            "pause after 0 generations would run nothing; give K ≥ 1".into(),
+        ));
+    }
     let mut resolved = resolved.clone();
     if opts.smoke {
         resolved.smoke();
@@ -212,7 +222,19 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let outcome = match resolved.kind() {
         spec::Kind::Deployment(arms) => {
             let fp = fingerprint(&resolved, opts.smoke);
-            let states = run_arms(&work, spec, arms, &bases, &dir, &fp, opts.progress)?;
+            let states = run_arms(&work, spec, arms, &bases, &dir, &fp, opts)?;
+            if states
+                .iter()
+                .flatten()
+                .zip(arms.iter().cycle())
+                .any(|(s, a)| !s.finished(a))
+            {
+                return Ok(RunOutcome {
+                    dir,
+                    summary: String::new(),
+                    figures: Vec::new(),
+                });
+            }
             let out = report::write_deployment(&dir, &resolved, &work, &states)?;
             let ck = dir.join("checkpoints");
             if ck.exists() {
@@ -237,7 +259,7 @@ fn run_arms(
     bases: &[Box<dyn Policy>],
     dir: &Path,
     fingerprint: &str,
-    progress: bool,
+    opts: &RunOptions,
 ) -> Result<Vec<Vec<ArmState>>> {
     let ck_dir = dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
@@ -248,7 +270,7 @@ fn run_arms(
         .iter()
         .map(|&(_, a)| arms[a].generations as u64 + 1)
         .sum();
-    let bar = if progress {
+    let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
             indicatif::ProgressStyle::with_template(
@@ -277,15 +299,36 @@ fn run_arms(
                 }
                 _ => ArmState::fresh(bases[s].as_ref()),
             };
-            deploy::run_arm(work, bases[s].as_ref(), arm, seed, state, |st| {
-                bar.inc(1);
-                let c = Checkpoint {
-                    fingerprint: fingerprint.to_string(),
-                    state: st.clone(),
-                };
-                let bytes = serde_json::to_vec(&c).expect("checkpoint serialises");
-                crate::output::write_atomic(&path, &bytes)
-            })
+            // Paused runs stop after `pause_after` generations (the
+            // arm's config is otherwise untouched, so the fingerprint and
+            // the random streams are those of the full run).
+            let mut until = arm.clone();
+            if let Some(k) = opts.pause_after {
+                until.generations = until.generations.min(k.saturating_sub(1));
+            }
+            let paused = until.generations < arm.generations;
+            let state = if paused && state.finished(&until) {
+                state
+            } else {
+                deploy::run_arm_until(
+                    work,
+                    bases[s].as_ref(),
+                    arm,
+                    until.generations,
+                    seed,
+                    state,
+                    |st| {
+                        bar.inc(1);
+                        let c = Checkpoint {
+                            fingerprint: fingerprint.to_string(),
+                            state: st.clone(),
+                        };
+                        let bytes = serde_json::to_vec(&c).expect("checkpoint serialises");
+                        crate::output::write_atomic(&path, &bytes)
+                    },
+                )?
+            };
+            Ok(state)
         })
         .collect();
     bar.finish_and_clear();

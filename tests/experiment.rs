@@ -1,0 +1,421 @@
+//! The deployment loop and experiment specs: spec checking, smoke runs of
+//! every shipped spec, byte-identical reruns, resumption, and the loop's
+//! link to the real validator.
+
+use std::path::{Path, PathBuf};
+
+use iterdeploy::curation::{Pool, Rule};
+use iterdeploy::deploy::{self, ArmConfig, ArmState, Method, Role, Start};
+use iterdeploy::experiment::{self, Resolved, RunOptions};
+use iterdeploy::optim::OptimizerKind;
+
+fn experiments_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
+}
+
+fn shipped_specs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(experiments_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("iterdeploy-exp-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn options(out: &Path) -> RunOptions {
+    RunOptions {
+        out_root: out.to_path_buf(),
+        smoke: true,
+        progress: false,
+        pause_after: None,
+    }
+}
+
+const SMALL: &str = r#"
+id = "small"
+title = "small"
+question = "q"
+seeds = [1, 2]
+[tasks]
+domain = "blocksworld"
+horizon = 10
+seed = 5
+[[tasks.buckets]]
+name = "3 blocks"
+count = 4
+params = { blocks = 3 }
+[[tasks.buckets]]
+name = "4 blocks"
+count = 4
+params = { blocks = 4 }
+[policy]
+kind = "mlp"
+hidden = 16
+[base]
+buckets = ["3 blocks"]
+tasks = 6
+seed = 9
+epochs = 5
+learning_rate = 0.01
+[deployment.defaults]
+generations = 2
+samples_per_task = 4
+[[deployment.arms]]
+name = "paper"
+method = "curated-sft"
+"#;
+
+#[test]
+fn every_shipped_spec_resolves_and_the_index_lists_it() {
+    let specs = shipped_specs();
+    assert!(specs.len() >= 9, "{specs:?}");
+    let index = std::fs::read_to_string(experiments_dir().join("README.md")).unwrap();
+    for p in &specs {
+        let r = Resolved::read(p).unwrap_or_else(|e| panic!("{e}"));
+        let file = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            r.spec.id,
+            file.trim_end_matches(".toml"),
+            "a spec's id is its file name"
+        );
+        assert!(
+            index.contains(&format!("`{}`", r.spec.id)),
+            "experiments/README.md does not index `{}`",
+            r.spec.id
+        );
+    }
+    // Every proof the index links to exists.
+    for link in index.split("](../").skip(1) {
+        let target = &link[..link.find(')').unwrap()];
+        assert!(
+            experiments_dir().join("..").join(target).exists(),
+            "experiments/README.md links to missing {target}"
+        );
+    }
+}
+
+#[test]
+fn specs_reject_unknown_fields_and_bad_values_with_their_place() {
+    let bad_top = SMALL.replace("seeds = [1, 2]", "seeds = [1, 2]\nseedz = 3");
+    let e = Resolved::parse(&bad_top, "x.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("x.toml") && e.contains("seedz") && e.contains("line"),
+        "{e}"
+    );
+
+    let bad_arm = SMALL.replace(
+        "method = \"curated-sft\"",
+        "method = \"curated-sft\"\nlerning_rate = 1",
+    );
+    let e = Resolved::parse(&bad_arm, "x.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("arm `paper`") && e.contains("lerning_rate"),
+        "{e}"
+    );
+
+    let bad_default = SMALL.replace("generations = 2", "generations = 2\ntemprature = 1.0");
+    let e = Resolved::parse(&bad_default, "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("temprature"), "{e}");
+
+    let bad_value = SMALL.replace(
+        "samples_per_task = 4",
+        "samples_per_task = 4\nfalse_accept = 1.5",
+    );
+    let e = Resolved::parse(&bad_value, "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("false_accept") && e.contains("paper"), "{e}");
+
+    let bad_rl = SMALL.replace(
+        "method = \"curated-sft\"",
+        "method = \"rloo\"\nrl_batches = 4",
+    );
+    let e = Resolved::parse(&bad_rl, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("rl_batches"), "{e}");
+
+    let bad_base = SMALL.replace("buckets = [\"3 blocks\"]", "buckets = [\"7 blocks\"]");
+    let e = Resolved::parse(&bad_base, "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("7 blocks"), "{e}");
+
+    let two_kinds = format!(
+        "{SMALL}\n[drift]\nsamples_per_task = 2\nrules = [\"all\"]\nepochs = 1\nlearning_rate = 0.1\n"
+    );
+    let e = Resolved::parse(&two_kinds, "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("exactly one"), "{e}");
+
+    let bad_param = SMALL.replace("params = { blocks = 3 }", "params = { blocks = 0 }");
+    let r = Resolved::parse(&bad_param, "x.toml").unwrap();
+    let e = experiment::run(&r, &options(&scratch("badparam")))
+        .err()
+        .expect("0 blocks is refused")
+        .to_string();
+    assert!(e.contains("3 blocks") && e.contains("blocks"), "{e}");
+}
+
+#[test]
+fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
+    let out = scratch("smoke");
+    for p in shipped_specs() {
+        let r = Resolved::read(&p).unwrap();
+        let outcome =
+            experiment::run(&r, &options(&out)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let dir = out.join(&r.spec.id);
+        for f in ["spec.toml", "results.csv", "summary.csv", "summary.md"] {
+            let bytes =
+                std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", dir.display()));
+            assert!(bytes.len() > 20, "{}/{f} is nearly empty", dir.display());
+        }
+        assert!(!outcome.figures.is_empty());
+        for f in &outcome.figures {
+            let png = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
+            assert_eq!(&png[1..4], b"PNG", "{f}.png");
+            let svg = std::fs::read_to_string(dir.join(format!("{f}.svg"))).unwrap();
+            assert!(
+                svg.contains("<svg") && svg.contains("generation")
+                    || svg.contains("log scale")
+                    || svg.contains("KL"),
+                "{f}.svg has no axis label"
+            );
+        }
+        // The resolved spec reads back to the same experiment.
+        let again = Resolved::read(&dir.join("spec.toml")).unwrap();
+        assert_eq!(again.arms, {
+            let mut r2 = r.clone();
+            r2.smoke();
+            r2.arms
+        });
+        assert!(
+            !dir.join("checkpoints").exists(),
+            "finished runs leave no checkpoints"
+        );
+        // No temporary files are left behind.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            assert!(!name.starts_with('.'), "left over: {name}");
+        }
+    }
+}
+
+#[test]
+fn same_spec_gives_byte_identical_csvs_and_a_paused_run_resumes_exactly() {
+    let r = Resolved::parse(SMALL, "small").unwrap();
+    let (a, b) = (scratch("same-a"), scratch("same-b"));
+    experiment::run(&r, &options(&a)).unwrap();
+    experiment::run(&r, &options(&b)).unwrap();
+    for f in ["results.csv", "summary.csv", "spec.toml"] {
+        assert_eq!(
+            std::fs::read(a.join("small").join(f)).unwrap(),
+            std::fs::read(b.join("small").join(f)).unwrap(),
+            "{f} differs between two runs of one spec"
+        );
+    }
+    let c = scratch("same-c");
+    let paused = RunOptions {
+        pause_after: Some(2),
+        ..options(&c)
+    };
+    let outcome = experiment::run(&r, &paused).unwrap();
+    assert!(outcome.figures.is_empty());
+    assert!(
+        !c.join("small/results.csv").exists(),
+        "a paused run writes no results"
+    );
+    assert_eq!(
+        std::fs::read_dir(c.join("small/checkpoints"))
+            .unwrap()
+            .count(),
+        2
+    );
+    experiment::run(&r, &options(&c)).unwrap();
+    assert_eq!(
+        std::fs::read(a.join("small/results.csv")).unwrap(),
+        std::fs::read(c.join("small/results.csv")).unwrap(),
+        "resumed run differs from an uninterrupted one"
+    );
+}
+
+fn arm(method: Method) -> ArmConfig {
+    ArmConfig {
+        name: format!("{method:?}"),
+        method,
+        generations: 2,
+        samples_per_task: 4,
+        temperature: 1.0,
+        rule: Rule::ShortestPerTask,
+        pool: Pool::Accumulate,
+        start: Start::Base,
+        optimizer: OptimizerKind::Adam,
+        learning_rate: 0.01,
+        epochs: 3,
+        batch_size: 8,
+        rl_batches: 2,
+        iw_clip: 5.0,
+        max_grad_norm: 0.0,
+        false_accept: 0.0,
+        false_reject: 0.0,
+    }
+}
+
+fn small_workload() -> (deploy::Workload, Box<dyn iterdeploy::policy::Policy>) {
+    let r = Resolved::parse(SMALL, "small").unwrap();
+    let (full, demos) = experiment::build_workload(&r.spec).unwrap();
+    let base = experiment::base_policy(&r.spec, &full, &demos, 1);
+    let work = full.without_base().unwrap();
+    let base = base.for_task_prefix(&work.env);
+    (work, base)
+}
+
+fn metric(state: &ArmState, generation: usize, name: &str) -> f64 {
+    state
+        .rows
+        .iter()
+        .find(|r| r.generation == generation && r.bucket == "all" && r.metric == name)
+        .unwrap_or_else(|| panic!("no {name} at generation {generation}"))
+        .value
+}
+
+/// Every arm spends the same samples (= validator calls) per generation.
+#[test]
+fn every_method_spends_the_same_budget() {
+    let (work, base) = small_workload();
+    let deployed = work.tasks_with(Role::Deployed).len();
+    for m in [
+        Method::CuratedSft,
+        Method::Raft,
+        Method::IwSft,
+        Method::Reinforce,
+        Method::Rloo,
+        Method::Grpo,
+    ] {
+        let a = arm(m);
+        let st = deploy::run_arm(
+            &work,
+            base.as_ref(),
+            &a,
+            3,
+            ArmState::fresh(base.as_ref()),
+            |_| Ok(()),
+        )
+        .unwrap();
+        for g in 0..=a.generations {
+            assert_eq!(
+                metric(&st, g, "samples_drawn"),
+                ((g + 1) * a.samples_per_task * deployed) as f64,
+                "{m:?} generation {g}"
+            );
+        }
+        assert!(st.theta.iter().all(|v| v.is_finite()));
+    }
+}
+
+/// The simulator's verdicts are the validator's: every sampled trace,
+/// written out as a plan, gets the same verdict from the PDDL validator.
+#[test]
+fn sampled_verdicts_agree_with_the_pddl_validator() {
+    let (work, base) = small_workload();
+    let a = ArmConfig {
+        samples_per_task: 16,
+        generations: 0,
+        ..arm(Method::CuratedSft)
+    };
+    let st = deploy::run_arm(
+        &work,
+        base.as_ref(),
+        &a,
+        4,
+        ArmState::fresh(base.as_ref()),
+        |_| Ok(()),
+    )
+    .unwrap();
+    let env = &work.env;
+    let domain = iterdeploy::generate::DomainKind::Blocksworld.parse_domain();
+    let (mut valid, mut invalid) = (0, 0);
+    for s in &st.pool[0] {
+        let t = &s.trace;
+        let space = &env.tasks[t.task];
+        let names: Vec<String> = t
+            .steps
+            .iter()
+            .map(|&(_, a)| env.action_names[a].clone())
+            .collect();
+        // The trace's decisions: plan steps, then END (valid traces only end
+        // in END); an invalid trace's last decision is the impossible step
+        // or the step past the horizon.
+        let plan_text: String = names
+            .iter()
+            .filter(|n| n.as_str() != "END")
+            .map(|n| format!("{n}\n"))
+            .collect();
+        let plan = iterdeploy::plan::parse_ipc_plan(plan_text.as_bytes(), "trace").unwrap();
+        let verdict =
+            iterdeploy::validate::Validator::new(&domain, &space.problem).validate(&plan.steps);
+        let ended = names.last().map(String::as_str) == Some("END");
+        let within = t.plan_length() <= env.horizon;
+        assert_eq!(
+            t.valid,
+            verdict.valid && ended && within,
+            "task {} trace {names:?}",
+            space.name
+        );
+        if t.valid { valid += 1 } else { invalid += 1 }
+    }
+    assert!(
+        valid > 0 && invalid > 0,
+        "{valid} valid, {invalid} invalid: the check needs both"
+    );
+}
+
+/// A judge that accepts everything (false_accept = 1) makes curation keep
+/// invalid traces; one that rejects every valid plan keeps nothing.
+#[test]
+fn validator_noise_reaches_the_training_set() {
+    let (work, base) = small_workload();
+    let accept_all = ArmConfig {
+        false_accept: 1.0,
+        generations: 0,
+        ..arm(Method::CuratedSft)
+    };
+    let st = deploy::run_arm(
+        &work,
+        base.as_ref(),
+        &accept_all,
+        1,
+        ArmState::fresh(base.as_ref()),
+        |_| Ok(()),
+    )
+    .unwrap();
+    assert!(st.pool[0].iter().all(|s| s.accepted));
+    assert!(st.pool[0].iter().any(|s| !s.trace.valid));
+    assert_eq!(metric(&st, 0, "accepted_rate"), 1.0);
+    let reject_all = ArmConfig {
+        false_reject: 1.0,
+        samples_per_task: 16,
+        generations: 0,
+        ..arm(Method::CuratedSft)
+    };
+    let st = deploy::run_arm(
+        &work,
+        base.as_ref(),
+        &reject_all,
+        1,
+        ArmState::fresh(base.as_ref()),
+        |_| Ok(()),
+    )
+    .unwrap();
+    assert!(st.pool[0].iter().all(|s| !s.accepted));
+    assert!(metric(&st, 0, "valid_rate") > 0.0);
+}
