@@ -403,6 +403,83 @@ pub fn exact_throughput() -> Result<()> {
     Ok(())
 }
 
+/// The deployment loop's throughput on the headline workload (40
+/// Blocksworld tasks of 3–6 blocks, MLP policy, 16 samples per task, 5
+/// generations, seed 1): per method, traces per second of the loop proper
+/// (sampling, judging, curating, updating) and of the whole run including
+/// the exact per-generation measurements; then the wall time of the full
+/// headline experiment (all seeds and arms, both cores).
+pub fn loop_throughput() -> Result<()> {
+    use crate::deploy::{self, ArmState, Method};
+    use crate::experiment::{self, Resolved, RunOptions};
+    let resolved = Resolved::parse(experiment::HEADLINE_SPEC, "experiments/headline.toml")?;
+    let (full, demos) = experiment::build_workload(&resolved.spec)?;
+    let work = full.without_base()?;
+    let base = experiment::base_policy(&resolved.spec, &full, &demos, 1).for_task_prefix(&work.env);
+    let states: usize = work.env.tasks.iter().map(|t| t.num_states()).sum();
+    println!(
+        "headline workload: {} deployed tasks, {states} states, {} actions, MLP with {} parameters; one core per run",
+        work.env.tasks.len(),
+        work.env.num_actions(),
+        base.num_params()
+    );
+    println!(
+        "| method | traces | loop s | loop traces/s | exact-measurement s | end-to-end traces/s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for method in [
+        Method::CuratedSft,
+        Method::Raft,
+        Method::IwSft,
+        Method::Reinforce,
+        Method::Rloo,
+        Method::Grpo,
+    ] {
+        let mut arm = resolved.arms[0].clone();
+        arm.method = method;
+        if method == Method::IwSft {
+            arm.start = deploy::Start::Continue;
+        }
+        let st = deploy::run_arm(
+            &work,
+            base.as_ref(),
+            &arm,
+            1,
+            ArmState::fresh(base.as_ref()),
+            |_| Ok(()),
+        )?;
+        let t = st.timings;
+        println!(
+            "| {method:?} | {} | {:.2} | {:.0} | {:.2} | {:.0} |",
+            st.samples_drawn,
+            t.loop_seconds,
+            st.samples_drawn as f64 / t.loop_seconds,
+            t.measure_seconds,
+            st.samples_drawn as f64 / (t.loop_seconds + t.measure_seconds)
+        );
+    }
+    let out = std::env::temp_dir().join(format!("iterdeploy-bench-loop-{}", std::process::id()));
+    let start = Instant::now();
+    let outcome = experiment::run(
+        &resolved,
+        &RunOptions {
+            out_root: out.clone(),
+            smoke: false,
+            progress: false,
+            pause_after: None,
+        },
+    )?;
+    println!(
+        "headline experiment ({} seeds × {} arms × {} generations, figures included): {:.1} s wall",
+        resolved.spec.seeds.len(),
+        resolved.arms.len(),
+        resolved.arms[0].generations,
+        start.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(&outcome.dir).map_err(|e| crate::Error::io(&outcome.dir, e))?;
+    Ok(())
+}
+
 /// Curation throughput: `samples` synthetic model outputs (reasoning text,
 /// then a plan of ~50 steps, a quarter of them corrupted) over 100 generated
 /// 12-block Blocksworld tasks, written as JSONL and curated end to end

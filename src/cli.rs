@@ -23,6 +23,9 @@ use crate::validate::{Validator, Verdict};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Main job only: run the headline experiment at smoke size (seconds).
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,6 +215,10 @@ pub enum BenchTarget {
     Exact,
     /// Curate 100k synthetic model outputs end to end (no peer).
     Curate,
+    /// The deployment loop on the headline workload: traces per second of
+    /// sampling + validation + update per method, and the headline
+    /// experiment's wall time (no peer).
+    Loop,
 }
 
 #[derive(Args, Debug)]
@@ -238,7 +245,7 @@ pub struct GroundArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => main_job(),
+        None => main_job(cli.smoke),
         Some(Command::Validate(args)) => validate_cmd(&args),
         Some(Command::Ground(args)) => ground_cmd(&args),
         Some(Command::Verify(args)) => verify_cmd(&args),
@@ -258,7 +265,7 @@ pub mod bundled {
     pub const EXAMPLE_PLAN: &str = include_str!("domains/examples/blocksworld-4.plan");
 }
 
-fn main_job() -> Result<ExitCode> {
+fn main_job(smoke: bool) -> Result<ExitCode> {
     println!("== iterdeploy verify: every claim of proofs/ on the built-in settings ==");
     let verified = verify_cmd(&VerifyArgs {
         claims: Vec::new(),
@@ -287,6 +294,32 @@ fn main_job() -> Result<ExitCode> {
         println!("  {}", step.text);
     }
     println!("{}", human_line("bundled plan", &verdict, None));
+    println!();
+    println!(
+        "== iterdeploy run experiments/headline.toml{}: curated deployment vs REINFORCE ==",
+        if smoke { " --smoke" } else { "" }
+    );
+    let headline = crate::experiment::Resolved::parse(
+        crate::experiment::HEADLINE_SPEC,
+        "experiments/headline.toml",
+    )?;
+    let started = std::time::Instant::now();
+    let outcome = crate::experiment::run(
+        &headline,
+        &crate::experiment::RunOptions {
+            out_root: PathBuf::from("plots"),
+            smoke,
+            progress: true,
+            pause_after: None,
+        },
+    )?;
+    println!("{}", outcome.summary);
+    println!(
+        "figures: {}/{{{}}}.{{png,svg}} ({:.0} s); verification table: plots/verify/",
+        outcome.dir.display(),
+        outcome.figures.join(","),
+        started.elapsed().as_secs_f64()
+    );
     Ok(if verdict.valid && verified == ExitCode::SUCCESS {
         ExitCode::SUCCESS
     } else {
@@ -417,6 +450,10 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             crate::bench::curate_throughput(100_000)?;
             return Ok(ExitCode::SUCCESS);
         }
+        BenchTarget::Loop => {
+            crate::bench::loop_throughput()?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let tasks: Vec<_> = crate::benchmarks::collect(&args.benchmarks)?
@@ -437,7 +474,9 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             args.max_tasks,
             args.peer_python.as_deref(),
         )?,
-        BenchTarget::Exact | BenchTarget::Curate => unreachable!("handled above"),
+        BenchTarget::Exact | BenchTarget::Curate | BenchTarget::Loop => {
+            unreachable!("handled above")
+        }
         BenchTarget::Validate => {
             let ours = bench::validate_all(&tasks)?;
             println!("| tool | plans | steps | valid | seconds | plans/s | steps/s |");

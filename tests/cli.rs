@@ -49,11 +49,21 @@ fn examples() -> (PathBuf, PathBuf, PathBuf) {
 
 #[test]
 fn main_job_without_arguments_validates_the_bundled_example() {
-    let out = run(&[], None);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("bundled plan: valid (length 8, cost 8)")
+    // The main job at smoke size: verify, the bundled example, the headline.
+    let dir = scratch("main-job");
+    let out = bin().current_dir(&dir).arg("--smoke").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bundled plan: valid (length 8, cost 8)"));
+    assert!(stdout.contains("| curated SFT (paper) |"), "{stdout}");
+    assert!(dir.join("plots/headline/success.png").is_file());
+    assert!(dir.join("plots/headline/summary.csv").is_file());
+    assert!(dir.join("plots/verify").is_dir());
 }
 
 #[test]

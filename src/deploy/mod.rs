@@ -221,6 +221,18 @@ pub struct ArmState {
     pub rows: Vec<MetricRow>,
     /// Samples drawn (= validator calls) so far.
     pub samples_drawn: usize,
+    /// Wall time of this process's generations (not checkpointed).
+    #[serde(skip)]
+    pub timings: Timings,
+}
+
+/// Where an arm's time went, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Deploying and learning: sampling, judging, curating, updating.
+    pub loop_seconds: f64,
+    /// Exact measurement: policy tables, ∇J, KL, metrics.
+    pub measure_seconds: f64,
 }
 
 impl ArmState {
@@ -232,6 +244,7 @@ impl ArmState {
             pool: Vec::new(),
             rows: Vec::new(),
             samples_drawn: 0,
+            timings: Timings::default(),
         }
     }
 
@@ -321,9 +334,11 @@ fn deploy_generation(
     let deployed_tasks = work.tasks_with(Role::Deployed);
     let mut train_rng = stream(seed, k, TRAIN_STREAM);
 
+    let started = std::time::Instant::now();
     let current = with_params(base, &state.theta, tau);
     let table = PolicyTable::new(current.as_ref(), env);
     let true_gradient = exact::objective_gradient_at(env, current.as_ref(), &table);
+    let mut measure_seconds = started.elapsed().as_secs_f64();
 
     // Sample i of task x in generation k has its own streams, so arms that
     // split the budget into batches draw, in their first batch, the very
@@ -452,6 +467,7 @@ fn deploy_generation(
         }
     }
 
+    let measuring = std::time::Instant::now();
     if previous_table.is_none()
         && let Some(t) = &state.previous_theta
     {
@@ -471,6 +487,9 @@ fn deploy_generation(
             samples_drawn: state.samples_drawn,
         },
     ));
+    measure_seconds += measuring.elapsed().as_secs_f64();
+    state.timings.measure_seconds += measure_seconds;
+    state.timings.loop_seconds += started.elapsed().as_secs_f64() - measure_seconds;
     if arm.method == Method::CuratedSft && arm.pool == Pool::Replace {
         // Only the last generation is ever curated again; drop the rest
         // (keeps checkpoints small).

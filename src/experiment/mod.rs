@@ -34,6 +34,10 @@ use crate::optim::Optimizer;
 use crate::policy::{Mlp, Policy, Tabular};
 use crate::{Error, Result};
 
+/// The headline experiment's spec, built into the binary for the main job
+/// (the same file as `experiments/headline.toml`).
+pub const HEADLINE_SPEC: &str = include_str!("../../experiments/headline.toml");
+
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {

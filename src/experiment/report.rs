@@ -226,7 +226,8 @@ pub(super) fn write_deployment(
         figures.push(stem);
     }
 
-    let summary = deployment_summary(resolved, work, &collected, &figures);
+    let mut summary = deployment_summary(resolved, work, &collected, &figures);
+    summary += &headline_checks(resolved, states);
     Ok(RunOutcome {
         dir: dir.to_path_buf(),
         summary,
@@ -299,6 +300,52 @@ fn deployment_summary(
     );
     if let Some(p) = &spec.proof {
         let _ = writeln!(s, "\nRelated claim: `proofs/` {p}.");
+    }
+    s
+}
+
+/// Value of `metric` (bucket `all`) at `generation` in one arm's rows.
+fn value(state: &ArmState, generation: usize, metric: &str) -> f64 {
+    state
+        .rows
+        .iter()
+        .find(|r| r.generation == generation && r.bucket == BUCKET_ALL && r.metric == metric)
+        .map_or(f64::NAN, |r| r.value)
+}
+
+/// The paper's two headline claims, checked seed by seed for every arm:
+/// (1) the exact success probability at least doubles from generation 0
+/// within the run; (2) some generation ≥ 1 solves (has a valid sample for)
+/// a task whose optimal plan is longer than every valid plan generation 0
+/// sampled.
+fn headline_checks(resolved: &Resolved, states: &[Vec<ArmState>]) -> String {
+    let mut s = String::from(
+        "\n## Headline checks, seed by seed\n\n| arm | P(valid) at least doubles | first generation at 2× (per seed) | solves a task harder than gen 0's longest valid plan |\n|---|---|---|---|\n",
+    );
+    let seeds = states.len();
+    for (a, arm) in resolved.arms.iter().enumerate() {
+        let mut doubled = 0;
+        let mut firsts = Vec::new();
+        let mut harder = 0;
+        for per_arm in states {
+            let st = &per_arm[a];
+            let p0 = value(st, 0, "success_prob");
+            let first = (1..=arm.generations).find(|&g| value(st, g, "success_prob") >= 2.0 * p0);
+            if first.is_some() {
+                doubled += 1;
+            }
+            firsts.push(first.map_or("–".to_string(), |g| g.to_string()));
+            let longest0 = value(st, 0, "longest_valid_plan");
+            if (1..=arm.generations).any(|g| value(st, g, "longest_solved_optimal") > longest0) {
+                harder += 1;
+            }
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {doubled} of {seeds} seeds | {} | {harder} of {seeds} seeds |",
+            arm.name,
+            firsts.join(", ")
+        );
     }
     s
 }
