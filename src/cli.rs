@@ -52,6 +52,24 @@ pub enum Command {
     /// Run experiment specs (TOML, see experiments/) and write
     /// plots/<id>/: resolved spec, CSVs, PNG+SVG figures, summary.md.
     Run(RunArgs),
+    /// Per-generation table and figures of a real run (RUN_DIR with
+    /// gen0.jsonl, gen1.jsonl, … and tasks/), in the simulator's metrics.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Directory with gen0.jsonl, gen1.jsonl, … (and tasks/ unless --tasks).
+    pub run_dir: PathBuf,
+    /// The tasks (directory with domain.pddl, or a manifest.csv).
+    #[arg(long)]
+    pub tasks: Option<PathBuf>,
+    /// Simulation output directories (plots/<id>) to overlay.
+    #[arg(long)]
+    pub overlay: Vec<PathBuf>,
+    /// Output directory [default: RUN_DIR/report].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -255,6 +273,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Curate(args)) => curate_cmd(&args),
         Some(Command::Bench(args)) => bench_cmd(&args),
         Some(Command::Run(args)) => run_cmd(&args),
+        Some(Command::Report(args)) => report_cmd(&args),
     }
 }
 
@@ -919,5 +938,22 @@ fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
             started.elapsed().as_secs_f64()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_cmd(args: &ReportArgs) -> Result<ExitCode> {
+    let r = crate::bridge::report::report(
+        &args.run_dir,
+        args.tasks.as_deref(),
+        &args.overlay,
+        args.out.as_deref(),
+    )
+    .with_context(|| format!("reporting {}", args.run_dir.display()))?;
+    print!("{}", r.table);
+    println!(
+        "\n{} bad line(s) skipped; wrote {}/{{results.csv,lengths.csv,summary.md,solved.png,lengths.png}} (+ .svg)",
+        r.bad_lines,
+        r.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -140,3 +140,79 @@ fn long_unicode_and_binary_outputs_never_abort_a_run() {
     assert_eq!(bad[0].reason, "not UTF-8");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `report` on the fixture run: per-generation numbers in the simulator's
+/// metric names, figures, bad lines counted; gaps in the generation files
+/// and a missing tasks/ are errors that say so.
+#[test]
+fn report_summarises_a_real_run_and_overlays_a_simulation() {
+    let run = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bridge");
+    let out = std::env::temp_dir().join(format!("iterdeploy-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let r = iterdeploy::bridge::report::report(&run, None, &[], Some(&out)).unwrap();
+    assert_eq!(r.bad_lines, 3);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    for row in [
+        "0,all,solved_sampled,1\n",
+        "0,all,valid_rate,0.5\n",
+        "1,all,valid_rate,0.8\n",
+        "0,all,longest_valid_plan,8\n",
+        "1,all,distinct_valid_plans,3\n",
+    ] {
+        assert!(csv.contains(row), "missing {row:?} in\n{csv}");
+    }
+    let lengths = std::fs::read_to_string(out.join("lengths.csv")).unwrap();
+    assert!(
+        lengths.starts_with("generation,plan_length,valid_samples\n0,4,"),
+        "{lengths}"
+    );
+    for f in [
+        "solved.png",
+        "solved.svg",
+        "lengths.png",
+        "lengths.svg",
+        "summary.md",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+
+    // Overlay: a simulation's summary.csv adds one series per arm.
+    let sim = out.join("sim");
+    std::fs::create_dir_all(&sim).unwrap();
+    std::fs::write(
+        sim.join("summary.csv"),
+        "arm,generation,bucket,metric,seeds,mean,ci_low,ci_high\n\"paper, curated\",0,all,solved_sampled,3,0.2,0.1,0.3\n\"paper, curated\",1,all,solved_sampled,3,0.4,0.3,0.5\n",
+    )
+    .unwrap();
+    iterdeploy::bridge::report::report(&run, None, std::slice::from_ref(&sim), Some(&out)).unwrap();
+    let svg = std::fs::read_to_string(out.join("solved.svg")).unwrap();
+    assert!(
+        svg.contains("simulation: paper, curated"),
+        "overlay series missing"
+    );
+    std::fs::write(sim.join("summary.csv"), "not,a,summary\n").unwrap();
+    let e = iterdeploy::bridge::report::report(&run, None, &[sim], Some(&out))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("summary.csv") && e.contains("not the summary"),
+        "{e}"
+    );
+
+    // A gap in the generation files.
+    let gappy = out.join("gappy");
+    std::fs::create_dir_all(&gappy).unwrap();
+    std::fs::copy(run.join("gen0.jsonl"), gappy.join("gen0.jsonl")).unwrap();
+    std::fs::copy(run.join("gen1.jsonl"), gappy.join("gen2.jsonl")).unwrap();
+    let e = iterdeploy::bridge::report::report(&gappy, Some(&run.join("tasks")), &[], None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("gen1.jsonl is missing"), "{e}");
+    let e = iterdeploy::bridge::report::report(&gappy, None, &[], None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--tasks"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 pub mod curate;
 pub mod prompt;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use super::report::{Collected, csv_field};
+use super::report::Collected;
 use super::spec::{DriftSpec, GradientErrorSpec};
 use super::{Resolved, RunOutcome};
 use crate::Result;
@@ -16,6 +16,7 @@ use crate::deploy::{self, Role, Sample, Workload, cosine};
 use crate::estimator::{self, Trace};
 use crate::exact::{self, PolicyTable};
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::output::csv_field;
 use crate::plot::{Figure, LineKind, Series};
 use crate::policy::Policy;
 use crate::stats::mean_ci95;

@@ -8,17 +8,9 @@ use super::{Resolved, RunOutcome};
 use crate::Result;
 use crate::deploy::metrics::BUCKET_ALL;
 use crate::deploy::{ArmState, Workload};
+use crate::output::csv_field;
 use crate::plot::{Figure, LineKind, Series};
 use crate::stats::{Interval, mean_ci95};
-
-/// A CSV field, quoted if it holds a comma, quote or newline.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
 
 /// Values across seeds, keyed by (series index, x, bucket, metric); the
 /// key order is the output order.

@@ -1,0 +1,356 @@
+//! `iterdeploy report RUN_DIR`: per-generation numbers and figures of a real
+//! run, in the simulator's metric names, so real runs and simulations
+//! overlay.
+//!
+//! A run directory holds the model outputs `gen0.jsonl`, `gen1.jsonl`, …
+//! (contiguous from 0) and the tasks they answer (`tasks/` — a directory
+//! with `domain.pddl`, or `tasks/manifest.csv` — unless given elsewhere).
+//! Size buckets are the generator parameters of a manifest row (e.g.
+//! `blocks=6`), else the task's object count; optimal lengths come from a
+//! manifest's proven-optimal plan lengths.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::TaskSet;
+use super::curate::{Judge, Judged, read_generation};
+use crate::plot::{Figure, LineKind, Series};
+use crate::{Error, Result};
+
+/// What `report` produced.
+pub struct Report {
+    pub out: PathBuf,
+    /// The per-generation table (markdown), also in `summary.md`.
+    pub table: String,
+    pub bad_lines: usize,
+}
+
+/// The generation files of `run`: `gen0.jsonl`, `gen1.jsonl`, … in order.
+pub fn generation_files(run: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = BTreeMap::new();
+    for e in std::fs::read_dir(run).map_err(|e| Error::io(run, e))? {
+        let name = e.map_err(|e| Error::io(run, e))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(k) = name
+            .strip_prefix("gen")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+            .and_then(|k| k.parse::<usize>().ok())
+        {
+            found.insert(k, run.join(name.as_ref()));
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no gen0.jsonl, gen1.jsonl, … files",
+            run.display()
+        )));
+    }
+    for (i, k) in found.keys().enumerate() {
+        if *k != i {
+            return Err(Error::Invalid(format!(
+                "{}: generation files must be gen0.jsonl … genN.jsonl without gaps; gen{i}.jsonl is missing",
+                run.display()
+            )));
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// Per task: its size bucket and optimal plan length (if known).
+fn task_info(set: &TaskSet, tasks: &Path) -> Result<Vec<(String, Option<usize>)>> {
+    let manifest = if tasks.is_dir() {
+        let m = tasks.join("manifest.csv");
+        m.is_file().then_some(m)
+    } else {
+        Some(tasks.to_path_buf())
+    };
+    let rows: BTreeMap<String, (String, Option<usize>)> = match manifest {
+        Some(m) => crate::generate::Manifest::read(&m)?
+            .rows
+            .into_iter()
+            .map(|r| {
+                let stem = Path::new(&r.file)
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let optimal = if r.plan_optimal { r.plan_length } else { None };
+                (stem, (r.params.replace(';', " "), optimal))
+            })
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    Ok(set
+        .tasks
+        .iter()
+        .map(|t| {
+            rows.get(&t.id).cloned().unwrap_or_else(|| {
+                let own = t.problem.objects.len() - set.domain.constants.len();
+                (format!("{own} objects"), None)
+            })
+        })
+        .collect())
+}
+
+/// Reads, judges and reports a run; writes `out` (default `RUN_DIR/report`).
+pub fn report(
+    run: &Path,
+    tasks: Option<&Path>,
+    overlay: &[PathBuf],
+    out: Option<&Path>,
+) -> Result<Report> {
+    let tasks_path = match tasks {
+        Some(t) => t.to_path_buf(),
+        None => {
+            let t = run.join("tasks");
+            if !t.exists() {
+                return Err(Error::Invalid(format!(
+                    "{}: no tasks/ directory; give --tasks DIR|MANIFEST",
+                    run.display()
+                )));
+            }
+            t
+        }
+    };
+    let set = TaskSet::load(&tasks_path)?;
+    let info = task_info(&set, &tasks_path)?;
+    let judge = Judge::new(&set);
+    let files = generation_files(run)?;
+    let mut generations: Vec<Vec<Judged>> = Vec::new();
+    let mut bad_lines = 0;
+    for (g, f) in files.iter().enumerate() {
+        let (samples, bad) = read_generation(f, g, &judge)?;
+        for b in &bad {
+            eprintln!("{}:{}: skipped: {}", b.file, b.line, b.reason);
+        }
+        bad_lines += bad.len();
+        generations.push(samples);
+    }
+    let buckets: BTreeSet<String> = info.iter().map(|(b, _)| b.clone()).collect();
+    let out = out.map_or_else(|| run.join("report"), Path::to_path_buf);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+
+    let mut results = String::from("generation,bucket,metric,value\n");
+    let mut lengths_csv = String::from("generation,plan_length,valid_samples\n");
+    let mut rows: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut length_series = Vec::new();
+    let mut table = String::from(
+        "| gen | samples | valid | solved tasks | mean valid length | longest valid plan | distinct valid plans |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (g, samples) in generations.iter().enumerate() {
+        let groups = std::iter::once(("all".to_string(), None))
+            .chain(buckets.iter().map(|b| (b.clone(), Some(b.clone()))));
+        for (name, bucket) in groups {
+            let in_bucket = |t: usize| bucket.as_ref().is_none_or(|b| &info[t].0 == b);
+            let tasks = (0..set.tasks.len()).filter(|&t| in_bucket(t)).count();
+            let mine: Vec<&Judged> = samples.iter().filter(|s| in_bucket(s.task)).collect();
+            let valid: Vec<&Judged> = mine.iter().copied().filter(|s| s.valid).collect();
+            let solved: HashSet<usize> = valid.iter().map(|s| s.task).collect();
+            let mean = |v: &[f64]| {
+                if v.is_empty() {
+                    f64::NAN
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
+            };
+            let lens: Vec<f64> = valid.iter().map(|s| s.plan_length as f64).collect();
+            let ratios: Vec<f64> = valid
+                .iter()
+                .filter_map(|s| {
+                    let o = info[s.task].1?;
+                    (o > 0).then(|| s.plan_length as f64 / o as f64)
+                })
+                .collect();
+            let distinct: HashSet<(usize, &str)> =
+                valid.iter().map(|s| (s.task, s.plan.as_str())).collect();
+            let longest = valid
+                .iter()
+                .map(|s| s.plan_length)
+                .max()
+                .map_or(0.0, |v| v as f64);
+            let metrics = [
+                ("solved_sampled", solved.len() as f64 / tasks.max(1) as f64),
+                (
+                    "valid_rate",
+                    if mine.is_empty() {
+                        f64::NAN
+                    } else {
+                        valid.len() as f64 / mine.len() as f64
+                    },
+                ),
+                ("mean_valid_length", mean(&lens)),
+                ("length_over_optimal", mean(&ratios)),
+                ("longest_valid_plan", longest),
+                ("distinct_valid_plans", distinct.len() as f64),
+            ];
+            for (m, v) in metrics {
+                let _ = writeln!(results, "{g},{},{m},{v}", crate::output::csv_field(&name));
+                rows.entry((name.clone(), m.to_string()))
+                    .or_default()
+                    .push((g as f64, v));
+            }
+            if bucket.is_none() {
+                let _ = writeln!(
+                    table,
+                    "| {g} | {} | {} | {}/{tasks} | {:.1} | {longest} | {} |",
+                    mine.len(),
+                    valid.len(),
+                    solved.len(),
+                    mean(&lens),
+                    distinct.len()
+                );
+                let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+                for s in &valid {
+                    *counts.entry(s.plan_length).or_default() += 1;
+                }
+                for (l, c) in &counts {
+                    let _ = writeln!(lengths_csv, "{g},{l},{c}");
+                }
+                let total = valid.len().max(1) as f64;
+                length_series.push(Series {
+                    name: format!("generation {g}"),
+                    points: counts
+                        .iter()
+                        .map(|(&l, &c)| (l as f64, c as f64 / total))
+                        .collect(),
+                    band: None,
+                    style: LineKind::Solid,
+                });
+            }
+        }
+    }
+    crate::output::write_atomic(&out.join("results.csv"), results.as_bytes())?;
+    crate::output::write_atomic(&out.join("lengths.csv"), lengths_csv.as_bytes())?;
+
+    let mut solved_series: Vec<Series> = std::iter::once("all".to_string())
+        .chain(buckets.iter().cloned())
+        .map(|b| Series {
+            name: if b == "all" {
+                "real run: all tasks".into()
+            } else {
+                format!("real run: {b}")
+            },
+            points: rows[&(b.clone(), "solved_sampled".to_string())].clone(),
+            band: None,
+            style: LineKind::Solid,
+        })
+        .collect();
+    for dir in overlay {
+        solved_series.extend(simulated_series(dir, "solved_sampled")?);
+    }
+    Figure {
+        title: format!("Tasks solved per generation ({})", run.display()),
+        x_label: "generation".into(),
+        y_label: "fraction of tasks with a valid sample".into(),
+        series: solved_series,
+        log_x: false,
+        log_y: false,
+        y_range: Some((0.0, 1.0)),
+        integer_x: true,
+    }
+    .write(&out, "solved")?;
+    Figure {
+        title: format!("Valid plan lengths ({})", run.display()),
+        x_label: "plan length (steps)".into(),
+        y_label: "fraction of the generation's valid samples".into(),
+        series: length_series,
+        log_x: false,
+        log_y: false,
+        y_range: None,
+        integer_x: true,
+    }
+    .write(&out, "lengths")?;
+    let summary = format!(
+        "# Report of {}\n\n{} task(s) in {} size bucket(s); {} generation(s); {bad_lines} bad line(s) skipped.\n\n{table}\nFigures: `solved.png` (solved fraction per generation, by size{}), `lengths.png` (valid plan lengths per generation). Numbers: `results.csv` (simulator metric names), `lengths.csv`.\n",
+        run.display(),
+        set.tasks.len(),
+        buckets.len(),
+        generations.len(),
+        if overlay.is_empty() {
+            ""
+        } else {
+            ", simulations overlaid"
+        }
+    );
+    crate::output::write_atomic(&out.join("summary.md"), summary.as_bytes())?;
+    Ok(Report {
+        out,
+        table,
+        bad_lines,
+    })
+}
+
+/// One series per arm of a simulation's `summary.csv` (`metric`, bucket
+/// `all`), mean over seeds, labelled `simulation: <arm>`.
+fn simulated_series(dir: &Path, metric: &str) -> Result<Vec<Series>> {
+    let path = dir.join("summary.csv");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut lines = text.lines();
+    if lines.next() != Some("arm,generation,bucket,metric,seeds,mean,ci_low,ci_high") {
+        return Err(Error::Invalid(format!(
+            "{}: not the summary.csv of a deployment experiment",
+            path.display()
+        )));
+    }
+    let mut by_arm: Vec<(String, Series)> = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields = split_csv(line);
+        let bad = || {
+            Error::Invalid(format!(
+                "{}:{}: malformed row `{line}`",
+                path.display(),
+                i + 2
+            ))
+        };
+        if fields.len() != 8 {
+            return Err(bad());
+        }
+        if fields[2] != "all" || fields[3] != metric {
+            continue;
+        }
+        let g: f64 = fields[1].parse().map_err(|_| bad())?;
+        let mean: f64 = fields[5].parse().map_err(|_| bad())?;
+        let (lo, hi): (f64, f64) = (
+            fields[6].parse().map_err(|_| bad())?,
+            fields[7].parse().map_err(|_| bad())?,
+        );
+        let arm = fields[0].clone();
+        if by_arm.last().is_none_or(|(a, _)| *a != arm) {
+            by_arm.push((
+                arm.clone(),
+                Series {
+                    name: format!("simulation: {arm}"),
+                    points: Vec::new(),
+                    band: Some(Vec::new()),
+                    style: LineKind::Solid,
+                },
+            ));
+        }
+        let s = &mut by_arm.last_mut().expect("just pushed").1;
+        s.points.push((g, mean));
+        s.band.as_mut().expect("set above").push((lo, hi));
+    }
+    Ok(by_arm.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Splits one CSV line with `"`-quoted fields (as `csv_field` writes them).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
