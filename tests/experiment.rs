@@ -419,3 +419,48 @@ fn validator_noise_reaches_the_training_set() {
     assert!(st.pool[0].iter().all(|s| !s.accepted));
     assert!(metric(&st, 0, "valid_rate") > 0.0);
 }
+
+/// A bucket can be problem files (relative to the spec); the resolved spec
+/// names them absolutely; mistakes name the bucket.
+#[test]
+fn buckets_of_problem_files_run_and_errors_name_the_bucket() {
+    let dir = scratch("files");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domains/examples");
+    for f in ["blocksworld-3a.pddl", "blocksworld-3b.pddl"] {
+        std::fs::copy(examples.join(f), dir.join(f)).unwrap();
+    }
+    let spec = SMALL.replace(
+        "[[tasks.buckets]]\nname = \"4 blocks\"\ncount = 4\nparams = { blocks = 4 }",
+        "[[tasks.buckets]]\nname = \"hand-written\"\nfiles = [\"blocksworld-3a.pddl\", \"blocksworld-3b.pddl\"]",
+    );
+    assert!(spec.contains("hand-written"));
+    std::fs::write(dir.join("files.toml"), &spec).unwrap();
+    let r = Resolved::read(&dir.join("files.toml")).unwrap();
+    let files = &r.spec.tasks.buckets[1].files;
+    assert!(files.iter().all(|f| f.is_absolute()), "{files:?}");
+    let (work, _) = experiment::build_workload(&r.spec).unwrap();
+    let in_files_bucket = work.bucket.iter().filter(|&&b| b == 1).count();
+    assert_eq!(in_files_bucket, 2, "both files are tasks of the bucket");
+    let out = scratch("files-out");
+    experiment::run(&r, &options(&out)).unwrap();
+    let csv = std::fs::read_to_string(out.join("small/results.csv")).unwrap();
+    assert!(csv.contains(",hand-written,success_prob,"));
+
+    std::fs::write(
+        dir.join("missing.toml"),
+        spec.replace("blocksworld-3b.pddl\"]", "nope.pddl\"]"),
+    )
+    .unwrap();
+    let e = Resolved::read(&dir.join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hand-written") && e.contains("nope.pddl"), "{e}");
+    let both = spec.replace("files = [", "params = { blocks = 3 }\nfiles = [");
+    let e = Resolved::parse(&both, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("hand-written") && e.contains("not both"), "{e}");
+    let base_files = spec.replace("buckets = [\"3 blocks\"]", "buckets = [\"hand-written\"]");
+    let e = Resolved::parse(&base_files, "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bucket of files"), "{e}");
+}

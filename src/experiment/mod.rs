@@ -101,12 +101,20 @@ pub fn build_workload(spec: &Spec) -> Result<(Workload, Vec<Trace>)> {
             .collect()
     };
     for (b, spec_b) in t.buckets.iter().enumerate() {
-        // One generator seed per bucket, so buckets draw different tasks.
-        let ps = generate(b, spec_b.count, bucket_seed(t.seed, b))?;
-        let held = (spec_b.count as f64 * t.held_out_fraction).floor() as usize;
+        let n = spec_b.size();
+        let ps = if spec_b.files.is_empty() {
+            // One generator seed per bucket, so buckets draw different tasks.
+            generate(b, n, bucket_seed(t.seed, b))?
+        } else {
+            spec_b.files[..n]
+                .iter()
+                .map(|f| crate::pddl::read_problem(f, &domain))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let held = (n as f64 * t.held_out_fraction).floor() as usize;
         for (i, p) in ps.into_iter().enumerate() {
             problems.push(p);
-            role.push(if i >= spec_b.count - held {
+            role.push(if i >= n - held {
                 Role::HeldOut
             } else {
                 Role::Deployed

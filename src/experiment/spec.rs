@@ -62,14 +62,30 @@ fn default_max_states() -> usize {
     20_000
 }
 
-/// `count` generated tasks with generator parameters `params`.
+/// A size bucket: `count` generated tasks with generator parameters
+/// `params`, or the problem files `files` (paths relative to the spec file;
+/// `count`, if given, takes the first `count`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BucketSpec {
     pub name: String,
-    pub count: usize,
     #[serde(default)]
+    pub count: usize,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, toml::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<std::path::PathBuf>,
+}
+
+impl BucketSpec {
+    /// Number of tasks the bucket contributes.
+    pub fn size(&self) -> usize {
+        if self.files.is_empty() || self.count > 0 {
+            self.count
+        } else {
+            self.files.len()
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -214,7 +230,24 @@ impl Resolved {
     /// syntax or unknown fields, the line).
     pub fn read(path: &Path) -> Result<Resolved> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut r = Self::parse(&text, &path.display().to_string())?;
+        // Problem files are relative to the spec; the resolved spec names
+        // them absolutely, so it reads back from anywhere.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for b in &mut r.spec.tasks.buckets {
+            for f in &mut b.files {
+                let joined = dir.join(&*f);
+                *f = joined.canonicalize().map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: bucket `{}`: problem file {}: {e}",
+                        path.display(),
+                        b.name,
+                        joined.display()
+                    ))
+                })?;
+            }
+        }
+        Ok(r)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Resolved> {
@@ -255,7 +288,7 @@ impl Resolved {
         let s = &mut self.spec;
         s.seeds.truncate(2);
         for b in &mut s.tasks.buckets {
-            b.count = b.count.min(2);
+            b.count = b.size().min(2);
         }
         s.base.tasks = s.base.tasks.min(4);
         for a in &mut self.arms {
@@ -302,15 +335,37 @@ impl Spec {
             return invalid("tasks.buckets: give at least one bucket".into());
         }
         for b in &self.tasks.buckets {
-            if b.count == 0 {
+            if b.files.is_empty() && b.count == 0 {
                 return invalid(format!("bucket `{}`: count must be at least 1", b.name));
+            }
+            if !b.files.is_empty() && !b.params.is_empty() {
+                return invalid(format!(
+                    "bucket `{}`: give generator `params` or problem `files`, not both",
+                    b.name
+                ));
+            }
+            if !b.files.is_empty() && b.count > b.files.len() {
+                return invalid(format!(
+                    "bucket `{}`: count = {} but only {} file(s)",
+                    b.name,
+                    b.count,
+                    b.files.len()
+                ));
             }
         }
         for name in &self.base.buckets {
-            if !self.tasks.buckets.iter().any(|b| &b.name == name) {
-                return invalid(format!(
-                    "base.buckets names `{name}`, which is not a bucket of [tasks]"
-                ));
+            match self.tasks.buckets.iter().find(|b| &b.name == name) {
+                None => {
+                    return invalid(format!(
+                        "base.buckets names `{name}`, which is not a bucket of [tasks]"
+                    ));
+                }
+                Some(b) if !b.files.is_empty() => {
+                    return invalid(format!(
+                        "base.buckets names `{name}`, a bucket of files; generation 0 trains on fresh generated tasks, so name a generated bucket"
+                    ));
+                }
+                Some(_) => {}
             }
         }
         if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
