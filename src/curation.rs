@@ -26,6 +26,18 @@ pub enum Rule {
     ShortestPerTask,
 }
 
+impl Rule {
+    /// A human label for tables and legends.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rule::None => "no curation",
+            Rule::AllValid => "all valid",
+            Rule::OnePerTask => "one valid per task",
+            Rule::ShortestPerTask => "shortest valid per task",
+        }
+    }
+}
+
 /// w(L) for `rule` with `n` samples of a task whose valid-length law under
 /// the behaviour is `q[L]` = P(valid, plan length L), L = 0..=H.
 /// Returns None for [`Rule::None`] (not a function of validity).

@@ -176,6 +176,9 @@ impl Figure {
             mesh.x_labels((hi - lo).round().max(1.0) as usize + 1)
                 .x_label_formatter(&integer);
         }
+        if self.log_y {
+            mesh.y_labels(12);
+        }
         mesh.x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .label_style((FONT, 15))
@@ -240,7 +243,13 @@ impl Figure {
             .label_font((FONT, 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            // Log-log error curves fall to the lower right; elsewhere
+            // curves rise and leave the lower right free.
+            .position(if self.log_y {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            })
             .draw()?;
         Ok(())
     }

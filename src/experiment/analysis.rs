@@ -21,6 +21,16 @@ use crate::plot::{Figure, LineKind, Series};
 use crate::policy::Policy;
 use crate::stats::mean_ci95;
 
+/// The legend label of an estimator.
+fn estimator_label(name: &str) -> &'static str {
+    match name {
+        "reinforce" => "REINFORCE",
+        "rloo" => "RLOO (leave-one-out baseline)",
+        "grpo" => "GRPO (group-normalised, biased)",
+        _ => "SFT on valid × N⁺/N (= REINFORCE, P01)",
+    }
+}
+
 fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
@@ -135,7 +145,7 @@ pub(super) fn gradient_error(
         .estimators
         .iter()
         .enumerate()
-        .map(|(e, name)| collected.series(e, name, "all", "rms_relative_error"))
+        .map(|(e, name)| collected.series(e, estimator_label(name), "all", "rms_relative_error"))
         .collect();
     // 1/√n through the first estimator's first point.
     let n0 = g.samples_per_task[0] as f64;
@@ -293,7 +303,7 @@ pub(super) fn drift(
         })
         .collect();
     let per_seed = per_seed.into_iter().collect::<Result<Vec<_>>>()?;
-    let rule_name = |r: usize| format!("{:?}", d.rules[r]);
+    let rule_name = |r: usize| d.rules[r].label().to_string();
     let mut results = String::from("rule,seed,epoch,metric,value\n");
     let mut collected = Collected::default();
     for (s, rows) in per_seed.iter().enumerate() {
@@ -345,6 +355,9 @@ pub(super) fn drift(
             for (p, k) in s.points.iter_mut().zip(&kl.points) {
                 p.0 = k.1;
             }
+            // x is itself a mean over seeds, so a y-band alone would
+            // mislead; the intervals of both are in summary.csv.
+            s.band = None;
             series.push(s);
         }
     }
@@ -355,7 +368,7 @@ pub(super) fn drift(
         series,
         log_x: false,
         log_y: false,
-        y_range: None,
+        y_range: Some((-1.0, 1.0)),
         integer_x: false,
     }
     .write(dir, "cosine_vs_kl")?;
