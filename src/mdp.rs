@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::pddl::{Domain, GroundAtom, Problem};
+use crate::pddl::{Domain, Problem};
 use crate::task::{State, Task};
 use crate::{Error, Result};
 
@@ -61,6 +61,8 @@ pub struct Deployment {
     pub action_names: Vec<String>,
     /// Number of shared facts (the length of a state or goal bit vector).
     pub num_features: usize,
+    /// Shared facts by id, e.g. `(on b1 b2)`.
+    pub fact_names: Vec<String>,
 }
 
 impl Deployment {
@@ -82,6 +84,7 @@ impl Deployment {
             horizon: self.horizon,
             action_names: self.action_names.clone(),
             num_features: self.num_features,
+            fact_names: self.fact_names.clone(),
         }
     }
 
@@ -101,11 +104,10 @@ impl Deployment {
         }
         let mut action_ids: HashMap<String, ActionId> = HashMap::new();
         let mut action_names = Vec::new();
-        let mut fact_ids: HashMap<GroundAtom, u32> = HashMap::new();
-        let mut fact_id = |a: &GroundAtom| {
-            let n = fact_ids.len() as u32;
-            *fact_ids.entry(a.clone()).or_insert(n)
-        };
+        // Facts are shared by name: object ids are per problem, so two
+        // tasks with different object lists may give one id two names.
+        let mut fact_ids: HashMap<String, u32> = HashMap::new();
+        let mut fact_names: Vec<String> = Vec::new();
         let mut spaces = Vec::new();
         for p in problems {
             let task = Task::ground(domain, p)?;
@@ -119,7 +121,16 @@ impl Deployment {
                     })
                 })
                 .collect();
-            let fact_map: Vec<u32> = task.facts.iter().map(&mut fact_id).collect();
+            let fact_map: Vec<u32> = (0..task.facts.len() as u32)
+                .map(|f| {
+                    let name = task.fact_name(f);
+                    let n = fact_names.len() as u32;
+                    *fact_ids.entry(name.clone()).or_insert_with(|| {
+                        fact_names.push(name);
+                        n
+                    })
+                })
+                .collect();
             let mut goal_features: Vec<u32> =
                 task.goal.iter().map(|&f| fact_map[f as usize]).collect();
             goal_features.sort_unstable();
@@ -145,7 +156,8 @@ impl Deployment {
             tasks: spaces,
             horizon,
             action_names,
-            num_features: fact_ids.len(),
+            num_features: fact_names.len(),
+            fact_names,
         })
     }
 }

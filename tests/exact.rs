@@ -331,3 +331,33 @@ fn policies_keep_their_values_on_a_task_prefix() {
         }
     }
 }
+
+/// Tasks with different object lists share facts and actions by name (not
+/// by per-problem object ids): the same fact in two tasks whose objects are
+/// listed in different orders gets one shared id.
+#[test]
+fn deployments_share_facts_by_name_across_object_lists() {
+    let domain = DomainKind::Blocksworld.parse_domain();
+    let text = |objects: &str| {
+        format!(
+            "(define (problem p) (:domain blocksworld) (:objects {objects})
+             (:init (arm-empty) (on-table b1) (on b2 b1) (clear b2)) (:goal (on b1 b2)))"
+        )
+    };
+    let a = iterdeploy::pddl::parse_problem(text("b1 b2").as_bytes(), "a", &domain).unwrap();
+    let b = iterdeploy::pddl::parse_problem(text("b2 b1 b3").as_bytes(), "b", &domain).unwrap();
+    let env = Deployment::build(&domain, &[a, b], 4, 10_000).unwrap();
+    let names = |x: usize| -> Vec<&str> {
+        env.tasks[x].state_features[0]
+            .iter()
+            .map(|&f| env.fact_names[f as usize].as_str())
+            .collect()
+    };
+    let (mut na, mut nb) = (names(0), names(1));
+    na.sort_unstable();
+    nb.retain(|n| !n.contains("b3"));
+    nb.sort_unstable();
+    assert_eq!(na, nb);
+    assert_eq!(env.tasks[0].goal_features, env.tasks[1].goal_features);
+    assert!(env.fact_names.iter().any(|n| n == "(on b2 b1)"));
+}
