@@ -371,21 +371,10 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
     for setting in settings {
         let env = &setting.env;
         for (label, mut policy) in setting.policies(seed) {
-            let make: Box<dyn Fn() -> Box<dyn Policy>> = match label {
-                "tabular" => {
-                    Box::new(|| Box::new(Tabular::zeros(env, 1.0, PRIOR)) as Box<dyn Policy>)
-                }
-                _ => Box::new(move || {
-                    Box::new(Mlp::new(
-                        env,
-                        16,
-                        1.0,
-                        1.5,
-                        PRIOR,
-                        &mut crate::rng::seeded(0),
-                    )) as Box<dyn Policy>
-                }),
-            };
+            // Fresh copies of the same kind (their parameters are set
+            // before use).
+            let template = policy.clone_box();
+            let make = move || template.clone_box();
             let ctx = Ctx {
                 setting: &setting.name,
                 label,
@@ -396,10 +385,10 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
                 out.extend(ctx.p01(&*policy));
             }
             if wants("P02") {
-                out.extend(ctx.p02(&mut *policy, &*make)?);
+                out.extend(ctx.p02(&mut *policy, &make)?);
             }
             if wants("P03") {
-                out.extend(ctx.p03(&*policy, &*make)?);
+                out.extend(ctx.p03(&*policy, &make)?);
             }
             if wants("P04") {
                 out.extend(ctx.p04(&mut *policy)?);
@@ -411,10 +400,10 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
                 out.extend(ctx.p06(&*policy));
             }
             if wants("P07") {
-                out.extend(ctx.p07(&*policy, &*make));
+                out.extend(ctx.p07(&*policy, &make));
             }
             if wants("P08") {
-                out.extend(ctx.p08(&*policy, &*make)?);
+                out.extend(ctx.p08(&*policy, &make)?);
             }
         }
     }

@@ -10,4 +10,5 @@ mod experiment;
 mod pddl;
 mod proofs;
 mod search;
+mod transformer;
 mod validate;

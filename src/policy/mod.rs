@@ -10,9 +10,11 @@
 
 mod mlp;
 mod tabular;
+pub mod transformer;
 
 pub use mlp::Mlp;
 pub use tabular::Tabular;
+pub use transformer::Transformer;
 
 use crate::mdp::{Deployment, StateIndex};
 

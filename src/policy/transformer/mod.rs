@@ -1,0 +1,271 @@
+//! The transformer policy: a decoder ([`model`]) that reads the task as
+//! tokens — the current state's facts and the goal's, in PDDL syntax
+//! ([`tokens`]) — and writes the next plan step token by token in IPC
+//! syntax, or `<end>`. A plan is the concatenation of its steps, so a
+//! sampled trace is plan text that the extractor and validator read like
+//! any model output.
+//!
+//! As a [`Policy`], its logit for action a is the log-probability of a's
+//! completion, z_a = log P(`( name args )` | prompt), and π(a|s) =
+//! softmax(z/τ): decoding constrained to well-formed steps of the shared
+//! action set. Reading the current state (not the whole history) keeps the
+//! policy Markov in the world state, so every exact dynamic program and
+//! every claim of `proofs/` applies to it unchanged — the price of exact
+//! checks; a model that re-reads its own previous steps instead would need
+//! trace enumeration.
+//!
+//! Parameters are one flat f64 vector (the [`Policy`] contract) in the order
+//! of [`Config::shapes`]; the candle graph is rebuilt from it when it
+//! changes. Initial weights come from our seeded generator.
+
+pub mod model;
+pub mod tokens;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor};
+use rand_distr::{Distribution, Normal};
+
+pub use model::Config;
+use model::Weights;
+use tokens::Vocabulary;
+
+use super::Policy;
+use crate::mdp::{Deployment, StateIndex};
+use crate::{Error, Result};
+
+/// Size of a transformer policy (the vocabulary and maximal length come
+/// from the deployment).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Size {
+    pub d_model: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub d_ff: usize,
+    pub f64: bool,
+}
+
+pub struct Transformer {
+    cfg: Config,
+    vocab: Vocabulary,
+    theta: Vec<f64>,
+    tau: f64,
+    device: Device,
+    /// The candle weights of `theta`, rebuilt after `params_mut`.
+    weights: Mutex<Option<std::sync::Arc<Weights>>>,
+}
+
+impl Clone for Transformer {
+    fn clone(&self) -> Self {
+        Transformer {
+            cfg: self.cfg,
+            vocab: self.vocab.clone(),
+            theta: self.theta.clone(),
+            tau: self.tau,
+            device: self.device.clone(),
+            weights: Mutex::new(None),
+        }
+    }
+}
+
+fn candle(e: candle_core::Error) -> Error {
+    Error::Invalid(format!("transformer: {e}"))
+}
+
+/// The compute device: CUDA with the `cuda` feature (if a device is
+/// present), else the CPU.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+impl Transformer {
+    /// A fresh model for `env`: weights ~ N(0, 0.02²) (embeddings,
+    /// projections, head; the residual output projections scaled by
+    /// 1/√(2·layers) as in GPT-2), layer-norm gains 1, biases 0.
+    pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {
+        if size.heads == 0 || size.d_model % size.heads != 0 {
+            return Err(Error::Invalid(format!(
+                "transformer: d_model = {} must be a positive multiple of heads = {}",
+                size.d_model, size.heads
+            )));
+        }
+        let vocab = Vocabulary::new(env);
+        let cfg = Config {
+            vocab: vocab.len(),
+            d_model: size.d_model,
+            heads: size.heads,
+            layers: size.layers,
+            d_ff: size.d_ff,
+            max_len: vocab.max_sequence(env),
+            f64: size.f64,
+        };
+        let normal = Normal::new(0.0, 0.02).expect("finite");
+        let residual = 1.0 / (2.0 * size.layers.max(1) as f64).sqrt();
+        let mut theta = Vec::with_capacity(cfg.num_params());
+        for (name, shape) in cfg.shapes() {
+            let n: usize = shape.iter().product();
+            let gain = name.ends_with(".g");
+            let bias = name.ends_with(".b") || name.ends_with("b1") || name.ends_with("b2");
+            for _ in 0..n {
+                theta.push(if gain {
+                    1.0
+                } else if bias {
+                    0.0
+                } else if name.ends_with("wo") || name.ends_with("w2") {
+                    normal.sample(rng) * residual
+                } else {
+                    normal.sample(rng)
+                });
+            }
+        }
+        Ok(Transformer {
+            cfg,
+            vocab,
+            theta,
+            tau,
+            device: device(),
+            weights: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocab
+    }
+
+    fn weights(&self) -> std::sync::Arc<Weights> {
+        let mut slot = self.weights.lock().expect("no panics while holding the lock");
+        if slot.is_none() {
+            let w = Weights::from_flat(self.cfg, &self.theta, &self.device)
+                .expect("the flat parameters match the config");
+            *slot = Some(std::sync::Arc::new(w));
+        }
+        slot.as_ref().expect("just set").clone()
+    }
+
+    /// z over all actions of `env` in state s of task x, on the graph.
+    fn action_log_probs(&self, w: &Weights, env: &Deployment, x: usize, s: StateIndex) -> candle_core::Result<Tensor> {
+        let prompt = self.vocab.prompt(env, x, s);
+        w.completion_log_probs(&prompt, &self.vocab.action_tokens)
+    }
+
+    /// Writes the weights as safetensors at `path` and the config and
+    /// vocabulary beside it (`path` with extension `json`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let w = self.weights();
+        let tensors: std::collections::HashMap<String, Tensor> = self
+            .cfg
+            .shapes()
+            .into_iter()
+            .zip(&w.vars)
+            .map(|((name, _), v)| (name, v.as_tensor().clone()))
+            .collect();
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&tensors, &tmp).map_err(candle)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        let meta = serde_json::json!({
+            "config": self.cfg,
+            "temperature": self.tau,
+            "vocabulary": self.vocab.words,
+        });
+        crate::output::write_atomic(
+            &path.with_extension("json"),
+            serde_json::to_string_pretty(&meta).expect("json").as_bytes(),
+        )
+    }
+
+    /// Reads weights written by [`Transformer::save`] into this model (same
+    /// config and vocabulary).
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let meta_path = path.with_extension("json");
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?,
+        )
+        .map_err(|e| Error::Invalid(format!("{}: {e}", meta_path.display())))?;
+        let cfg: Config = serde_json::from_value(meta["config"].clone())
+            .map_err(|e| Error::Invalid(format!("{}: config: {e}", meta_path.display())))?;
+        if cfg != self.cfg || meta["vocabulary"] != serde_json::json!(self.vocab.words) {
+            return Err(Error::Invalid(format!(
+                "{}: the checkpoint's config or vocabulary differs from this model's",
+                meta_path.display()
+            )));
+        }
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(candle)?;
+        let mut theta = Vec::with_capacity(self.theta.len());
+        for (name, shape) in cfg.shapes() {
+            let t = tensors.get(&name).ok_or_else(|| {
+                Error::Invalid(format!("{}: tensor `{name}` is missing", path.display()))
+            })?;
+            if t.dims() != shape.as_slice() {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
+                    path.display(),
+                    t.dims()
+                )));
+            }
+            theta.extend(
+                t.to_dtype(DType::F64)
+                    .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
+                    .map_err(candle)?,
+            );
+        }
+        self.params_mut().copy_from_slice(&theta);
+        Ok(())
+    }
+}
+
+impl Policy for Transformer {
+    fn params(&self) -> &[f64] {
+        &self.theta
+    }
+
+    fn params_mut(&mut self) -> &mut [f64] {
+        *self.weights.get_mut().expect("no panics while holding the lock") = None;
+        &mut self.theta
+    }
+
+    fn temperature(&self) -> f64 {
+        self.tau
+    }
+
+    fn set_temperature(&mut self, tau: f64) {
+        self.tau = tau;
+    }
+
+    fn clone_box(&self) -> Box<dyn Policy> {
+        Box::new(self.clone())
+    }
+
+    /// The action set is the deployment's; a prefix of its tasks keeps it.
+    fn for_task_prefix(&self, _env: &Deployment) -> Box<dyn Policy> {
+        Box::new(self.clone())
+    }
+
+    fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]) {
+        let w = self.weights();
+        let z = self
+            .action_log_probs(&w, env, x, s)
+            .and_then(|z| z.to_dtype(DType::F64)?.to_vec1::<f64>())
+            .expect("a prompt of this deployment fits the model");
+        out.copy_from_slice(&z);
+    }
+
+    fn backprop_logits(&self, env: &Deployment, x: usize, s: StateIndex, g: &[f64], grad: &mut [f64]) {
+        let w = self.weights();
+        let mut run = || -> candle_core::Result<()> {
+            let z = self.action_log_probs(&w, env, x, s)?;
+            let g = Tensor::from_vec(g.to_vec(), g.len(), &w.device)?.to_dtype(self.cfg.dtype())?;
+            let grads = (z * g)?.sum_all()?.backward()?;
+            w.add_flat_grads(&grads, grad)
+        };
+        run().expect("a prompt of this deployment fits the model");
+    }
+}

@@ -1,0 +1,277 @@
+//! A small decoder-only transformer on candle: token and position
+//! embeddings, pre-norm blocks (causal multi-head self-attention, GELU MLP — smooth, so finite-difference checks never straddle a kink),
+//! a final layer norm and an output head.
+//!
+//!   x₀ = E[tokens] + P[positions]
+//!   xₗ₊₁ = yₗ + MLP(LN₂(yₗ)),   yₗ = xₗ + Attn(LN₁(xₗ))
+//!   logits = LN_f(x_L) W_out
+//!
+//! Every norm and softmax is written from differentiable primitives
+//! (candle 0.11's fused `layer_norm`, `rms_norm` and `softmax_last_dim`
+//! record no backward pass). Weights come from a flat f64 vector in the
+//! order of [`Config::shapes`]; the graph runs in f32 or f64. The key/value
+//! cache of a prompt lets many continuations share one prompt pass.
+
+use candle_core::{D, DType, Device, Tensor, Var};
+
+/// Architecture. `max_len` bounds prompt + completion.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    pub vocab: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub d_ff: usize,
+    pub max_len: usize,
+    /// Run the graph in f64 (verification) instead of f32 (speed).
+    pub f64: bool,
+}
+
+const LN_EPS: f64 = 1e-5;
+/// Added to attention scores of future positions (finite, so masked
+/// entries get exactly zero weight without NaN gradients).
+const MASKED: f64 = -1e9;
+
+impl Config {
+    /// Parameter tensors, in flat order, with their names (the safetensors
+    /// keys) and shapes.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (v, d, f, t) = (self.vocab, self.d_model, self.d_ff, self.max_len);
+        let mut s = vec![
+            ("tok_emb".to_string(), vec![v, d]),
+            ("pos_emb".to_string(), vec![t, d]),
+        ];
+        for l in 0..self.layers {
+            for (name, shape) in [
+                ("ln1.g", vec![d]),
+                ("ln1.b", vec![d]),
+                ("wq", vec![d, d]),
+                ("wk", vec![d, d]),
+                ("wv", vec![d, d]),
+                ("wo", vec![d, d]),
+                ("ln2.g", vec![d]),
+                ("ln2.b", vec![d]),
+                ("w1", vec![d, f]),
+                ("b1", vec![f]),
+                ("w2", vec![f, d]),
+                ("b2", vec![d]),
+            ] {
+                s.push((format!("layer{l}.{name}"), shape));
+            }
+        }
+        s.push(("ln_f.g".into(), vec![d]));
+        s.push(("ln_f.b".into(), vec![d]));
+        s.push(("head".into(), vec![d, v]));
+        s
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    pub fn dtype(&self) -> DType {
+        if self.f64 { DType::F64 } else { DType::F32 }
+    }
+}
+
+/// The weights as candle variables (tracked for autograd).
+pub struct Weights {
+    pub cfg: Config,
+    pub vars: Vec<Var>,
+    pub device: Device,
+}
+
+/// Keys and values of a prompt, per layer: [1, heads, P, d_head].
+pub struct PromptCache {
+    pub keys: Vec<Tensor>,
+    pub values: Vec<Tensor>,
+    pub len: usize,
+}
+
+type R<T> = candle_core::Result<T>;
+
+fn layer_norm(x: &Tensor, g: &Tensor, b: &Tensor) -> R<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    centred
+        .broadcast_div(&(var + LN_EPS)?.sqrt()?)?
+        .broadcast_mul(g)?
+        .broadcast_add(b)
+}
+
+/// softmax over the last dimension; the max is a constant shift (softmax is
+/// shift-invariant), so it is detached.
+pub fn softmax_last(x: &Tensor) -> R<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// log softmax over the last dimension.
+pub fn log_softmax_last(x: &Tensor) -> R<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&m)?;
+    shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
+
+impl Weights {
+    pub fn from_flat(cfg: Config, theta: &[f64], device: &Device) -> R<Self> {
+        let mut vars = Vec::new();
+        let mut at = 0;
+        for (_, shape) in cfg.shapes() {
+            let n: usize = shape.iter().product();
+            let t = Tensor::from_vec(theta[at..at + n].to_vec(), shape.as_slice(), device)?
+                .to_dtype(cfg.dtype())?;
+            vars.push(Var::from_tensor(&t)?);
+            at += n;
+        }
+        assert_eq!(at, theta.len(), "flat parameters match the config");
+        Ok(Weights {
+            cfg,
+            vars,
+            device: device.clone(),
+        })
+    }
+
+    /// Gradients of every variable in flat order (zeros where a variable
+    /// got none), added into `out`.
+    pub fn add_flat_grads(&self, grads: &candle_core::backprop::GradStore, out: &mut [f64]) -> R<()> {
+        let mut at = 0;
+        for v in &self.vars {
+            let n = v.elem_count();
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g: Vec<f64> = g.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+                for (o, x) in out[at..at + n].iter_mut().zip(g) {
+                    *o += x;
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn w(&self, i: usize) -> &Tensor {
+        self.vars[i].as_tensor()
+    }
+
+    /// Runs `tokens` ([B, T]) at positions `start..start+T`, attending to
+    /// `prefix` (keys/values of earlier positions, shared by the batch) and
+    /// causally to themselves. Returns logits [B, T, V] and this call's
+    /// keys/values per layer ([B, heads, prefix + T, d_head]).
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        start: usize,
+        prefix: Option<&PromptCache>,
+    ) -> R<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
+        let c = self.cfg;
+        let (b, t) = tokens.dims2()?;
+        let dh = c.d_model / c.heads;
+        let p = prefix.map_or(0, |pc| pc.len);
+        if start + t > c.max_len {
+            candle_core::bail!(
+                "sequence of {} tokens exceeds the model's max_len {}",
+                start + t,
+                c.max_len
+            );
+        }
+        let pos = self.w(1).narrow(0, start, t)?;
+        let mut x = self.w(0).embedding(&tokens.flatten_all()?)?.reshape((b, t, c.d_model))?;
+        x = x.broadcast_add(&pos)?;
+        // mask[i, j] = 0 if key j (of prefix + new) is at or before query i.
+        let mask: Vec<f64> = (0..t)
+            .flat_map(|i| (0..p + t).map(move |j| if j <= p + i { 0.0 } else { MASKED }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, p + t), &self.device)?.to_dtype(c.dtype())?;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for l in 0..c.layers {
+            let base = 2 + 12 * l;
+            let w = |k: usize| self.w(base + k);
+            let h = layer_norm(&x, w(0), w(1))?;
+            let split = |m: &Tensor| -> R<Tensor> {
+                h.broadcast_matmul(m)?
+                    .reshape((b, t, c.heads, dh))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, mut k, mut v) = (split(w(2))?, split(w(3))?, split(w(4))?);
+            if let Some(pc) = prefix {
+                let shape = (b, c.heads, p, dh);
+                k = Tensor::cat(&[&pc.keys[l].broadcast_as(shape)?.contiguous()?, &k], 2)?;
+                v = Tensor::cat(&[&pc.values[l].broadcast_as(shape)?.contiguous()?, &v], 2)?;
+            }
+            let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+            let att = softmax_last(&scores)?
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, c.d_model))?;
+            x = (x + att.broadcast_matmul(w(5))?)?;
+            let h2 = layer_norm(&x, w(6), w(7))?;
+            let m = h2
+                .broadcast_matmul(w(8))?
+                .broadcast_add(w(9))?
+                .gelu()?
+                .broadcast_matmul(w(10))?
+                .broadcast_add(w(11))?;
+            x = (x + m)?;
+            keys.push(k);
+            values.push(v);
+        }
+        let n = self.vars.len();
+        let out = layer_norm(&x, self.w(n - 3), self.w(n - 2))?;
+        Ok((out.broadcast_matmul(self.w(n - 1))?, keys, values))
+    }
+
+    /// One prompt ([P] tokens): log-probabilities of the next token [V] and
+    /// the prompt's cache.
+    pub fn prompt(&self, tokens: &[u32]) -> R<(Tensor, PromptCache)> {
+        let t = Tensor::from_vec(tokens.to_vec(), (1, tokens.len()), &self.device)?;
+        let (logits, keys, values) = self.forward(&t, 0, None)?;
+        let last = logits.narrow(1, tokens.len() - 1, 1)?.flatten_all()?;
+        Ok((
+            log_softmax_last(&last)?,
+            PromptCache {
+                keys,
+                values,
+                len: tokens.len(),
+            },
+        ))
+    }
+
+    /// log P(completion | prompt) for each completion (token sequences of
+    /// length ≥ 1), as a [K] tensor on the graph: the prompt runs once, the
+    /// completions as one batch against its cache (teacher forcing).
+    pub fn completion_log_probs(&self, prompt: &[u32], completions: &[Vec<u32>]) -> R<Tensor> {
+        let (first, cache) = self.prompt(prompt)?;
+        let k = completions.len();
+        let first_ids: Vec<u32> = completions.iter().map(|c| c[0]).collect();
+        let mut total = first.gather(&Tensor::from_vec(first_ids, k, &self.device)?, 0)?;
+        let longest = completions.iter().map(Vec::len).max().unwrap_or(1);
+        if longest > 1 {
+            // Inputs: tokens 0..m−1 of each completion (padded with 0);
+            // targets: tokens 1..m; padding masked out.
+            let w = longest - 1;
+            let mut inputs = Vec::with_capacity(k * w);
+            let mut targets = Vec::with_capacity(k * w);
+            let mut keep = Vec::with_capacity(k * w);
+            for c in completions {
+                for i in 0..w {
+                    inputs.push(if i < c.len() { c[i] } else { 0 });
+                    targets.push(if i + 1 < c.len() { c[i + 1] } else { 0 });
+                    keep.push(if i + 1 < c.len() { 1.0 } else { 0.0 });
+                }
+            }
+            let inputs = Tensor::from_vec(inputs, (k, w), &self.device)?;
+            let (logits, _, _) = self.forward(&inputs, cache.len, Some(&cache))?;
+            let lp = log_softmax_last(&logits)?;
+            let targets = Tensor::from_vec(targets, (k, w, 1), &self.device)?;
+            let keep = Tensor::from_vec(keep, (k, w), &self.device)?.to_dtype(self.cfg.dtype())?;
+            let picked = lp.gather(&targets, 2)?.squeeze(2)?;
+            total = (total + (picked * keep)?.sum(1)?)?;
+        }
+        Ok(total)
+    }
+}
