@@ -144,6 +144,9 @@ pub struct VerifyArgs {
     /// Write `verify.csv` and `verify.json` here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also check every claim on a small transformer (minutes, not seconds).
+    #[arg(long)]
+    pub transformer: bool,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +295,7 @@ fn main_job(smoke: bool) -> Result<ExitCode> {
         horizon: 6,
         seed: 2026,
         out: Some(PathBuf::from("plots/verify")),
+        transformer: false,
     })?;
     println!();
     let domain = parse_domain(
@@ -750,12 +754,15 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
 
 fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
     use crate::verify;
-    let settings = match args.task.split_first() {
+    let mut settings = match args.task.split_first() {
         None => verify::default_settings()?,
         Some((domain, problems)) => {
             vec![verify::setting_from_files(domain, problems, args.horizon)?]
         }
     };
+    for s in &mut settings {
+        s.transformer = args.transformer;
+    }
     let start = std::time::Instant::now();
     let checks = verify::run(&args.claims, &settings, args.seed)?;
     println!(

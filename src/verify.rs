@@ -12,7 +12,7 @@ use crate::estimator::{self, Trace};
 use crate::exact::{self, PolicyTable};
 use crate::generate::{DomainKind, Params};
 use crate::mdp::{ActionId, Deployment, StateIndex};
-use crate::policy::{Mlp, Policy, Tabular};
+use crate::policy::{Mlp, Policy, Tabular, Transformer};
 use crate::rng::Rng;
 use crate::tolerance::{self, EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, MC_Z};
 use crate::{Error, Result};
@@ -96,6 +96,16 @@ pub fn warm_start(
     max_steps
 }
 
+/// The transformer of `verify --transformer` (f64: the checks compare to
+/// 1e-10).
+const TRANSFORMER_SIZE: crate::policy::transformer::Size = crate::policy::transformer::Size {
+    d_model: 16,
+    heads: 2,
+    layers: 2,
+    d_ff: 32,
+    f64: true,
+};
+
 /// Claim ids, in the order of `proofs/README.md`.
 pub const CLAIMS: [&str; 8] = ["P01", "P02", "P03", "P04", "P05", "P06", "P07", "P08"];
 
@@ -116,6 +126,9 @@ pub struct Check {
 pub struct Setting {
     pub name: String,
     pub env: Deployment,
+    /// Also check every claim on a small transformer (slow: a forward pass
+    /// per state; `iterdeploy verify --transformer`).
+    pub transformer: bool,
 }
 
 impl Setting {
@@ -138,7 +151,21 @@ impl Setting {
         );
         warm_start(&self.env, &mut tab, WARM_TARGET, WARM_RATE, WARM_MAX);
         warm_start(&self.env, &mut mlp, WARM_TARGET, WARM_RATE, WARM_MAX);
-        vec![("tabular", Box::new(tab)), ("mlp", Box::new(mlp))]
+        let mut out: Vec<(&'static str, Box<dyn Policy>)> =
+            vec![("tabular", Box::new(tab)), ("mlp", Box::new(mlp))];
+        // The sequence model: every claim then runs on a transformer too.
+        if self.transformer {
+            let mut tf = Transformer::new(
+                &self.env,
+                TRANSFORMER_SIZE,
+                1.0,
+                &mut crate::rng::stream(seed, 3),
+            )
+            .expect("a valid built-in size");
+            warm_start(&self.env, &mut tf, WARM_TARGET, WARM_RATE, WARM_MAX);
+            out.push(("transformer", Box::new(tf)));
+        }
+        out
     }
 }
 
@@ -160,6 +187,7 @@ pub fn default_settings() -> Result<Vec<Setting>> {
     let mut out = vec![Setting {
         name: "toy chain (2 tasks, H=5)".into(),
         env: Deployment::build(&chain, &chain_tasks, 5, 10_000)?,
+        transformer: false,
     }];
     let bw = DomainKind::Blocksworld.parse_domain();
     let bw_tasks = [
@@ -178,6 +206,7 @@ pub fn default_settings() -> Result<Vec<Setting>> {
     out.push(Setting {
         name: "blocksworld 3 blocks (2 tasks, plans of 4 and 6, H=7)".into(),
         env: Deployment::build(&bw, &bw_tasks, 7, 100_000)?,
+        transformer: false,
     });
     // A generated Sokoban room, solvable within the horizon by construction
     // (6 reverse moves).
@@ -194,6 +223,7 @@ pub fn default_settings() -> Result<Vec<Setting>> {
     out.push(Setting {
         name: "sokoban 5x5, 1 box (H=6)".into(),
         env: Deployment::build(&sokoban, &problems, 6, 100_000)?,
+        transformer: false,
     });
     Ok(out)
 }
@@ -212,6 +242,7 @@ pub fn setting_from_files(
     Ok(Setting {
         name: format!("{} ({} task(s), H={horizon})", domain.display(), ps.len()),
         env: Deployment::build(&d, &ps, horizon, 200_000)?,
+        transformer: false,
     })
 }
 

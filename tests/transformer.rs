@@ -195,3 +195,23 @@ fn rng_task(rng: &mut iterdeploy::rng::Rng) -> usize {
     rng.random_range(0..2)
 }
 
+
+/// P02 and P07 (and P08) on the sequence model: the shared dynamic programs
+/// against trace enumeration, brute force and Monte Carlo, with the
+/// transformer as the policy, on the toy chain (small enough to enumerate
+/// every trace).
+#[test]
+fn p02_p07_p08_hold_exactly_on_the_transformer() {
+    let mut chain = iterdeploy::verify::default_settings().unwrap().remove(0);
+    chain.transformer = true;
+    let claims: Vec<String> = ["P02", "P07", "P08"].map(String::from).to_vec();
+    let checks = iterdeploy::verify::run(&claims, std::slice::from_ref(&chain), 2026).unwrap();
+    let on_tf: Vec<_> = checks.iter().filter(|c| c.policy == "transformer").collect();
+    assert!(on_tf.len() >= 5, "{} transformer checks", on_tf.len());
+    for c in &checks {
+        assert!(c.pass, "{c:?}");
+    }
+    for claim in &claims {
+        assert!(on_tf.iter().any(|c| &c.claim == claim), "{claim} not checked on the transformer");
+    }
+}
