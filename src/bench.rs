@@ -415,7 +415,8 @@ pub fn loop_throughput() -> Result<()> {
     let resolved = Resolved::parse(experiment::HEADLINE_SPEC, "experiments/headline.toml")?;
     let (full, demos) = experiment::build_workload(&resolved.spec)?;
     let work = full.without_base()?;
-    let base = experiment::base_policy(&resolved.spec, &full, &demos, 1).for_task_prefix(&work.env);
+    let base =
+        experiment::base_policy(&resolved.spec, &full, &demos, 1)?.for_task_prefix(&work.env);
     let states: usize = work.env.tasks.iter().map(|t| t.num_states()).sum();
     println!(
         "headline workload: {} deployed tasks, {states} states, {} actions, MLP with {} parameters; one core per run",

@@ -55,6 +55,21 @@ pub enum Command {
     /// Per-generation table and figures of a real run (RUN_DIR with
     /// gen0.jsonl, gen1.jsonl, … and tasks/), in the simulator's metrics.
     Report(ReportArgs),
+    /// One figure with the arms of several experiments (plots/<id> dirs),
+    /// e.g. the transformer and MLP twins of one spec.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Output directories of deployment experiments.
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// Metric of summary.csv (bucket `all`).
+    #[arg(long, default_value = "success_prob")]
+    pub metric: String,
+    #[arg(long, default_value = "plots/compare")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +292,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Bench(args)) => bench_cmd(&args),
         Some(Command::Run(args)) => run_cmd(&args),
         Some(Command::Report(args)) => report_cmd(&args),
+        Some(Command::Compare(args)) => {
+            let fig = crate::experiment::compare(&args.runs, &args.metric, &args.out)?;
+            println!("wrote {} (+ .svg, .csv)", fig.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -273,7 +273,7 @@ fn arm(method: Method) -> ArmConfig {
 fn small_workload() -> (deploy::Workload, Box<dyn iterdeploy::policy::Policy>) {
     let r = Resolved::parse(SMALL, "small").unwrap();
     let (full, demos) = experiment::build_workload(&r.spec).unwrap();
-    let base = experiment::base_policy(&r.spec, &full, &demos, 1);
+    let base = experiment::base_policy(&r.spec, &full, &demos, 1).unwrap();
     let work = full.without_base().unwrap();
     let base = base.for_task_prefix(&work.env);
     (work, base)
@@ -463,4 +463,37 @@ fn buckets_of_problem_files_run_and_errors_name_the_bucket() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("bucket of files"), "{e}");
+}
+
+/// `compare` puts the arms of two runs in one figure and writes the plotted
+/// numbers; both runs of one spec under two ids give equal rows.
+#[test]
+fn compare_overlays_the_arms_of_several_runs() {
+    let out = scratch("compare");
+    for id in ["twin-a", "twin-b"] {
+        let r = Resolved::parse(
+            &SMALL.replace("id = \"small\"", &format!("id = \"{id}\"")),
+            id,
+        )
+        .unwrap();
+        experiment::run(&r, &options(&out)).unwrap();
+    }
+    let dirs = [out.join("twin-a"), out.join("twin-b")];
+    let fig = experiment::compare(&dirs, "success_prob", &out.join("cmp")).unwrap();
+    assert!(fig.is_file());
+    let csv = std::fs::read_to_string(out.join("cmp/success_prob.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2 * 3, "{csv}");
+    for (a, b) in rows[..3].iter().zip(&rows[3..]) {
+        assert_eq!(
+            a.trim_start_matches("twin-a"),
+            b.trim_start_matches("twin-b")
+        );
+    }
+    let svg = std::fs::read_to_string(out.join("cmp/success_prob.svg")).unwrap();
+    assert!(svg.contains("twin-a: paper") && svg.contains("twin-b: paper"));
+    let e = experiment::compare(&dirs, "no_such_metric", &out.join("cmp"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no_such_metric"), "{e}");
 }

@@ -8,8 +8,8 @@ use iterdeploy::estimator::{self, Trace, sample_trace};
 use iterdeploy::exact::PolicyTable;
 use iterdeploy::generate::{DomainKind, Params, generate};
 use iterdeploy::mdp::Deployment;
-use iterdeploy::policy::transformer::{Size, Transformer};
 use iterdeploy::policy::Policy;
+use iterdeploy::policy::transformer::{Size, Transformer};
 use iterdeploy::tolerance::{EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, errors};
 
 fn blocks_env(blocks: usize, count: usize, horizon: usize) -> Deployment {
@@ -48,7 +48,9 @@ fn model(env: &Deployment, seed: u64) -> Transformer {
 fn every_parameter_tensor_gets_a_gradient() {
     let env = blocks_env(3, 1, 4);
     let m = model(&env, 1);
-    let g: Vec<f64> = (0..env.num_actions()).map(|a| (a as f64 * 0.37).sin()).collect();
+    let g: Vec<f64> = (0..env.num_actions())
+        .map(|a| (a as f64 * 0.37).sin())
+        .collect();
     let mut grad = vec![0.0; m.num_params()];
     m.backprop_logits(&env, 0, 0, &g, &mut grad);
     let mut at = 0;
@@ -69,7 +71,9 @@ fn trace_scores_match_finite_differences() {
     let mut m = model(&env, 2);
     let mut rng = iterdeploy::rng::seeded(3);
     let table = PolicyTable::new(&m, &env);
-    let traces: Vec<Trace> = (0..3).map(|i| sample_trace(&env, &table, i % 2, &mut rng)).collect();
+    let traces: Vec<Trace> = (0..3)
+        .map(|i| sample_trace(&env, &table, i % 2, &mut rng))
+        .collect();
     let theta = m.params().to_vec();
     for trace in &traces {
         let mut analytic = vec![0.0; theta.len()];
@@ -187,14 +191,16 @@ fn plan_text_from_the_model_is_judged_like_model_output() {
         assert_eq!(t.valid, verdict.valid && ended, "{text}");
         seen[t.valid as usize] += 1;
     }
-    assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}: need valid and invalid traces");
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "{seen:?}: need valid and invalid traces"
+    );
 }
 
 fn rng_task(rng: &mut iterdeploy::rng::Rng) -> usize {
     use rand::RngExt;
     rng.random_range(0..2)
 }
-
 
 /// P02 and P07 (and P08) on the sequence model: the shared dynamic programs
 /// against trace enumeration, brute force and Monte Carlo, with the
@@ -206,12 +212,18 @@ fn p02_p07_p08_hold_exactly_on_the_transformer() {
     chain.transformer = true;
     let claims: Vec<String> = ["P02", "P07", "P08"].map(String::from).to_vec();
     let checks = iterdeploy::verify::run(&claims, std::slice::from_ref(&chain), 2026).unwrap();
-    let on_tf: Vec<_> = checks.iter().filter(|c| c.policy == "transformer").collect();
+    let on_tf: Vec<_> = checks
+        .iter()
+        .filter(|c| c.policy == "transformer")
+        .collect();
     assert!(on_tf.len() >= 5, "{} transformer checks", on_tf.len());
     for c in &checks {
         assert!(c.pass, "{c:?}");
     }
     for claim in &claims {
-        assert!(on_tf.iter().any(|c| &c.claim == claim), "{claim} not checked on the transformer");
+        assert!(
+            on_tf.iter().any(|c| &c.claim == claim),
+            "{claim} not checked on the transformer"
+        );
     }
 }

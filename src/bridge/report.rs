@@ -237,7 +237,11 @@ pub fn report(
         })
         .collect();
     for dir in overlay {
-        solved_series.extend(simulated_series(dir, "solved_sampled")?);
+        solved_series.extend(crate::experiment::summary_series(
+            dir,
+            "solved_sampled",
+            "simulation: ",
+        )?);
     }
     Figure {
         title: format!("Tasks solved per generation ({})", run.display()),
@@ -279,78 +283,4 @@ pub fn report(
         table,
         bad_lines,
     })
-}
-
-/// One series per arm of a simulation's `summary.csv` (`metric`, bucket
-/// `all`), mean over seeds, labelled `simulation: <arm>`.
-fn simulated_series(dir: &Path, metric: &str) -> Result<Vec<Series>> {
-    let path = dir.join("summary.csv");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut lines = text.lines();
-    if lines.next() != Some("arm,generation,bucket,metric,seeds,mean,ci_low,ci_high") {
-        return Err(Error::Invalid(format!(
-            "{}: not the summary.csv of a deployment experiment",
-            path.display()
-        )));
-    }
-    let mut by_arm: Vec<(String, Series)> = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let fields = split_csv(line);
-        let bad = || {
-            Error::Invalid(format!(
-                "{}:{}: malformed row `{line}`",
-                path.display(),
-                i + 2
-            ))
-        };
-        if fields.len() != 8 {
-            return Err(bad());
-        }
-        if fields[2] != "all" || fields[3] != metric {
-            continue;
-        }
-        let g: f64 = fields[1].parse().map_err(|_| bad())?;
-        let mean: f64 = fields[5].parse().map_err(|_| bad())?;
-        let (lo, hi): (f64, f64) = (
-            fields[6].parse().map_err(|_| bad())?,
-            fields[7].parse().map_err(|_| bad())?,
-        );
-        let arm = fields[0].clone();
-        if by_arm.last().is_none_or(|(a, _)| *a != arm) {
-            by_arm.push((
-                arm.clone(),
-                Series {
-                    name: format!("simulation: {arm}"),
-                    points: Vec::new(),
-                    band: Some(Vec::new()),
-                    style: LineKind::Solid,
-                },
-            ));
-        }
-        let s = &mut by_arm.last_mut().expect("just pushed").1;
-        s.points.push((g, mean));
-        s.band.as_mut().expect("set above").push((lo, hi));
-    }
-    Ok(by_arm.into_iter().map(|(_, s)| s).collect())
-}
-
-/// Splits one CSV line with `"`-quoted fields (as `csv_field` writes them).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
 }

@@ -20,6 +20,7 @@ mod analysis;
 mod report;
 pub mod spec;
 
+pub use report::{compare, summary_series};
 pub use spec::{Resolved, Spec};
 
 use std::path::{Path, PathBuf};
@@ -154,7 +155,12 @@ const BASE_TRAIN_STREAM: u64 = 0xBA5F;
 
 /// Generation 0 for `seed`: initial weights from our generator, then SFT
 /// on the demonstrations.
-pub fn base_policy(spec: &Spec, work: &Workload, demos: &[Trace], seed: u64) -> Box<dyn Policy> {
+pub fn base_policy(
+    spec: &Spec,
+    work: &Workload,
+    demos: &[Trace],
+    seed: u64,
+) -> Result<Box<dyn Policy>> {
     let p = &spec.policy;
     let env = &work.env;
     let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
@@ -175,6 +181,18 @@ pub fn base_policy(spec: &Spec, work: &Workload, demos: &[Trace], seed: u64) -> 
             }
             Box::new(t)
         }
+        spec::PolicyKind::Transformer => Box::new(crate::policy::Transformer::new(
+            env,
+            crate::policy::transformer::Size {
+                d_model: p.d_model,
+                heads: p.heads,
+                layers: p.layers,
+                d_ff: p.d_ff,
+                f64: p.f64,
+            },
+            1.0,
+            &mut init,
+        )?),
     };
     let kept: Vec<&Trace> = demos.iter().collect();
     let b = &spec.base;
@@ -188,7 +206,7 @@ pub fn base_policy(spec: &Spec, work: &Workload, demos: &[Trace], seed: u64) -> 
         b.batch_size,
         &mut crate::rng::stream(seed, BASE_TRAIN_STREAM),
     );
-    policy
+    Ok(policy)
 }
 
 /// A checkpoint on disk: the spec fingerprint and the arm's state.
@@ -228,8 +246,8 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let bases: Vec<Box<dyn Policy>> = spec
         .seeds
         .par_iter()
-        .map(|&seed| base_policy(spec, &with_base, &demos, seed).for_task_prefix(&work.env))
-        .collect();
+        .map(|&seed| Ok(base_policy(spec, &with_base, &demos, seed)?.for_task_prefix(&work.env)))
+        .collect::<Result<_>>()?;
     drop(with_base);
     let outcome = match resolved.kind() {
         spec::Kind::Deployment(arms) => {

@@ -2,15 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Resolved, RunOutcome};
-use crate::Result;
 use crate::deploy::metrics::BUCKET_ALL;
 use crate::deploy::{ArmState, Workload};
 use crate::output::csv_field;
 use crate::plot::{Figure, LineKind, Series};
 use crate::stats::{Interval, mean_ci95};
+use crate::{Error, Result};
 
 /// Values across seeds, keyed by (series index, x, bucket, metric); the
 /// key order is the output order.
@@ -340,4 +340,125 @@ fn headline_checks(resolved: &Resolved, states: &[Vec<ArmState>]) -> String {
         );
     }
     s
+}
+
+/// One series per arm of a deployment experiment's `summary.csv`
+/// (`metric`, bucket `all`): mean over seeds with its 95% band, labelled
+/// `<label><arm>`.
+pub fn summary_series(dir: &Path, metric: &str, label: &str) -> Result<Vec<Series>> {
+    let path = dir.join("summary.csv");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut lines = text.lines();
+    if lines.next() != Some("arm,generation,bucket,metric,seeds,mean,ci_low,ci_high") {
+        return Err(Error::Invalid(format!(
+            "{}: not the summary.csv of a deployment experiment",
+            path.display()
+        )));
+    }
+    let mut by_arm: Vec<(String, Series)> = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields = split_csv(line);
+        let bad = || {
+            Error::Invalid(format!(
+                "{}:{}: malformed row `{line}`",
+                path.display(),
+                i + 2
+            ))
+        };
+        if fields.len() != 8 {
+            return Err(bad());
+        }
+        if fields[2] != "all" || fields[3] != metric {
+            continue;
+        }
+        let g: f64 = fields[1].parse().map_err(|_| bad())?;
+        let mean: f64 = fields[5].parse().map_err(|_| bad())?;
+        let (lo, hi): (f64, f64) = (
+            fields[6].parse().map_err(|_| bad())?,
+            fields[7].parse().map_err(|_| bad())?,
+        );
+        let arm = fields[0].clone();
+        if by_arm.last().is_none_or(|(a, _)| *a != arm) {
+            by_arm.push((
+                arm.clone(),
+                Series {
+                    name: format!("{label}{arm}"),
+                    points: Vec::new(),
+                    band: Some(Vec::new()),
+                    style: LineKind::Solid,
+                },
+            ));
+        }
+        let s = &mut by_arm.last_mut().expect("just pushed").1;
+        s.points.push((g, mean));
+        s.band.as_mut().expect("set above").push((lo, hi));
+    }
+    Ok(by_arm.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Splits one CSV line with `"`-quoted fields (as `csv_field` writes them).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// `iterdeploy compare`: one figure with every arm of several deployment
+/// experiments (e.g. the same spec run with different policy kinds), and
+/// the plotted numbers as CSV.
+pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<PathBuf> {
+    let mut series = Vec::new();
+    let mut csv = String::from("experiment,arm,generation,mean,ci_low,ci_high\n");
+    for d in dirs {
+        let id = d
+            .file_name()
+            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        for s in summary_series(d, metric, &format!("{id}: "))? {
+            let band = s.band.clone().unwrap_or_default();
+            for (i, (g, m)) in s.points.iter().enumerate() {
+                let (lo, hi) = band.get(i).copied().unwrap_or((f64::NAN, f64::NAN));
+                let arm = s.name.trim_start_matches(&format!("{id}: ")).to_string();
+                let _ = writeln!(
+                    csv,
+                    "{},{},{g},{m},{lo},{hi}",
+                    csv_field(&id),
+                    csv_field(&arm)
+                );
+            }
+            series.push(s);
+        }
+    }
+    if series.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no `{metric}` rows in the given summaries"
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::output::write_atomic(&out.join(format!("{metric}.csv")), csv.as_bytes())?;
+    Figure {
+        title: format!("{metric} across experiments"),
+        x_label: "generation".into(),
+        y_label: format!("{metric} (mean over seeds, 95% CI)"),
+        series,
+        log_x: false,
+        log_y: false,
+        y_range: None,
+        integer_x: true,
+    }
+    .write(out, metric)?;
+    Ok(out.join(format!("{metric}.png")))
 }

@@ -93,6 +93,9 @@ impl BucketSpec {
 pub enum PolicyKind {
     Tabular,
     Mlp,
+    /// The candle decoder of `policy::transformer` (reads state and goal
+    /// as tokens, writes the next step).
+    Transformer,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -105,9 +108,35 @@ pub struct PolicySpec {
     /// Initial weight scale (MLP: N(0, scale²/fan_in); tabular: N(0, scale²)).
     #[serde(default = "default_init_scale")]
     pub init_scale: f64,
-    /// Fixed logit penalty on inapplicable actions (see `policy`).
+    /// Fixed logit penalty on inapplicable actions (see `policy`; tabular
+    /// and MLP — the transformer has no prior, it learns what is applicable).
     #[serde(default = "default_prior")]
     pub prior: f64,
+    /// Transformer: model width, attention heads, blocks, MLP width, and
+    /// whether the graph runs in f64 (else f32).
+    #[serde(default = "default_d_model")]
+    pub d_model: usize,
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+    #[serde(default = "default_layers")]
+    pub layers: usize,
+    #[serde(default = "default_d_ff")]
+    pub d_ff: usize,
+    #[serde(default)]
+    pub f64: bool,
+}
+
+fn default_d_model() -> usize {
+    32
+}
+fn default_heads() -> usize {
+    4
+}
+fn default_layers() -> usize {
+    2
+}
+fn default_d_ff() -> usize {
+    64
 }
 
 fn default_hidden() -> usize {
@@ -370,6 +399,16 @@ impl Spec {
         }
         if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
             return invalid("base: learning_rate must be > 0 and batch_size ≥ 1".into());
+        }
+        if self.policy.kind == PolicyKind::Transformer
+            && (self.policy.heads == 0
+                || self.policy.d_model % self.policy.heads != 0
+                || self.policy.layers == 0)
+        {
+            return invalid(format!(
+                "policy: d_model = {} must be a positive multiple of heads = {}, and layers ≥ 1",
+                self.policy.d_model, self.policy.heads
+            ));
         }
         if self.policy.kind == PolicyKind::Mlp && self.policy.hidden == 0 {
             return invalid("policy.hidden must be at least 1".into());

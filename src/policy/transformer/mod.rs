@@ -142,7 +142,10 @@ impl Transformer {
     }
 
     fn weights(&self) -> std::sync::Arc<Weights> {
-        let mut slot = self.weights.lock().expect("no panics while holding the lock");
+        let mut slot = self
+            .weights
+            .lock()
+            .expect("no panics while holding the lock");
         if slot.is_none() {
             let w = Weights::from_flat(self.cfg, &self.theta, &self.device)
                 .expect("the flat parameters match the config");
@@ -152,7 +155,13 @@ impl Transformer {
     }
 
     /// z over all actions of `env` in state s of task x, on the graph.
-    fn action_log_probs(&self, w: &Weights, env: &Deployment, x: usize, s: StateIndex) -> candle_core::Result<Tensor> {
+    fn action_log_probs(
+        &self,
+        w: &Weights,
+        env: &Deployment,
+        x: usize,
+        s: StateIndex,
+    ) -> candle_core::Result<Tensor> {
         let prompt = self.vocab.prompt(env, x, s);
         w.completion_log_probs(&prompt, &self.vocab.action_tokens)
     }
@@ -178,7 +187,9 @@ impl Transformer {
         });
         crate::output::write_atomic(
             &path.with_extension("json"),
-            serde_json::to_string_pretty(&meta).expect("json").as_bytes(),
+            serde_json::to_string_pretty(&meta)
+                .expect("json")
+                .as_bytes(),
         )
     }
 
@@ -228,7 +239,10 @@ impl Policy for Transformer {
     }
 
     fn params_mut(&mut self) -> &mut [f64] {
-        *self.weights.get_mut().expect("no panics while holding the lock") = None;
+        *self
+            .weights
+            .get_mut()
+            .expect("no panics while holding the lock") = None;
         &mut self.theta
     }
 
@@ -258,7 +272,14 @@ impl Policy for Transformer {
         out.copy_from_slice(&z);
     }
 
-    fn backprop_logits(&self, env: &Deployment, x: usize, s: StateIndex, g: &[f64], grad: &mut [f64]) {
+    fn backprop_logits(
+        &self,
+        env: &Deployment,
+        x: usize,
+        s: StateIndex,
+        g: &[f64],
+        grad: &mut [f64],
+    ) {
         let w = self.weights();
         let mut run = || -> candle_core::Result<()> {
             let z = self.action_log_probs(&w, env, x, s)?;

@@ -66,7 +66,10 @@ impl Config {
     }
 
     pub fn num_params(&self) -> usize {
-        self.shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        self.shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 
     pub fn dtype(&self) -> DType {
@@ -136,7 +139,11 @@ impl Weights {
 
     /// Gradients of every variable in flat order (zeros where a variable
     /// got none), added into `out`.
-    pub fn add_flat_grads(&self, grads: &candle_core::backprop::GradStore, out: &mut [f64]) -> R<()> {
+    pub fn add_flat_grads(
+        &self,
+        grads: &candle_core::backprop::GradStore,
+        out: &mut [f64],
+    ) -> R<()> {
         let mut at = 0;
         for v in &self.vars {
             let n = v.elem_count();
@@ -177,7 +184,10 @@ impl Weights {
             );
         }
         let pos = self.w(1).narrow(0, start, t)?;
-        let mut x = self.w(0).embedding(&tokens.flatten_all()?)?.reshape((b, t, c.d_model))?;
+        let mut x = self
+            .w(0)
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((b, t, c.d_model))?;
         x = x.broadcast_add(&pos)?;
         // mask[i, j] = 0 if key j (of prefix + new) is at or before query i.
         let mask: Vec<f64> = (0..t)
@@ -202,7 +212,8 @@ impl Weights {
                 k = Tensor::cat(&[&pc.keys[l].broadcast_as(shape)?.contiguous()?, &k], 2)?;
                 v = Tensor::cat(&[&pc.values[l].broadcast_as(shape)?.contiguous()?, &v], 2)?;
             }
-            let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+            let scores =
+                (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
             let att = softmax_last(&scores)?
                 .matmul(&v)?
                 .transpose(1, 2)?

@@ -54,8 +54,10 @@ impl Vocabulary {
             .collect();
         let ids = |name: &str| -> Vec<u32> { words(name).iter().map(|w| index[w]).collect() };
         let fact_tokens = env.fact_names.iter().map(|f| ids(f)).collect();
-        let mut action_tokens: Vec<Vec<u32>> =
-            env.action_names[..env.end()].iter().map(|a| ids(a)).collect();
+        let mut action_tokens: Vec<Vec<u32>> = env.action_names[..env.end()]
+            .iter()
+            .map(|a| ids(a))
+            .collect();
         action_tokens.push(vec![index[END]]);
         Vocabulary {
             words: list,
