@@ -689,3 +689,193 @@ pub fn compare_planners(
     }
     Ok(())
 }
+
+/// The model every transformer throughput figure is measured on: the
+/// issue's reference size (2 layers, d_model 128, 4 heads, d_ff 512,
+/// vocabulary 96, 256 positions: 450,176 parameters), f32.
+pub const BENCH_TRANSFORMER: crate::policy::transformer::Config =
+    crate::policy::transformer::Config {
+        vocab: 96,
+        d_model: 128,
+        heads: 4,
+        layers: 2,
+        d_ff: 512,
+        max_len: 256,
+        f64: false,
+    };
+
+/// Throughput of one side of the transformer benchmark, tokens per second.
+#[derive(Clone, Copy, Debug, serde::Deserialize)]
+pub struct TransformerRates {
+    pub train: f64,
+    pub sample_cached: f64,
+    pub sample_recompute: f64,
+}
+
+/// Workload of `bench transformer` (the same numbers go to the PyTorch
+/// script): training steps on `train_batch` × `train_seq` random tokens
+/// (AdamW, clip 1), and sampling `sample_batch` continuations of
+/// `new_tokens` tokens after a `prompt` -token prompt, with and without
+/// the key/value cache.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct TransformerWorkload {
+    pub train_batch: usize,
+    pub train_seq: usize,
+    pub train_steps: usize,
+    pub sample_batch: usize,
+    pub prompt: usize,
+    pub new_tokens: usize,
+    pub top_k: usize,
+}
+
+pub const TRANSFORMER_WORKLOAD: TransformerWorkload = TransformerWorkload {
+    train_batch: 8,
+    train_seq: 128,
+    train_steps: 10,
+    sample_batch: 8,
+    prompt: 32,
+    new_tokens: 96,
+    top_k: 20,
+};
+
+/// Our side: candle on the CPU, weights from our generator.
+pub fn transformer_ours(work: &TransformerWorkload) -> Result<TransformerRates> {
+    use crate::policy::transformer::model::{Weights, initial_params};
+    use crate::policy::transformer::sampling::{Decode, Sampling, generate};
+    use crate::policy::transformer::train::{AdamW, LmTrainer};
+    use rand::RngExt;
+    let cfg = BENCH_TRANSFORMER;
+    let fail = |e: candle_core::Error| Error::Invalid(format!("transformer benchmark: {e}"));
+    let mut rng = crate::rng::seeded(1);
+    let theta = initial_params(&cfg, &mut rng);
+    let random_tokens = |n: usize, rng: &mut crate::rng::Rng| -> Vec<u32> {
+        (0..n)
+            .map(|_| rng.random_range(0..cfg.vocab as u32))
+            .collect()
+    };
+    let adamw = AdamW {
+        learning_rate: 1e-3,
+        weight_decay: 0.01,
+        max_grad_norm: 1.0,
+    };
+    let device = candle_core::Device::Cpu;
+    let mut trainer = LmTrainer::new(cfg, theta.clone(), adamw, &device).map_err(fail)?;
+    let tokens = random_tokens(work.train_batch * work.train_seq, &mut rng);
+    for _ in 0..2 {
+        trainer.step(&tokens, work.train_batch).map_err(fail)?; // warm-up
+    }
+    let start = Instant::now();
+    for _ in 0..work.train_steps {
+        trainer.step(&tokens, work.train_batch).map_err(fail)?;
+    }
+    let train = (work.train_steps * work.train_batch * work.train_seq) as f64
+        / start.elapsed().as_secs_f64();
+
+    let w = Weights::from_flat(cfg, &theta, &device).map_err(fail)?;
+    let prompt = random_tokens(work.prompt, &mut rng);
+    let sampling = Sampling {
+        temperature: 1.0,
+        top_k: Some(work.top_k),
+        max_new: work.new_tokens,
+    };
+    let mut rate = |decode| -> Result<f64> {
+        generate(&w, &prompt, 1, &[], &sampling, decode, &mut rng).map_err(fail)?; // warm-up
+        let start = Instant::now();
+        let rows = generate(
+            &w,
+            &prompt,
+            work.sample_batch,
+            &[],
+            &sampling,
+            decode,
+            &mut rng,
+        )
+        .map_err(fail)?;
+        let n: usize = rows.iter().map(Vec::len).sum();
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    };
+    Ok(TransformerRates {
+        sample_cached: rate(Decode::KvCache)?,
+        sample_recompute: rate(Decode::Recompute)?,
+        train,
+    })
+}
+
+/// The peer: `peers/torch_transformer.py`, the same architecture, batch and
+/// workload in PyTorch (CPU, f32, its default threads).
+pub fn transformer_torch(python: &Path, work: &TransformerWorkload) -> Result<TransformerRates> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/torch_transformer.py");
+    let args = serde_json::json!({ "model": BENCH_TRANSFORMER, "work": work });
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(args.to_string())
+        .output()
+        .map_err(|e| Error::io(python, e))?;
+    if !out.status.success() {
+        return Err(Error::Invalid(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: unreadable output ({e}): {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    })
+}
+
+/// `bench transformer`: training and sampling tokens/s of candle beside
+/// PyTorch (when the peers' Python has torch), and the KV cache's speed-up.
+pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
+    let work = TRANSFORMER_WORKLOAD;
+    println!(
+        "model: {} parameters (2 layers, d_model 128, 4 heads, d_ff 512), f32, CPU; \
+         training batch {}×{} tokens; sampling {} × {} new tokens after a {}-token prompt, top-k {}",
+        BENCH_TRANSFORMER.num_params(),
+        work.train_batch,
+        work.train_seq,
+        work.sample_batch,
+        work.new_tokens,
+        work.prompt,
+        work.top_k
+    );
+    let ours = transformer_ours(&work)?;
+    let peer = peer_python
+        .map(|py| transformer_torch(py, &work))
+        .transpose()?;
+    println!("| measure | iterdeploy (candle) tokens/s | PyTorch tokens/s | candle / PyTorch |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, ours: f64, torch: Option<f64>| match torch {
+        Some(t) => println!("| {name} | {ours:.0} | {t:.0} | {:.2} |", ours / t),
+        None => println!("| {name} | {ours:.0} | — | — |"),
+    };
+    row(
+        "training (fwd + bwd + AdamW)",
+        ours.train,
+        peer.map(|p| p.train),
+    );
+    row(
+        "sampling, KV cache",
+        ours.sample_cached,
+        peer.map(|p| p.sample_cached),
+    );
+    row(
+        "sampling, no cache",
+        ours.sample_recompute,
+        peer.map(|p| p.sample_recompute),
+    );
+    println!(
+        "\nKV cache speed-up (iterdeploy): {:.1}x",
+        ours.sample_cached / ours.sample_recompute
+    );
+    if let Some(p) = peer {
+        println!(
+            "KV cache speed-up (PyTorch): {:.1}x",
+            p.sample_cached / p.sample_recompute
+        );
+    }
+    Ok(())
+}

@@ -255,6 +255,10 @@ pub enum BenchTarget {
     /// sampling + validation + update per method, and the headline
     /// experiment's wall time (no peer).
     Loop,
+    /// The transformer: training and sampling tokens/s (peer: PyTorch on
+    /// the same architecture and batch; `peers/setup-venv.sh --with-torch`)
+    /// and the KV cache's speed-up.
+    Transformer,
 }
 
 #[derive(Args, Debug)]
@@ -497,6 +501,10 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             crate::bench::loop_throughput()?;
             return Ok(ExitCode::SUCCESS);
         }
+        BenchTarget::Transformer => {
+            crate::bench::transformer_throughput(args.peer_python.as_deref())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let tasks: Vec<_> = crate::benchmarks::collect(&args.benchmarks)?
@@ -517,7 +525,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             args.max_tasks,
             args.peer_python.as_deref(),
         )?,
-        BenchTarget::Exact | BenchTarget::Curate | BenchTarget::Loop => {
+        BenchTarget::Exact | BenchTarget::Curate | BenchTarget::Loop | BenchTarget::Transformer => {
             unreachable!("handled above")
         }
         BenchTarget::Validate => {

@@ -1,7 +1,9 @@
 //! First-order optimisers over a flat parameter vector (the layout of
 //! [`crate::policy::Policy::params`]). Every step is an *ascent* step on the
 //! direction given (the estimators return ascent directions), optionally
-//! clipped to a maximal global L2 norm first.
+//! clipped to a maximal global L2 norm first, and optionally with decoupled
+//! weight decay (Loshchilov & Hutter 2019): θ ← θ − η λ θ at every step,
+//! outside the adaptive scaling — Adam with λ > 0 is AdamW.
 
 /// Which update rule.
 #[derive(
@@ -23,6 +25,7 @@ pub struct Optimizer {
     kind: OptimizerKind,
     learning_rate: f64,
     max_norm: Option<f64>,
+    weight_decay: f64,
     m: Vec<f64>,
     v: Vec<f64>,
     t: i32,
@@ -39,13 +42,20 @@ impl Optimizer {
             kind,
             learning_rate,
             max_norm,
+            weight_decay: 0.0,
             m: Vec::new(),
             v: Vec::new(),
             t: 0,
         }
     }
 
-    /// θ ← θ + step(g).
+    /// Decoupled weight decay λ ≥ 0 (0: none).
+    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
+        self.weight_decay = lambda;
+        self
+    }
+
+    /// θ ← θ(1 − ηλ) + step(g).
     pub fn ascend(&mut self, theta: &mut [f64], direction: &[f64]) {
         assert_eq!(
             theta.len(),
@@ -60,6 +70,10 @@ impl Optimizer {
             None => 1.0,
         };
         let lr = self.learning_rate;
+        if self.weight_decay > 0.0 {
+            let keep = 1.0 - lr * self.weight_decay;
+            theta.iter_mut().for_each(|p| *p *= keep);
+        }
         match self.kind {
             OptimizerKind::Sgd => {
                 for (p, g) in theta.iter_mut().zip(direction) {
@@ -103,6 +117,23 @@ mod tests {
         for (a, b) in theta.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{theta:?}");
         }
+    }
+
+    /// AdamW: with a zero direction only the decay acts, θ ← θ(1 − ηλ) —
+    /// decoupled from Adam's scaling (coupled L2 through the gradient would
+    /// move every coordinate by ±η instead).
+    #[test]
+    fn adamw_decay_is_decoupled_from_the_adaptive_step() {
+        let mut opt = Optimizer::new(OptimizerKind::Adam, 0.1, None).with_weight_decay(0.5);
+        let mut theta = vec![2.0, -4.0];
+        opt.ascend(&mut theta, &[0.0, 0.0]);
+        assert!(
+            (theta[0] - 1.9).abs() < 1e-12 && (theta[1] + 3.8).abs() < 1e-12,
+            "{theta:?}"
+        );
+        opt.ascend(&mut theta, &[1.0, 1.0]);
+        // Decay to 1.805 and −3.61, then Adam's +η·m̂/(√v̂+ε) ≈ +0.1·0.1/√0.001·... > 0.
+        assert!(theta[0] > 1.805 && theta[1] > -3.61, "{theta:?}");
     }
 
     /// Clipping scales the whole direction, not coordinates.

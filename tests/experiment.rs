@@ -265,6 +265,7 @@ fn arm(method: Method) -> ArmConfig {
         rl_batches: 2,
         iw_clip: 5.0,
         max_grad_norm: 0.0,
+        weight_decay: 0.0,
         false_accept: 0.0,
         false_reject: 0.0,
     }

@@ -106,6 +106,8 @@ pub struct ArmConfig {
     pub iw_clip: f64,
     /// Clip update directions to this L2 norm (0: no clipping).
     pub max_grad_norm: f64,
+    /// Decoupled weight decay λ per step (0: none; with Adam this is AdamW).
+    pub weight_decay: f64,
     /// Probability that the judge accepts an invalid plan.
     pub false_accept: f64,
     /// Probability that the judge rejects a valid plan.
@@ -159,6 +161,12 @@ impl ArmConfig {
         if !(self.max_grad_norm == 0.0 || positive(self.max_grad_norm)) {
             return bad("max_grad_norm", "must be ≥ 0");
         }
+        if !(self.weight_decay >= 0.0 && self.learning_rate * self.weight_decay < 1.0) {
+            return bad(
+                "weight_decay",
+                "must be ≥ 0 with learning_rate × weight_decay < 1",
+            );
+        }
         for (field, p) in [
             ("false_accept", self.false_accept),
             ("false_reject", self.false_reject),
@@ -173,6 +181,7 @@ impl ArmConfig {
     fn optimizer(&self) -> Optimizer {
         let clip = (self.max_grad_norm > 0.0).then_some(self.max_grad_norm);
         Optimizer::new(self.optimizer, self.learning_rate, clip)
+            .with_weight_decay(self.weight_decay)
     }
 }
 

@@ -245,6 +245,7 @@ pub fn builtin_arm_defaults() -> toml::Table {
         rl_batches: 4,
         iw_clip: 5.0,
         max_grad_norm: 0.0,
+        weight_decay: 0.0,
         false_accept: 0.0,
         false_reject: 0.0,
     };

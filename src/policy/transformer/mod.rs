@@ -18,17 +18,20 @@
 //! of [`Config::shapes`]; the candle graph is rebuilt from it when it
 //! changes. Initial weights come from our seeded generator.
 
+pub mod kernels;
 pub mod model;
+pub mod sampling;
 pub mod tokens;
+pub mod train;
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
-use rand_distr::{Distribution, Normal};
 
 pub use model::Config;
 use model::Weights;
+use sampling::{Decode, Sampling};
 use tokens::Vocabulary;
 
 use super::Policy;
@@ -84,9 +87,7 @@ pub fn device() -> Device {
 }
 
 impl Transformer {
-    /// A fresh model for `env`: weights ~ N(0, 0.02²) (embeddings,
-    /// projections, head; the residual output projections scaled by
-    /// 1/√(2·layers) as in GPT-2), layer-norm gains 1, biases 0.
+    /// A fresh model for `env` with [`model::initial_params`].
     pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {
         if size.heads == 0 || size.d_model % size.heads != 0 {
             return Err(Error::Invalid(format!(
@@ -104,25 +105,7 @@ impl Transformer {
             max_len: vocab.max_sequence(env),
             f64: size.f64,
         };
-        let normal = Normal::new(0.0, 0.02).expect("finite");
-        let residual = 1.0 / (2.0 * size.layers.max(1) as f64).sqrt();
-        let mut theta = Vec::with_capacity(cfg.num_params());
-        for (name, shape) in cfg.shapes() {
-            let n: usize = shape.iter().product();
-            let gain = name.ends_with(".g");
-            let bias = name.ends_with(".b") || name.ends_with("b1") || name.ends_with("b2");
-            for _ in 0..n {
-                theta.push(if gain {
-                    1.0
-                } else if bias {
-                    0.0
-                } else if name.ends_with("wo") || name.ends_with("w2") {
-                    normal.sample(rng) * residual
-                } else {
-                    normal.sample(rng)
-                });
-            }
-        }
+        let theta = model::initial_params(&cfg, rng);
         Ok(Transformer {
             cfg,
             vocab,
@@ -164,6 +147,56 @@ impl Transformer {
     ) -> candle_core::Result<Tensor> {
         let prompt = self.vocab.prompt(env, x, s);
         w.completion_log_probs(&prompt, &self.vocab.action_tokens)
+    }
+
+    /// Plan text written freely, token by token ([`sampling`]): nothing
+    /// holds the model to well-formed steps. From the initial state it
+    /// writes a step; if the step names an action applicable in the current
+    /// state, the state advances and the next prompt shows it. `<end>`,
+    /// text that is not an applicable step (kept, for the validator to
+    /// reject), or the horizon ends the plan. One step per line, IPC
+    /// syntax — read it with the extractor and validator like any model's.
+    pub fn write_plan(
+        &self,
+        env: &Deployment,
+        x: usize,
+        sampling: &Sampling,
+        rng: &mut crate::rng::Rng,
+    ) -> Result<String> {
+        let w = self.weights();
+        let stop = [self.vocab.id(")"), self.vocab.id(tokens::END)]
+            .map(|t| t.expect("in every vocabulary"));
+        let task = &env.tasks[x];
+        let mut s: StateIndex = 0;
+        let mut text = String::new();
+        for _ in 0..env.horizon {
+            let prompt = self.vocab.prompt(env, x, s);
+            let step = sampling::generate(&w, &prompt, 1, &stop, sampling, Decode::KvCache, rng)
+                .map_err(candle)?
+                .pop()
+                .expect("one row");
+            if step.last() == Some(&stop[1]) && step.len() == 1 {
+                break;
+            }
+            text += &self.vocab.text(&step);
+            text.push('\n');
+            let next = self.vocab.action_of(&step).and_then(|a| {
+                task.successors[s as usize]
+                    .iter()
+                    .find(|&&(b, _)| b == a)
+                    .map(|&(_, t)| t)
+            });
+            match next {
+                Some(t) => s = t,
+                None => break,
+            }
+        }
+        Ok(text)
+    }
+
+    /// The candle weights (for sampling and benchmarks).
+    pub fn candle_weights(&self) -> std::sync::Arc<Weights> {
+        self.weights()
     }
 
     /// Writes the weights as safetensors at `path` and the config and

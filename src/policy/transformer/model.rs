@@ -6,13 +6,18 @@
 //!   xₗ₊₁ = yₗ + MLP(LN₂(yₗ)),   yₗ = xₗ + Attn(LN₁(xₗ))
 //!   logits = LN_f(x_L) W_out
 //!
-//! Every norm and softmax is written from differentiable primitives
-//! (candle 0.11's fused `layer_norm`, `rms_norm` and `softmax_last_dim`
-//! record no backward pass). Weights come from a flat f64 vector in the
-//! order of [`Config::shapes`]; the graph runs in f32 or f64. The key/value
-//! cache of a prompt lets many continuations share one prompt pass.
+//! Every norm, softmax and GELU is differentiable: candle 0.11's fused
+//! `layer_norm`, `rms_norm` and `softmax_last_dim` record no backward pass,
+//! so the CPU path uses our fused kernels with hand-written backward passes
+//! ([`kernels`]) and other devices the same formulas from primitives. Weights come from a flat f64 vector in the
+//! order of [`Config::shapes`]; the graph runs in f32 or f64. A key/value
+//! cache ([`KvCache`]) lets many continuations share one prompt pass and
+//! lets decoding feed one new token per step instead of the whole sequence.
 
 use candle_core::{D, DType, Device, Tensor, Var};
+
+use super::kernels;
+use rand_distr::{Distribution, Normal};
 
 /// Architecture. `max_len` bounds prompt + completion.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -77,6 +82,36 @@ impl Config {
     }
 }
 
+/// Initial weights from our seeded generator (candle's CPU generator
+/// cannot be seeded): N(0, 0.02²) for embeddings, projections and head,
+/// the residual output projections (`wo`, `w2`) scaled by 1/√(2·layers) as
+/// in GPT-2; layer-norm gains 1, biases 0. Flat, in [`Config::shapes`] order.
+pub fn initial_params(cfg: &Config, rng: &mut crate::rng::Rng) -> Vec<f64> {
+    let normal = Normal::new(0.0, 0.02).expect("finite");
+    let residual = 1.0 / (2.0 * cfg.layers.max(1) as f64).sqrt();
+    let mut theta = Vec::with_capacity(cfg.num_params());
+    for (name, shape) in cfg.shapes() {
+        let n: usize = shape.iter().product();
+        let gain = name.ends_with(".g");
+        let bias = name.ends_with(".b") || name.ends_with("b1") || name.ends_with("b2");
+        let scale = if name.ends_with("wo") || name.ends_with("w2") {
+            residual
+        } else {
+            1.0
+        };
+        for _ in 0..n {
+            theta.push(if gain {
+                1.0
+            } else if bias {
+                0.0
+            } else {
+                normal.sample(rng) * scale
+            });
+        }
+    }
+    theta
+}
+
 /// The weights as candle variables (tracked for autograd).
 pub struct Weights {
     pub cfg: Config,
@@ -84,8 +119,11 @@ pub struct Weights {
     pub device: Device,
 }
 
-/// Keys and values of a prompt, per layer: [1, heads, P, d_head].
-pub struct PromptCache {
+/// Keys and values of the positions seen so far, per layer:
+/// [B, heads, len, d_head], where B is 1 (a prompt shared by a batch of
+/// continuations: it broadcasts) or the batch size.
+#[derive(Clone)]
+pub struct KvCache {
     pub keys: Vec<Tensor>,
     pub values: Vec<Tensor>,
     pub len: usize,
@@ -93,22 +131,20 @@ pub struct PromptCache {
 
 type R<T> = candle_core::Result<T>;
 
+/// LN(x) = g ⊙ (x − μ)/√(var + ε) + b over the last dimension; the
+/// normalisation is a fused kernel with its own backward ([`kernels`]).
 fn layer_norm(x: &Tensor, g: &Tensor, b: &Tensor) -> R<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    centred
-        .broadcast_div(&(var + LN_EPS)?.sqrt()?)?
+    kernels::normalize(x, LN_EPS)?
         .broadcast_mul(g)?
         .broadcast_add(b)
 }
 
-/// softmax over the last dimension; the max is a constant shift (softmax is
-/// shift-invariant), so it is detached.
-pub fn softmax_last(x: &Tensor) -> R<Tensor> {
-    let m = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&m)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+/// x W for x of shape [B, T, k] and W [k, n], as one [B·T, k] × [k, n]
+/// product (`broadcast_matmul` would copy W per batch row and sum the
+/// copies' gradients back).
+fn linear(x: &Tensor, w: &Tensor) -> R<Tensor> {
+    let (b, t, k) = x.dims3()?;
+    x.reshape((b * t, k))?.matmul(w)?.reshape((b, t, w.dim(1)?))
 }
 
 /// log softmax over the last dimension.
@@ -163,14 +199,15 @@ impl Weights {
     }
 
     /// Runs `tokens` ([B, T]) at positions `start..start+T`, attending to
-    /// `prefix` (keys/values of earlier positions, shared by the batch) and
-    /// causally to themselves. Returns logits [B, T, V] and this call's
-    /// keys/values per layer ([B, heads, prefix + T, d_head]).
+    /// `prefix` (keys/values of the earlier positions, batch 1 or B) and
+    /// causally to themselves. Returns logits [B, T, V] and the keys/values
+    /// of prefix and new positions per layer ([B, heads, prefix + T,
+    /// d_head]) — the cache for the next call.
     pub fn forward(
         &self,
         tokens: &Tensor,
         start: usize,
-        prefix: Option<&PromptCache>,
+        prefix: Option<&KvCache>,
     ) -> R<(Tensor, Vec<Tensor>, Vec<Tensor>)> {
         let c = self.cfg;
         let (b, t) = tokens.dims2()?;
@@ -201,7 +238,7 @@ impl Weights {
             let w = |k: usize| self.w(base + k);
             let h = layer_norm(&x, w(0), w(1))?;
             let split = |m: &Tensor| -> R<Tensor> {
-                h.broadcast_matmul(m)?
+                linear(&h, m)?
                     .reshape((b, t, c.heads, dh))?
                     .transpose(1, 2)?
                     .contiguous()
@@ -209,42 +246,45 @@ impl Weights {
             let (q, mut k, mut v) = (split(w(2))?, split(w(3))?, split(w(4))?);
             if let Some(pc) = prefix {
                 let shape = (b, c.heads, p, dh);
+                // Broadcasting copies a shared prompt's cache to the batch;
+                // a cache of batch B is taken as is.
                 k = Tensor::cat(&[&pc.keys[l].broadcast_as(shape)?.contiguous()?, &k], 2)?;
                 v = Tensor::cat(&[&pc.values[l].broadcast_as(shape)?.contiguous()?, &v], 2)?;
             }
             let scores =
                 (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-            let att = softmax_last(&scores)?
+            let att = kernels::softmax_last(&scores)?
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b, t, c.d_model))?;
-            x = (x + att.broadcast_matmul(w(5))?)?;
+            x = (x + linear(&att, w(5))?)?;
             let h2 = layer_norm(&x, w(6), w(7))?;
-            let m = h2
-                .broadcast_matmul(w(8))?
-                .broadcast_add(w(9))?
-                .gelu()?
-                .broadcast_matmul(w(10))?
-                .broadcast_add(w(11))?;
+            let m = linear(
+                &linear(&h2, w(8))?
+                    .broadcast_add(w(9))?
+                    .apply(&kernels::gelu)?,
+                w(10),
+            )?
+            .broadcast_add(w(11))?;
             x = (x + m)?;
             keys.push(k);
             values.push(v);
         }
         let n = self.vars.len();
         let out = layer_norm(&x, self.w(n - 3), self.w(n - 2))?;
-        Ok((out.broadcast_matmul(self.w(n - 1))?, keys, values))
+        Ok((linear(&out, self.w(n - 1))?, keys, values))
     }
 
     /// One prompt ([P] tokens): log-probabilities of the next token [V] and
     /// the prompt's cache.
-    pub fn prompt(&self, tokens: &[u32]) -> R<(Tensor, PromptCache)> {
+    pub fn prompt(&self, tokens: &[u32]) -> R<(Tensor, KvCache)> {
         let t = Tensor::from_vec(tokens.to_vec(), (1, tokens.len()), &self.device)?;
         let (logits, keys, values) = self.forward(&t, 0, None)?;
         let last = logits.narrow(1, tokens.len() - 1, 1)?.flatten_all()?;
         Ok((
             log_softmax_last(&last)?,
-            PromptCache {
+            KvCache {
                 keys,
                 values,
                 len: tokens.len(),
@@ -284,5 +324,32 @@ impl Weights {
             total = (total + (picked * keep)?.sum(1)?)?;
         }
         Ok(total)
+    }
+
+    /// Language-model loss of a batch of sequences ([B, T] token ids):
+    /// the mean over the B·(T−1) positions of −log P(token t+1 | tokens ≤ t)
+    /// (teacher forcing). This is the training step the throughput
+    /// benchmark times beside PyTorch.
+    pub fn lm_loss(&self, tokens: &Tensor) -> R<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let inputs = tokens.narrow(1, 0, t - 1)?;
+        let targets = tokens.narrow(1, 1, t - 1)?.reshape((b, t - 1, 1))?;
+        let (logits, _, _) = self.forward(&inputs, 0, None)?;
+        let picked = log_softmax_last(&logits)?.gather(&targets, 2)?;
+        picked.mean_all()?.neg()
+    }
+
+    /// Overwrites every variable from a flat f64 vector (the layout of
+    /// [`Config::shapes`]), e.g. after an optimiser step.
+    pub fn set_flat(&self, theta: &[f64]) -> R<()> {
+        let mut at = 0;
+        for v in &self.vars {
+            let n = v.elem_count();
+            let t = Tensor::from_vec(theta[at..at + n].to_vec(), v.shape(), &self.device)?
+                .to_dtype(self.cfg.dtype())?;
+            v.set(&t)?;
+            at += n;
+        }
+        Ok(())
     }
 }

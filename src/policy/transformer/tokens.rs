@@ -79,6 +79,11 @@ impl Vocabulary {
         self.index.get(word).copied()
     }
 
+    /// The action whose completion is exactly `tokens` (`<end>`: END).
+    pub fn action_of(&self, tokens: &[u32]) -> Option<usize> {
+        self.action_tokens.iter().position(|a| a == tokens)
+    }
+
     /// The prompt of task `x` in state `s`.
     pub fn prompt(&self, env: &Deployment, x: usize, s: StateIndex) -> Vec<u32> {
         let t = &env.tasks[x];
