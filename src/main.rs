@@ -4,6 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = iterdeploy::cli::Cli::parse();
+    iterdeploy::policy::transformer::keep_freed_memory();
     match iterdeploy::cli::run(args) {
         Ok(code) => code,
         Err(e) => {

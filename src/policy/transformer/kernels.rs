@@ -1,21 +1,25 @@
-//! Fused CPU kernels with hand-written backward passes for the three
+//! Fused CPU kernels with hand-written backward passes for the
 //! element-wise pieces of the decoder that dominate a training step when
 //! written from candle primitives (each primitive allocates a tensor and
-//! records a backward node; GELU's built-in backward calls `powf` twice).
+//! records a backward node, broadcasts are reduced back by strided sums,
+//! and GELU's built-in backward calls `powf` twice).
 //!
 //!   GELU (tanh form):  y = ½x(1 + tanh u),  u = c(x + 0.044715x³), c = √(2/π)
 //!                      y' = ½(1 + tanh u) + ½x(1 − tanh²u)·c(1 + 3·0.044715x²)
-//!   normalise (last dim, n entries):  x̂ = (x − μ)/σ,  σ = √(var + ε)
-//!                      dx = (dy − mean(dy) − x̂·mean(dy ⊙ x̂)) / σ
-//!   softmax (last dim): y = e^{x − max} / Σ e^{x − max}
-//!                      dx = y ⊙ (dy − Σ dy ⊙ y)
+//!   layer norm (last dim, n entries):  y = g ⊙ x̂ + b,  x̂ = (x − μ)/σ,  σ = √(var + ε)
+//!                      dx = (ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)) / σ  with ĝ = g ⊙ dy,
+//!                      dg = Σ_rows dy ⊙ x̂,  db = Σ_rows dy
+//!   bias:              y = x + b (per row),  db = Σ_rows dy
+//!   causal softmax (scores of t queries against p + t keys, scaled by s):
+//!                      y_ij = e^{s x_ij} / Σ_{k ≤ p+i} e^{s x_ik} for j ≤ p + i, else 0
+//!                      dx = s · y ⊙ (dy − Σ dy ⊙ y)
 //!
 //! Each is a candle `CustomOp` on the CPU; other devices (the `cuda`
 //! feature) use the same formulas composed from differentiable candle
 //! primitives. The finite-difference and every-parameter-gets-a-gradient
 //! tests of the transformer run through these kernels in f64.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 type R<T> = candle_core::Result<T>;
@@ -27,17 +31,23 @@ const PARALLEL_MIN: usize = 1 << 15;
 const GELU_C: f64 = 0.797_884_560_802_865_4; // √(2/π)
 const GELU_A: f64 = 0.044_715;
 
-trait Real: Copy + Send + Sync + 'static {
+trait Real:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+{
     fn f(self) -> f64;
     fn of(x: f64) -> Self;
     /// exp in the storage's precision (f32's is several times cheaper).
     fn exp_(self) -> Self;
-    /// tanh u = 1 − 2/(e^{2u} + 1): one exp instead of libm's tanh (which
-    /// calls expm1 and dominated the training step); exact at ±∞, absolute
-    /// error at the type's epsilon near 0.
-    fn tanh_(self) -> Self {
-        Self::of(1.0 - 2.0 / (Self::of(2.0 * self.f()).exp_().f() + 1.0))
-    }
+    /// tanh in the storage's precision: libm's in f64 (verification);
+    /// in f32 a branch-free rational approximation the compiler vectorises
+    /// (libm's scalar tanh call dominated the f32 training step).
+    fn tanh_(self) -> Self;
 }
 impl Real for f32 {
     fn f(self) -> f64 {
@@ -49,6 +59,27 @@ impl Real for f32 {
     fn exp_(self) -> Self {
         self.exp()
     }
+    /// tanh x ≈ x·P(x²)/Q(x²) on |x| ≤ 7.9053 (where f32 tanh rounds to
+    /// ±1), P of degree 6 and Q of degree 3 in x²: the minimax
+    /// coefficients Eigen publishes for its float tanh (error within a few
+    /// ulp; `f32_tanh_is_accurate` checks it against libm).
+    fn tanh_(self) -> Self {
+        const A: [f32; 7] = [
+            -2.760_768_5e-16,
+            2.000_188e-13,
+            -8.604_672e-11,
+            5.122_297e-8,
+            1.485_722_4e-5,
+            6.372_619e-4,
+            4.893_524_6e-3,
+        ];
+        const B: [f32; 4] = [1.198_258_4e-6, 1.185_347e-4, 2.268_434_6e-3, 4.893_525e-3];
+        let x = self.clamp(-7.905_311, 7.905_311);
+        let x2 = x * x;
+        let p = A.iter().fold(0.0, |acc, &a| acc * x2 + a) * x;
+        let q = B.iter().fold(0.0, |acc, &b| acc * x2 + b);
+        p / q
+    }
 }
 impl Real for f64 {
     fn f(self) -> f64 {
@@ -59,6 +90,9 @@ impl Real for f64 {
     }
     fn exp_(self) -> Self {
         self.exp()
+    }
+    fn tanh_(self) -> Self {
+        self.tanh()
     }
 }
 
@@ -107,31 +141,64 @@ macro_rules! binary {
     };
 }
 
+/// Dispatches a three-input kernel (same dtype) over f32/f64 storage.
+macro_rules! ternary {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $op:expr, $k:ident $(, $arg:expr)*) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => CpuStorage::F32($k(
+                slice(a, $l1, $op)?,
+                slice(b, $l2, $op)?,
+                slice(c, $l3, $op)?,
+                $($arg),*
+            )),
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => CpuStorage::F64($k(
+                slice(a, $l1, $op)?,
+                slice(b, $l2, $op)?,
+                slice(c, $l3, $op)?,
+                $($arg),*
+            )),
+            _ => candle_core::bail!("{}: f32 or f64, all the same", $op),
+        }
+    };
+}
+
+/// Column sums of rows of `width`: Σ_rows dy (a bias's or gain's gradient).
+fn column_sums<T: Real>(dy: &[T], width: usize) -> Vec<f64> {
+    let mut acc = vec![0.0; width];
+    for row in dy.chunks(width) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a += v.f();
+        }
+    }
+    acc
+}
+
 // ---- GELU ------------------------------------------------------------------
 
 fn gelu_fwd<T: Real>(x: &[T]) -> Vec<T> {
+    let (c, a, half, one) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5), T::of(1.0));
     let mut out = x.to_vec();
     let w = out.len().clamp(1, 4096);
     rows(&mut out, w, |_, r| {
         for v in r {
-            let x = v.f();
-            let t = T::of(GELU_C * (x + GELU_A * x * x * x)).tanh_().f();
-            *v = T::of(0.5 * x * (1.0 + t));
+            let x = *v;
+            let t = (c * (x + a * x * x * x)).tanh_();
+            *v = half * x * (one + t);
         }
     });
     out
 }
 
 fn gelu_bwd<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
+    let (c, a, half, one) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5), T::of(1.0));
+    let a3 = T::of(3.0 * GELU_A);
     let mut out = dy.to_vec();
     let w = out.len().clamp(1, 4096);
     rows(&mut out, w, |i, r| {
-        for (j, v) in r.iter_mut().enumerate() {
-            let x = x[i * w + j].f();
-            let t = T::of(GELU_C * (x + GELU_A * x * x * x)).tanh_().f();
-            let d =
-                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
-            *v = T::of(v.f() * d);
+        for (v, &x) in r.iter_mut().zip(&x[i * w..]) {
+            let t = (c * (x + a * x * x * x)).tanh_();
+            let d = half * (one + t) + half * x * (one - t * t) * c * (one + a3 * x * x);
+            *v = *v * d;
         }
     });
     out
@@ -187,72 +254,137 @@ fn gelu_primitive(x: &Tensor) -> R<Tensor> {
     (x * 0.5)? * (u.tanh()? + 1.0)?
 }
 
-// ---- normalisation over the last dimension --------------------------------
+// ---- layer norm over the last dimension ----------------------------------
 
-fn normalize_fwd<T: Real>(x: &[T], n: usize, eps: f64) -> Vec<T> {
+/// Mean and 1/σ of one row.
+fn moments<T: Real>(r: &[T], eps: f64) -> (f64, f64) {
+    let n = r.len() as f64;
+    let mean = r.iter().map(|v| v.f()).sum::<f64>() / n;
+    let var = r.iter().map(|v| (v.f() - mean).powi(2)).sum::<f64>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+fn layer_norm_fwd<T: Real>(x: &[T], g: &[T], b: &[T], eps: f64) -> Vec<T> {
+    let n = g.len();
     let mut out = x.to_vec();
     rows(&mut out, n, |_, r| {
-        let mean = r.iter().map(|v| v.f()).sum::<f64>() / n as f64;
-        let var = r.iter().map(|v| (v.f() - mean).powi(2)).sum::<f64>() / n as f64;
-        let inv = 1.0 / (var + eps).sqrt();
-        for v in r {
-            *v = T::of((v.f() - mean) * inv);
+        let (mean, inv) = moments(r, eps);
+        for ((v, g), b) in r.iter_mut().zip(g).zip(b) {
+            *v = T::of((v.f() - mean) * inv * g.f() + b.f());
         }
     });
     out
 }
 
-/// From x (to recompute σ) and x̂ (the forward's result), dy.
-fn normalize_bwd<T: Real>(x: &[T], xhat_dy: &[T], n: usize, eps: f64) -> Vec<T> {
-    // `xhat_dy` holds x̂ rows followed by dy rows (one input of two halves).
-    let half = xhat_dy.len() / 2;
-    let (xhat, dy) = xhat_dy.split_at(half);
-    let mut out = vec![T::of(0.0); half];
+fn layer_norm_dx<T: Real>(x: &[T], g: &[T], dy: &[T], eps: f64) -> Vec<T> {
+    let n = g.len();
+    let mut out = vec![T::of(0.0); x.len()];
     rows(&mut out, n, |i, r| {
-        let xs = &x[i * n..(i + 1) * n];
-        let mean = xs.iter().map(|v| v.f()).sum::<f64>() / n as f64;
-        let var = xs.iter().map(|v| (v.f() - mean).powi(2)).sum::<f64>() / n as f64;
-        let inv = 1.0 / (var + eps).sqrt();
-        let (xh, g) = (&xhat[i * n..(i + 1) * n], &dy[i * n..(i + 1) * n]);
-        let mean_g = g.iter().map(|v| v.f()).sum::<f64>() / n as f64;
-        let mean_gx = g.iter().zip(xh).map(|(a, b)| a.f() * b.f()).sum::<f64>() / n as f64;
+        let (xs, dys) = (&x[i * n..(i + 1) * n], &dy[i * n..(i + 1) * n]);
+        let (mean, inv) = moments(xs, eps);
+        let (mut m_g, mut m_gx) = (0.0, 0.0);
+        for j in 0..n {
+            let gh = g[j].f() * dys[j].f();
+            m_g += gh;
+            m_gx += gh * (xs[j].f() - mean) * inv;
+        }
+        let (m_g, m_gx) = (m_g / n as f64, m_gx / n as f64);
         for (j, v) in r.iter_mut().enumerate() {
-            *v = T::of((g[j].f() - mean_g - xh[j].f() * mean_gx) * inv);
+            let xh = (xs[j].f() - mean) * inv;
+            *v = T::of((g[j].f() * dys[j].f() - m_g - xh * m_gx) * inv);
         }
     });
     out
 }
 
-struct Normalize {
+/// [dg; db] as one [2, n] tensor: Σ_rows dy ⊙ x̂ and Σ_rows dy.
+fn layer_norm_dparams<T: Real>(x: &[T], dy: &[T], n: usize, eps: f64) -> Vec<T> {
+    let mut dg = vec![0.0; n];
+    for (xs, dys) in x.chunks(n).zip(dy.chunks(n)) {
+        let (mean, inv) = moments(xs, eps);
+        for j in 0..n {
+            dg[j] += dys[j].f() * (xs[j].f() - mean) * inv;
+        }
+    }
+    dg.into_iter()
+        .chain(column_sums(dy, n))
+        .map(T::of)
+        .collect()
+}
+
+struct LayerNorm {
     eps: f64,
 }
-struct NormalizeGrad {
+struct LayerNormDx {
+    eps: f64,
+}
+struct LayerNormDparams {
     eps: f64,
 }
 
-impl CustomOp1 for Normalize {
+impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
-        "normalize"
+        "layer-norm"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        let n = *l.dims().last().unwrap_or(&1);
-        Ok((
-            unary!(s, l, self.name(), normalize_fwd, n, self.eps),
-            l.shape().clone(),
-        ))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        let out = ternary!(
+            s1,
+            l1,
+            s2,
+            l2,
+            s3,
+            l3,
+            self.name(),
+            layer_norm_fwd,
+            self.eps
+        );
+        Ok((out, l1.shape().clone()))
     }
-    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
-        let both = Tensor::cat(&[y, &dy.contiguous()?], 0)?;
-        Ok(Some(x.apply_op2_no_bwd(
-            &both,
-            &NormalizeGrad { eps: self.eps },
-        )?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> R<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let eps = self.eps;
+        let dx = x.apply_op3_no_bwd(g, &dy, &LayerNormDx { eps })?;
+        let params = x.apply_op2_no_bwd(&dy, &LayerNormDparams { eps })?;
+        Ok((Some(dx), Some(params.get(0)?), Some(params.get(1)?)))
     }
 }
 
-impl CustomOp2 for NormalizeGrad {
+impl CustomOp3 for LayerNormDx {
     fn name(&self) -> &'static str {
-        "normalize-grad"
+        "layer-norm-dx"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        let out = ternary!(s1, l1, s2, l2, s3, l3, self.name(), layer_norm_dx, self.eps);
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for LayerNormDparams {
+    fn name(&self) -> &'static str {
+        "layer-norm-dparams"
     }
     fn cpu_fwd(
         &self,
@@ -262,79 +394,52 @@ impl CustomOp2 for NormalizeGrad {
         l2: &Layout,
     ) -> R<(CpuStorage, Shape)> {
         let n = *l1.dims().last().unwrap_or(&1);
-        Ok((
-            binary!(s1, l1, s2, l2, self.name(), normalize_bwd, n, self.eps),
-            l1.shape().clone(),
-        ))
+        let out = binary!(s1, l1, s2, l2, self.name(), layer_norm_dparams, n, self.eps);
+        Ok((out, Shape::from((2, n))))
     }
 }
 
-/// (x − mean)/√(var + ε) over the last dimension.
-pub fn normalize(x: &Tensor, eps: f64) -> R<Tensor> {
+/// g ⊙ (x − μ)/√(var + ε) + b over the last dimension (g, b of that size).
+pub fn layer_norm(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> R<Tensor> {
     if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(Normalize { eps })
+        x.contiguous()?.apply_op3(g, b, LayerNorm { eps })
     } else {
-        normalize_primitive(x, eps)
+        layer_norm_primitive(x, g, b, eps)
     }
 }
 
-fn normalize_primitive(x: &Tensor, eps: f64) -> R<Tensor> {
+fn layer_norm_primitive(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> R<Tensor> {
     let mean = x.mean_keepdim(D::Minus1)?;
     let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    centred.broadcast_div(&(var + eps)?.sqrt()?)
+    centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(g)?
+        .broadcast_add(b)
 }
 
-// ---- softmax over the last dimension --------------------------------------
+// ---- bias ------------------------------------------------------------------
 
-fn softmax_fwd<T: Real>(x: &[T], n: usize) -> Vec<T> {
+fn bias_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
     let mut out = x.to_vec();
-    rows(&mut out, n, |_, r| {
-        let max = r.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.f()));
-        let mut total = 0.0;
-        for v in r.iter_mut() {
-            let e = T::of(v.f() - max).exp_().f();
-            total += e;
-            *v = T::of(e);
-        }
-        for v in r {
-            *v = T::of(v.f() / total);
+    rows(&mut out, b.len(), |_, r| {
+        for (v, b) in r.iter_mut().zip(b) {
+            *v = T::of(v.f() + b.f());
         }
     });
     out
 }
 
-fn softmax_bwd<T: Real>(y: &[T], dy: &[T], n: usize) -> Vec<T> {
-    let mut out = vec![T::of(0.0); y.len()];
-    rows(&mut out, n, |i, r| {
-        let (y, g) = (&y[i * n..(i + 1) * n], &dy[i * n..(i + 1) * n]);
-        let dot: f64 = y.iter().zip(g).map(|(a, b)| a.f() * b.f()).sum();
-        for (j, v) in r.iter_mut().enumerate() {
-            *v = T::of(y[j].f() * (g[j].f() - dot));
-        }
-    });
-    out
+fn column_sums_of<T: Real>(dy: &[T], n: usize) -> Vec<T> {
+    column_sums(dy, n).into_iter().map(T::of).collect()
 }
 
-struct Softmax;
-struct SoftmaxGrad;
+struct Bias;
+struct ColumnSums;
 
-impl CustomOp1 for Softmax {
+impl CustomOp2 for Bias {
     fn name(&self) -> &'static str {
-        "softmax-last"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        let n = *l.dims().last().unwrap_or(&1);
-        Ok((unary!(s, l, self.name(), softmax_fwd, n), l.shape().clone()))
-    }
-    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxGrad)?))
-    }
-}
-
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "softmax-last-grad"
+        "bias"
     }
     fn cpu_fwd(
         &self,
@@ -343,24 +448,168 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> R<(CpuStorage, Shape)> {
-        let n = *l1.dims().last().unwrap_or(&1);
         Ok((
-            binary!(s1, l1, s2, l2, self.name(), softmax_bwd, n),
+            binary!(s1, l1, s2, l2, self.name(), bias_fwd),
             l1.shape().clone(),
         ))
     }
-}
-
-/// softmax over the last dimension.
-pub fn softmax_last(x: &Tensor) -> R<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(Softmax)
-    } else {
-        softmax_primitive(x)
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> R<(Option<Tensor>, Option<Tensor>)> {
+        let db = dy.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
+        Ok((Some(dy.clone()), Some(db)))
     }
 }
 
-fn softmax_primitive(x: &Tensor) -> R<Tensor> {
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "column-sums"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
+        let n = *l.dims().last().unwrap_or(&1);
+        Ok((unary!(s, l, self.name(), column_sums_of, n), Shape::from(n)))
+    }
+}
+
+/// x + b, b added to every row (b of the last dimension's size).
+pub fn bias(x: &Tensor, b: &Tensor) -> R<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(b, Bias)
+    } else {
+        x.broadcast_add(b)
+    }
+}
+
+// ---- causal softmax over the last dimension -------------------------------
+
+/// Row r of the scores is query i = r mod t; it sees keys 0..=p+i.
+fn visible(r: usize, t: usize, p: usize) -> usize {
+    p + r % t + 1
+}
+
+fn causal_softmax_fwd<T: Real>(x: &[T], n: usize, t: usize, scale: f64) -> Vec<T> {
+    let p = n - t;
+    let mut out = x.to_vec();
+    rows(&mut out, n, |i, r| {
+        let (seen, hidden) = r.split_at_mut(visible(i, t, p));
+        let max = seen.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.f()));
+        let mut total = 0.0;
+        for v in seen.iter_mut() {
+            let e = T::of(scale * (v.f() - max)).exp_().f();
+            total += e;
+            *v = T::of(e);
+        }
+        for v in seen {
+            *v = T::of(v.f() / total);
+        }
+        hidden.iter_mut().for_each(|v| *v = T::of(0.0));
+    });
+    out
+}
+
+fn causal_softmax_bwd<T: Real>(y: &[T], dy: &[T], n: usize, t: usize, scale: f64) -> Vec<T> {
+    let p = n - t;
+    let mut out = vec![T::of(0.0); y.len()];
+    rows(&mut out, n, |i, r| {
+        let k = visible(i, t, p);
+        let (y, g) = (&y[i * n..i * n + k], &dy[i * n..i * n + k]);
+        let dot: f64 = y.iter().zip(g).map(|(a, b)| a.f() * b.f()).sum();
+        for (j, v) in r[..k].iter_mut().enumerate() {
+            *v = T::of(scale * y[j].f() * (g[j].f() - dot));
+        }
+    });
+    out
+}
+
+struct CausalSoftmax {
+    scale: f64,
+}
+struct CausalSoftmaxGrad {
+    scale: f64,
+}
+
+fn query_count(l: &Layout) -> usize {
+    let d = l.dims();
+    if d.len() >= 2 { d[d.len() - 2] } else { 1 }
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
+        let (n, t) = (*l.dims().last().unwrap_or(&1), query_count(l));
+        let out = unary!(s, l, self.name(), causal_softmax_fwd, n, t, self.scale);
+        Ok((out, l.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
+        let grad = CausalSoftmaxGrad { scale: self.scale };
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &grad)?))
+    }
+}
+
+impl CustomOp2 for CausalSoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "causal-softmax-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        let (n, t) = (*l1.dims().last().unwrap_or(&1), query_count(l1));
+        let out = binary!(
+            s1,
+            l1,
+            s2,
+            l2,
+            self.name(),
+            causal_softmax_bwd,
+            n,
+            t,
+            self.scale
+        );
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Attention weights from raw scores [.., t, p + t] (t queries at
+/// positions p..p+t, p + t keys): softmax over the last dimension of
+/// `scale` × scores, with keys after each query's position given weight 0.
+pub fn causal_softmax(scores: &Tensor, scale: f64) -> R<Tensor> {
+    if scores.device().is_cpu() {
+        scores.contiguous()?.apply_op1(CausalSoftmax { scale })
+    } else {
+        causal_softmax_primitive(scores, scale)
+    }
+}
+
+/// Added to the scores of hidden keys in the primitive form (finite, so
+/// they get exactly zero weight without NaN gradients).
+const MASKED: f64 = -1e9;
+
+fn causal_softmax_primitive(scores: &Tensor, scale: f64) -> R<Tensor> {
+    let d = scores.dims();
+    let (t, n) = (d[d.len() - 2], d[d.len() - 1]);
+    let mask: Vec<f64> = (0..t)
+        .flat_map(|i| {
+            (0..n).map(move |j| {
+                if j < visible(i, t, n - t) {
+                    0.0
+                } else {
+                    MASKED
+                }
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, n), scores.device())?.to_dtype(scores.dtype())?;
+    let x = (scores * scale)?.broadcast_add(&mask)?;
     // The max is a constant shift (softmax is shift-invariant): detached.
     let m = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
@@ -372,51 +621,80 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// Each kernel's value and gradient against the primitive composition
-    /// (the form other devices use), in f64.
+    /// The f32 tanh against libm's f64 tanh on a fine grid (it feeds GELU
+    /// in every f32 run).
+    #[test]
+    fn f32_tanh_is_accurate() {
+        let worst = (-100_000..=100_000)
+            .map(|i| i as f32 * 1e-4)
+            .map(|x| (x.tanh_() as f64 - (x as f64).tanh()).abs())
+            .fold(0.0, f64::max);
+        // A few f32 ulps (an ulp just below 1 is 6e-8).
+        assert!(worst < 5e-7, "max |error| {worst:e}");
+        assert!((40.0f32.tanh_() - 1.0).abs() <= f32::EPSILON);
+        assert!((-40.0f32).tanh_() + 1.0 <= f32::EPSILON);
+    }
+
+    /// Each kernel's value and gradients (of every input) against the
+    /// primitive composition other devices use, in f64.
     #[test]
     fn kernels_match_the_primitive_forms_and_their_gradients() {
         let dev = Device::Cpu;
-        let data: Vec<f64> = (0..60)
-            .map(|i| ((i * 37 % 23) as f64 - 11.0) * 0.31)
-            .collect();
-        let x = Var::from_tensor(&Tensor::from_vec(data, (3, 4, 5), &dev).unwrap()).unwrap();
-        let weights = Tensor::from_vec(
-            (0..60)
-                .map(|i| (i as f64 * 0.7).sin())
-                .collect::<Vec<f64>>(),
-            (3, 4, 5),
-            &dev,
-        )
-        .unwrap();
-        type F = fn(&Tensor) -> R<Tensor>;
-        let cases: [(&str, F, F); 3] = [
-            ("gelu", gelu, gelu_primitive),
+        let var = |n: usize, shape: &[usize], k: f64| {
+            let data: Vec<f64> = (0..n)
+                .map(|i| ((i as f64 + k) * 0.83).sin() * 2.0)
+                .collect();
+            Var::from_tensor(&Tensor::from_vec(data, shape, &dev).unwrap()).unwrap()
+        };
+        // Scores of 3 queries after a 2-key prefix: [2, 3, 5].
+        let x = var(30, &[2, 3, 5], 0.0);
+        let g = var(5, &[5], 1.0);
+        let b = var(5, &[5], 2.0);
+        let weights = var(30, &[2, 3, 5], 3.0).as_tensor().detach();
+        type F = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> R<Tensor>>;
+        let cases: Vec<(&str, F, F)> = vec![
             (
-                "normalize",
-                |x| normalize(x, 1e-5),
-                |x| normalize_primitive(x, 1e-5),
+                "gelu",
+                Box::new(|x, _, _| gelu(x)),
+                Box::new(|x, _, _| gelu_primitive(x)),
             ),
-            ("softmax", softmax_last, softmax_primitive),
+            (
+                "layer norm",
+                Box::new(|x, g, b| layer_norm(x, g, b, 1e-5)),
+                Box::new(|x, g, b| layer_norm_primitive(x, g, b, 1e-5)),
+            ),
+            (
+                "bias",
+                Box::new(|x, _, b| bias(x, b)),
+                Box::new(|x, _, b| x.broadcast_add(b)),
+            ),
+            (
+                "causal softmax",
+                Box::new(|x, _, _| causal_softmax(x, 0.7)),
+                Box::new(|x, _, _| causal_softmax_primitive(x, 0.7)),
+            ),
         ];
         for (name, fused, primitive) in cases {
-            let run = |f: F| {
-                let y = f(x.as_tensor()).unwrap();
-                let loss = (&y * &weights).unwrap().sum_all().unwrap();
-                let g = loss.backward().unwrap();
-                let gx: Vec<f64> = g
-                    .get(x.as_tensor())
+            let run = |f: &F| {
+                let y = f(x.as_tensor(), g.as_tensor(), b.as_tensor()).unwrap();
+                let grads = (&y * &weights)
                     .unwrap()
-                    .flatten_all()
+                    .sum_all()
                     .unwrap()
-                    .to_vec1()
+                    .backward()
                     .unwrap();
-                (y.flatten_all().unwrap().to_vec1::<f64>().unwrap(), gx)
+                let mut out: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+                for v in [&x, &g, &b] {
+                    if let Some(d) = grads.get(v.as_tensor()) {
+                        out.extend(d.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+                    }
+                }
+                out
             };
-            let (ya, ga) = run(fused);
-            let (yb, gb) = run(primitive);
-            for (a, b) in ya.iter().zip(&yb).chain(ga.iter().zip(&gb)) {
-                assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{name}: {a} vs {b}");
+            let (a, e) = (run(&fused), run(&primitive));
+            assert_eq!(a.len(), e.len(), "{name}: gradients reach different inputs");
+            for (a, e) in a.iter().zip(&e) {
+                assert!((a - e).abs() < 1e-9 * (1.0 + e.abs()), "{name}: {a} vs {e}");
             }
         }
     }

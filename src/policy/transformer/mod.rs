@@ -86,6 +86,29 @@ pub fn device() -> Device {
     Device::Cpu
 }
 
+/// Asks glibc's allocator to keep freed memory in the process: candle
+/// allocates a fresh buffer for every tensor, and with glibc's defaults
+/// buffers of a few MB are mapped and unmapped per op, so a training step
+/// spent a quarter of its time in page faults (perf). With a 32 MB mmap
+/// threshold (glibc's maximum) and no trimming they are reused instead
+/// (about 15% faster training steps here). No effect on other platforms.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // SAFETY: mallopt only changes allocator tuning parameters; it is
+        // called before any thread of ours allocates concurrently.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, std::ffi::c_int::MAX);
+        }
+    }
+}
+
 impl Transformer {
     /// A fresh model for `env` with [`model::initial_params`].
     pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {

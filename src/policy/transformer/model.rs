@@ -33,9 +33,6 @@ pub struct Config {
 }
 
 const LN_EPS: f64 = 1e-5;
-/// Added to attention scores of future positions (finite, so masked
-/// entries get exactly zero weight without NaN gradients).
-const MASKED: f64 = -1e9;
 
 impl Config {
     /// Parameter tensors, in flat order, with their names (the safetensors
@@ -131,14 +128,6 @@ pub struct KvCache {
 
 type R<T> = candle_core::Result<T>;
 
-/// LN(x) = g ⊙ (x − μ)/√(var + ε) + b over the last dimension; the
-/// normalisation is a fused kernel with its own backward ([`kernels`]).
-fn layer_norm(x: &Tensor, g: &Tensor, b: &Tensor) -> R<Tensor> {
-    kernels::normalize(x, LN_EPS)?
-        .broadcast_mul(g)?
-        .broadcast_add(b)
-}
-
 /// x W for x of shape [B, T, k] and W [k, n], as one [B·T, k] × [k, n]
 /// product (`broadcast_matmul` would copy W per batch row and sum the
 /// copies' gradients back).
@@ -226,17 +215,12 @@ impl Weights {
             .embedding(&tokens.flatten_all()?)?
             .reshape((b, t, c.d_model))?;
         x = x.broadcast_add(&pos)?;
-        // mask[i, j] = 0 if key j (of prefix + new) is at or before query i.
-        let mask: Vec<f64> = (0..t)
-            .flat_map(|i| (0..p + t).map(move |j| if j <= p + i { 0.0 } else { MASKED }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, p + t), &self.device)?.to_dtype(c.dtype())?;
         let scale = 1.0 / (dh as f64).sqrt();
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for l in 0..c.layers {
             let base = 2 + 12 * l;
             let w = |k: usize| self.w(base + k);
-            let h = layer_norm(&x, w(0), w(1))?;
+            let h = kernels::layer_norm(&x, w(0), w(1), LN_EPS)?;
             let split = |m: &Tensor| -> R<Tensor> {
                 linear(&h, m)?
                     .reshape((b, t, c.heads, dh))?
@@ -251,28 +235,22 @@ impl Weights {
                 k = Tensor::cat(&[&pc.keys[l].broadcast_as(shape)?.contiguous()?, &k], 2)?;
                 v = Tensor::cat(&[&pc.values[l].broadcast_as(shape)?.contiguous()?, &v], 2)?;
             }
-            let scores =
-                (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-            let att = kernels::softmax_last(&scores)?
+            let scores = q.matmul(&k.transpose(2, 3)?)?;
+            let att = kernels::causal_softmax(&scores, scale)?
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b, t, c.d_model))?;
             x = (x + linear(&att, w(5))?)?;
-            let h2 = layer_norm(&x, w(6), w(7))?;
-            let m = linear(
-                &linear(&h2, w(8))?
-                    .broadcast_add(w(9))?
-                    .apply(&kernels::gelu)?,
-                w(10),
-            )?
-            .broadcast_add(w(11))?;
+            let h2 = kernels::layer_norm(&x, w(6), w(7), LN_EPS)?;
+            let hidden = kernels::gelu(&kernels::bias(&linear(&h2, w(8))?, w(9))?)?;
+            let m = kernels::bias(&linear(&hidden, w(10))?, w(11))?;
             x = (x + m)?;
             keys.push(k);
             values.push(v);
         }
         let n = self.vars.len();
-        let out = layer_norm(&x, self.w(n - 3), self.w(n - 2))?;
+        let out = kernels::layer_norm(&x, self.w(n - 3), self.w(n - 2), LN_EPS)?;
         Ok((linear(&out, self.w(n - 1))?, keys, values))
     }
 
