@@ -3,8 +3,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    iterdeploy::policy::transformer::prepare_cpu_process();
     let args = iterdeploy::cli::Cli::parse();
-    iterdeploy::policy::transformer::keep_freed_memory();
     match iterdeploy::cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -168,6 +168,7 @@ fn specs_reject_unknown_fields_and_bad_values_with_their_place() {
 
 #[test]
 fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
+    crate::common::candle_cpu();
     let out = scratch("smoke");
     for p in shipped_specs() {
         let r = Resolved::read(&p).unwrap();

@@ -46,6 +46,7 @@ fn model(env: &Deployment, seed: u64) -> Transformer {
 /// tensors at zero while the loss still moves).
 #[test]
 fn every_parameter_tensor_gets_a_gradient() {
+    crate::common::candle_cpu();
     let env = blocks_env(3, 1, 4);
     let m = model(&env, 1);
     let g: Vec<f64> = (0..env.num_actions())
@@ -67,6 +68,7 @@ fn every_parameter_tensor_gets_a_gradient() {
 /// directions, in f64.
 #[test]
 fn trace_scores_match_finite_differences() {
+    crate::common::candle_cpu();
     let env = blocks_env(3, 2, 5);
     let mut m = model(&env, 2);
     let mut rng = iterdeploy::rng::seeded(3);
@@ -106,6 +108,7 @@ fn trace_scores_match_finite_differences() {
 /// REINFORCE estimate, to f64 precision.
 #[test]
 fn p01_sft_is_scaled_reinforce_on_the_transformer() {
+    crate::common::candle_cpu();
     let env = blocks_env(3, 2, 6);
     let m = model(&env, 4);
     let table = PolicyTable::new(&m, &env);
@@ -137,6 +140,7 @@ fn p01_sft_is_scaled_reinforce_on_the_transformer() {
 /// refused with the file named.
 #[test]
 fn checkpoints_round_trip_as_safetensors() {
+    crate::common::candle_cpu();
     let env = blocks_env(3, 1, 4);
     let a = model(&env, 6);
     let mut b = model(&env, 7);
@@ -170,6 +174,7 @@ fn checkpoints_round_trip_as_safetensors() {
 /// verdict.
 #[test]
 fn plan_text_from_the_model_is_judged_like_model_output() {
+    crate::common::candle_cpu();
     let env = blocks_env(3, 2, 6);
     let m = model(&env, 8);
     let table = PolicyTable::new(&m, &env);
@@ -208,6 +213,7 @@ fn rng_task(rng: &mut iterdeploy::rng::Rng) -> usize {
 /// every trace).
 #[test]
 fn p02_p07_p08_hold_exactly_on_the_transformer() {
+    crate::common::candle_cpu();
     let mut chain = iterdeploy::verify::default_settings().unwrap().remove(0);
     chain.transformer = true;
     let claims: Vec<String> = ["P02", "P07", "P08"].map(String::from).to_vec();
@@ -232,6 +238,7 @@ fn p02_p07_p08_hold_exactly_on_the_transformer() {
 /// generator state both decode loops write the same tokens (f64 model).
 #[test]
 fn kv_cache_decoding_writes_the_same_tokens_as_recomputation() {
+    crate::common::candle_cpu();
     use iterdeploy::policy::transformer::sampling::{Decode, Sampling, generate};
     let env = blocks_env(3, 1, 4);
     let m = model(&env, 11);
@@ -263,6 +270,7 @@ fn kv_cache_decoding_writes_the_same_tokens_as_recomputation() {
 /// quantile (cells with expectation < 5 pooled).
 #[test]
 fn free_sampling_follows_the_teacher_forced_distribution() {
+    crate::common::candle_cpu();
     use iterdeploy::policy::transformer::sampling::{Decode, Sampling, generate};
     use rand_distr::Distribution;
     use statrs::distribution::{ChiSquared, ContinuousCDF};
@@ -333,6 +341,7 @@ fn free_sampling_follows_the_teacher_forced_distribution() {
 /// stopped on the way).
 #[test]
 fn lm_training_step_learns_and_reaches_every_parameter() {
+    crate::common::candle_cpu();
     use iterdeploy::policy::transformer::Config;
     use iterdeploy::policy::transformer::model::initial_params;
     use iterdeploy::policy::transformer::train::{AdamW, LmTrainer};

@@ -181,18 +181,21 @@ pub fn base_policy(
             }
             Box::new(t)
         }
-        spec::PolicyKind::Transformer => Box::new(crate::policy::Transformer::new(
-            env,
-            crate::policy::transformer::Size {
-                d_model: p.d_model,
-                heads: p.heads,
-                layers: p.layers,
-                d_ff: p.d_ff,
-                f64: p.f64,
-            },
-            1.0,
-            &mut init,
-        )?),
+        spec::PolicyKind::Transformer => Box::new(
+            crate::policy::Transformer::new(
+                env,
+                crate::policy::transformer::Size {
+                    d_model: p.d_model,
+                    heads: p.heads,
+                    layers: p.layers,
+                    d_ff: p.d_ff,
+                    f64: p.f64,
+                },
+                1.0,
+                &mut init,
+            )?
+            .with_prior(p.prior),
+        ),
     };
     let kept: Vec<&Trace> = demos.iter().collect();
     let b = &spec.base;

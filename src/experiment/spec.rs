@@ -108,8 +108,8 @@ pub struct PolicySpec {
     /// Initial weight scale (MLP: N(0, scale²/fan_in); tabular: N(0, scale²)).
     #[serde(default = "default_init_scale")]
     pub init_scale: f64,
-    /// Fixed logit penalty on inapplicable actions (see `policy`; tabular
-    /// and MLP — the transformer has no prior, it learns what is applicable).
+    /// Fixed logit penalty on inapplicable actions (see `policy`; every
+    /// kind; 0 leaves applicability to the model alone).
     #[serde(default = "default_prior")]
     pub prior: f64,
     /// Transformer: model width, attention heads, blocks, MLP width, and

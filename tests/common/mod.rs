@@ -21,3 +21,15 @@ pub fn ipc_benchmarks() -> Option<PathBuf> {
 pub fn read(path: &std::path::Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// What the binary's `main` does first
+/// (`iterdeploy::policy::transformer::prepare_cpu_process`): with
+/// `RAYON_NUM_THREADS` unset, candle re-reads the CPU topology from /proc on
+/// every matmul, which made the transformer tests spend most of their time
+/// in the kernel. Tests that run the transformer call this first. Setting
+/// the variable while other test threads run is sound here because every
+/// reader in this binary goes through `std::env`, which serialises access.
+pub fn candle_cpu() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(iterdeploy::policy::transformer::prepare_cpu_process);
+}
