@@ -50,12 +50,7 @@ pub fn length_weights(rule: Rule, n: usize, q: &[f64]) -> Option<Vec<f64>> {
         // P(kept = y) = β(y) (1 − (1−p)^N) / p.
         Rule::OnePerTask => {
             let p: f64 = q.iter().sum();
-            let w = if p > 0.0 {
-                (1.0 - (1.0 - p).powi(n as i32)) / p
-            } else {
-                nf
-            };
-            Some(vec![w; q.len()])
+            Some(vec![power_gap_ratio(1.0, p, n); q.len()])
         }
         // P(kept = y) = β(y) [(1 − Q_{<L})^N − (1 − Q_{≤L})^N] / q_L.
         Rule::ShortestPerTask => {
@@ -63,13 +58,10 @@ pub fn length_weights(rule: Rule, n: usize, q: &[f64]) -> Option<Vec<f64>> {
             Some(
                 q.iter()
                     .map(|&ql| {
-                        let w = if ql > 0.0 {
-                            ((1.0 - below).powi(n as i32) - (1.0 - below - ql).powi(n as i32)) / ql
-                        } else {
-                            // No mass at this length: the weight never
-                            // multiplies anything; use its limit q_L → 0.
-                            nf * (1.0 - below).powi(n as i32 - 1)
-                        };
+                        // With no mass at this length the weight never
+                        // multiplies anything; power_gap_ratio returns
+                        // its limit q_L → 0.
+                        let w = power_gap_ratio((1.0 - below).max(0.0), ql, n);
                         below += ql;
                         w
                     })
@@ -77,6 +69,30 @@ pub fn length_weights(rule: Rule, n: usize, q: &[f64]) -> Option<Vec<f64>> {
             )
         }
     }
+}
+
+/// (aⁿ − (a − q)ⁿ) / q for 0 ≤ q ≤ a ≤ 1, and its limit n·aⁿ⁻¹ at q = 0.
+///
+/// The direct form cancels catastrophically when q is far below a: at
+/// q = 1e-20 both powers round to the same f64 and the weight of a valid
+/// (if rare) length came out as exactly 0. Written as
+/// aⁿ⁻¹ · (1 − (1 − t)ⁿ) / t with t = q/a and 1 − (1 − t)ⁿ =
+/// −expm1(n · ln1p(−t)), it keeps full relative precision for every t.
+fn power_gap_ratio(a: f64, q: f64, n: usize) -> f64 {
+    let nf = n as f64;
+    if n == 0 {
+        return 0.0;
+    }
+    if a <= 0.0 {
+        // a = 0 forces q = 0: no samples can be invalid-or-longer.
+        return if n == 1 { 1.0 } else { 0.0 };
+    }
+    let t = (q / a).clamp(0.0, 1.0);
+    let head = a.powi(n as i32 - 1);
+    if t == 0.0 {
+        return nf * head;
+    }
+    head * -(nf * (-t).ln_1p()).exp_m1() / t
 }
 
 /// Training pool across generations.
@@ -187,4 +203,55 @@ pub fn select<C: Candidate>(generations: &[Vec<C>], rule: Rule, pool: Pool, seed
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (aⁿ − bⁿ)/(a − b) = Σ_{k<n} aᵏ bⁿ⁻¹⁻ᵏ: a sum of non-negative terms,
+    /// free of cancellation — the reference for the closed form, which is
+    /// what scales to n = 10⁵.
+    fn by_sum(a: f64, q: f64, n: usize) -> f64 {
+        let b = a - q;
+        (0..n)
+            .map(|k| a.powi(k as i32) * b.powi((n - 1 - k) as i32))
+            .sum()
+    }
+
+    #[test]
+    fn power_gap_ratio_keeps_precision_for_rare_lengths() {
+        for &(a, q) in &[
+            (1.0, 0.5),
+            (0.53, 1e-8),
+            (0.53, 2e-20),
+            (0.53, 3e-32),
+            (0.2, 0.2),
+            (1.0, 1e-300),
+            (0.7, 0.0),
+        ] {
+            for n in [1usize, 2, 3, 8, 40] {
+                let got = power_gap_ratio(a, q, n);
+                let want = by_sum(a, q, n);
+                assert!(
+                    (got - want).abs() <= 1e-13 * want.abs().max(1e-300),
+                    "a={a} q={q} n={n}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The shortest-per-task weight of a length with almost no mass is the
+    /// (positive) chance that no other sample is valid and shorter, not 0.
+    #[test]
+    fn rare_lengths_keep_their_weight() {
+        let q = [0.0, 0.47, 1.7e-8, 5.9e-13, 2.2e-20, 7.4e-25, 2.7e-32];
+        let w = length_weights(Rule::ShortestPerTask, 2, &q).unwrap();
+        let rest = 1.0 - 0.47 - 1.7e-8 - 5.9e-13;
+        for (l, wl) in w.iter().enumerate().skip(4) {
+            assert!((wl - 2.0 * rest).abs() < 1e-12, "w[{l}] = {wl}");
+        }
+        let one = length_weights(Rule::OnePerTask, 3, &[1e-30]).unwrap();
+        assert!((one[0] - 3.0).abs() < 1e-12, "{one:?}");
+    }
 }
