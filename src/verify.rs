@@ -12,9 +12,12 @@ use crate::estimator::{self, Trace};
 use crate::exact::{self, PolicyTable};
 use crate::generate::{DomainKind, Params};
 use crate::mdp::{ActionId, Deployment, StateIndex};
-use crate::policy::{Mlp, Policy, Tabular, Transformer};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::policy::{Mlp, Policy, ScoreMemo, Tabular, Transformer};
 use crate::rng::Rng;
-use crate::tolerance::{self, EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, MC_Z};
+use crate::tolerance::{
+    self, EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, MC_Z, ORDER_RESOLUTION,
+};
 use crate::{Error, Result};
 
 /// Logit penalty on inapplicable actions for the built-in policies. Without
@@ -24,12 +27,17 @@ use crate::{Error, Result};
 /// valid traces.
 const PRIOR: f64 = 4.0;
 
-/// Warm start of the built-in policies: SFT steps of size WARM_RATE on one
-/// shortest plan per task until J(θ) ≥ WARM_TARGET (at most WARM_MAX
-/// steps) — a weak but non-zero generation 0, like the paper's, for which
-/// every claim is informative and Monte-Carlo checks see valid traces.
+/// Warm start of the built-in policies: SFT steps on one shortest plan per
+/// task until J(θ) ≥ WARM_TARGET (at most WARM_MAX steps) — a weak but
+/// non-zero generation 0, like the paper's, for which every claim is
+/// informative and Monte-Carlo checks see valid traces. Tabular and MLP
+/// take plain gradient steps of WARM_RATE; the transformer takes Adam
+/// steps of WARM_RATE_TRANSFORMER: at initialisation it almost always
+/// writes the one-token `<end>` (a five-token step has probability ~V⁻⁵),
+/// so its SFT gradient is large and plain steps of 0.5 diverge to NaN.
 const WARM_TARGET: f64 = 0.25;
 const WARM_RATE: f64 = 0.5;
+const WARM_RATE_TRANSFORMER: f64 = 0.01;
 const WARM_MAX: usize = 200;
 
 /// One shortest valid trace per task (breadth-first over the state graph),
@@ -79,7 +87,7 @@ pub fn warm_start(
     env: &Deployment,
     policy: &mut dyn Policy,
     target: f64,
-    rate: f64,
+    opt: &mut Optimizer,
     max_steps: usize,
 ) -> usize {
     let demos = shortest_plans(env);
@@ -89,9 +97,7 @@ pub fn warm_start(
             return step;
         }
         let g = estimator::sft_gradient(env, policy, &kept);
-        for (p, d) in policy.params_mut().iter_mut().zip(g) {
-            *p += rate * d;
-        }
+        opt.ascend(policy.params_mut(), &g);
     }
     max_steps
 }
@@ -149,8 +155,9 @@ impl Setting {
             PRIOR,
             &mut crate::rng::stream(seed, 2),
         );
-        warm_start(&self.env, &mut tab, WARM_TARGET, WARM_RATE, WARM_MAX);
-        warm_start(&self.env, &mut mlp, WARM_TARGET, WARM_RATE, WARM_MAX);
+        let sgd = || Optimizer::new(OptimizerKind::Sgd, WARM_RATE, None);
+        warm_start(&self.env, &mut tab, WARM_TARGET, &mut sgd(), WARM_MAX);
+        warm_start(&self.env, &mut mlp, WARM_TARGET, &mut sgd(), WARM_MAX);
         let mut out: Vec<(&'static str, Box<dyn Policy>)> =
             vec![("tabular", Box::new(tab)), ("mlp", Box::new(mlp))];
         // The sequence model: every claim then runs on a transformer too.
@@ -161,8 +168,10 @@ impl Setting {
                 1.0,
                 &mut crate::rng::stream(seed, 3),
             )
-            .expect("a valid built-in size");
-            warm_start(&self.env, &mut tf, WARM_TARGET, WARM_RATE, WARM_MAX);
+            .expect("a valid built-in size")
+            .with_prior(PRIOR);
+            let mut adam = Optimizer::new(OptimizerKind::Adam, WARM_RATE_TRANSFORMER, None);
+            warm_start(&self.env, &mut tf, WARM_TARGET, &mut adam, WARM_MAX);
             out.push(("transformer", Box::new(tf)));
         }
         out
@@ -326,6 +335,32 @@ fn perturbed(policy: &dyn Policy, sigma: f64, rng: &mut Rng) -> Vec<f64> {
         .collect::<Vec<f64>>()
 }
 
+/// A behaviour policy near `policy` for off-policy Monte-Carlo checks:
+/// θ plus Gaussian noise of scale σ = 0.3, halved until the behaviour
+/// still solves at least half as often as the policy. Importance
+/// weighting is unbiased for any behaviour with full support, but a
+/// behaviour that practically never writes a valid plan gives batches
+/// that are all zero — then the check tests nothing. The transformer
+/// needs the smaller scales: 0.3 on each of its thousands of weights
+/// moves its logits far more than the same noise on a tabular policy.
+fn overlapping_behaviour(
+    env: &Deployment,
+    policy: &dyn Policy,
+    make: &dyn Fn() -> Box<dyn Policy>,
+    rng: &mut Rng,
+) -> (Box<dyn Policy>, f64) {
+    let j = exact::objective(env, &PolicyTable::new(policy, env));
+    let mut sigma = 0.3;
+    loop {
+        let beta = with_params(make, &perturbed(policy, sigma, rng));
+        let j_beta = exact::objective(env, &PolicyTable::new(&*beta, env));
+        if j_beta >= 0.5 * j || sigma < 1e-3 {
+            return (beta, sigma);
+        }
+        sigma /= 2.0;
+    }
+}
+
 fn with_params(make: &dyn Fn() -> Box<dyn Policy>, theta: &[f64]) -> Box<dyn Policy> {
     let mut p = make();
     p.params_mut().copy_from_slice(theta);
@@ -402,6 +437,16 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
     for setting in settings {
         let env = &setting.env;
         for (label, mut policy) in setting.policies(seed) {
+            // A policy with non-finite probabilities would make every
+            // comparison meaningless (and NaN slips through max-folds).
+            let table = PolicyTable::new(&*policy, env);
+            let j = exact::objective(env, &table);
+            if !j.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "verify: the {label} policy of `{}` is not finite after its warm start (J = {j})",
+                    setting.name
+                )));
+            }
             // Fresh copies of the same kind (their parameters are set
             // before use).
             let template = policy.clone_box();
@@ -775,16 +820,30 @@ impl Ctx<'_> {
             let cos = dot(&dp, &grad_j) / (dot(&dp, &dp).sqrt() * dot(&grad_j, &grad_j).sqrt());
             let mut decreasing = true;
             let mut spread = 1.0f64;
+            let (mut resolved, mut pairs) = (0usize, 0usize);
             for (wx, qx) in w.iter().zip(&q) {
-                let used: Vec<f64> = wx
-                    .iter()
-                    .zip(qx)
-                    .filter(|(_, q)| **q > 0.0)
-                    .map(|(w, _)| *w)
-                    .collect();
-                decreasing &= used.windows(2).all(|p| p[1] < p[0]);
+                // (weight, mass, mass of invalid-or-not-shorter) per
+                // length that occurs.
+                let mut below = 0.0f64;
+                let mut used = Vec::new();
+                for (&wl, &ql) in wx.iter().zip(qx) {
+                    if ql > 0.0 {
+                        used.push((wl, ql, 1.0 - below));
+                    }
+                    below += ql;
+                }
+                for p in used.windows(2) {
+                    let ((w0, q0, rest0), (w1, ..)) = (p[0], p[1]);
+                    pairs += 1;
+                    decreasing &= if q0 > ORDER_RESOLUTION * rest0 {
+                        resolved += 1;
+                        w1 < w0
+                    } else {
+                        w1 <= w0 * (1.0 + EXACT_REL)
+                    };
+                }
                 if let (Some(first), Some(last)) = (used.first(), used.last()) {
-                    spread = spread.max(first / last);
+                    spread = spread.max(first.0 / last.0);
                 }
             }
             checks.push(Check {
@@ -792,7 +851,7 @@ impl Ctx<'_> {
                 setting: self.setting.into(),
                 policy: self.label.into(),
                 quantity: format!(
-                    "N={n}: w(L) strictly decreasing in L; w(shortest)/w(longest) {spread:.4}; cos(E grad, grad J) {cos:.6}"
+                    "N={n}: w(L) strictly decreasing in L ({resolved} of {pairs} length pairs resolvable in f64, the rest non-increasing); w(shortest)/w(longest) {spread:.4}; cos(E grad, grad J) {cos:.6}"
                 ),
                 max_abs_error: 0.0,
                 max_rel_error: 0.0,
@@ -888,6 +947,9 @@ impl Ctx<'_> {
     /// directions.
     fn p07(&self, policy: &dyn Policy, make: &dyn Fn() -> Box<dyn Policy>) -> Vec<Check> {
         let env = self.env;
+        // θ stays fixed: every repeated step score comes from the memo.
+        let memo = ScoreMemo::new(policy.clone_box());
+        let policy: &dyn Policy = &memo;
         let table = PolicyTable::new(policy, env);
         let mut rng = crate::rng::stream(self.seed, 107);
         let grad_j = exact::objective_gradient(env, policy);
@@ -898,7 +960,7 @@ impl Ctx<'_> {
         }
         let per_task = 8;
         let (_, one_exact) = curated_expectation(env, &table, policy, Rule::OnePerTask, per_task);
-        let beta = with_params(make, &perturbed(policy, 0.3, &mut rng));
+        let (beta, sigma) = overlapping_behaviour(env, policy, make, &mut rng);
         let beta_table = PolicyTable::new(&*beta, env);
         let batches = 1500;
         let mut sums = vec![vec![(0.0f64, 0.0f64); dirs.len()]; 4];
@@ -968,7 +1030,7 @@ impl Ctx<'_> {
             }
             let extra = if e == 2 {
                 format!(
-                    ", mean ESS {:.1} of {}",
+                    ", behaviour θ + {sigma}·noise, mean ESS {:.1} of {}",
                     ess_total / batches as f64,
                     per_task * env.tasks.len()
                 )
@@ -1101,6 +1163,10 @@ impl Ctx<'_> {
                     std::iter::repeat_n(p, n)
                 })
                 .collect();
+            // Each tuple adds to the weight of the traces it keeps; every
+            // trace's score is computed once at the end (a transformer
+            // score is a forward and backward pass).
+            let mut kept_weight = vec![0.0f64; traces.len()];
             let mut tuple = vec![0usize; slots];
             loop {
                 let prob: f64 = tuple.iter().zip(&probs).map(|(&o, p)| p[o]).product();
@@ -1123,14 +1189,7 @@ impl Ctx<'_> {
                         1.0 / kept.len() as f64
                     };
                     for &o in &kept {
-                        score(
-                            env,
-                            target,
-                            x,
-                            &traces[o],
-                            env.mu[x] * prob * each,
-                            &mut grad,
-                        );
+                        kept_weight[o] += prob * each;
                     }
                 }
                 let mut i = 0;
@@ -1144,6 +1203,11 @@ impl Ctx<'_> {
                 }
                 if i == slots {
                     break;
+                }
+            }
+            for (y, w) in traces.iter().zip(kept_weight) {
+                if w != 0.0 {
+                    score(env, target, x, y, env.mu[x] * w, &mut grad);
                 }
             }
         }

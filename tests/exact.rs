@@ -361,3 +361,36 @@ fn deployments_share_facts_by_name_across_object_lists() {
     assert_eq!(env.tasks[0].goal_features, env.tasks[1].goal_features);
     assert!(env.fact_names.iter().any(|n| n == "(on b2 b1)"));
 }
+
+/// The score memo of the Monte-Carlo checks returns what the wrapped
+/// policy computes, serves repeats from memory, and forgets on a new θ.
+#[test]
+fn score_memo_matches_the_wrapped_policy_and_forgets_on_new_parameters() {
+    use iterdeploy::policy::ScoreMemo;
+    let env = blocks_env(3, 2, 6);
+    let mut rng = iterdeploy::rng::seeded(8);
+    let mlp = Mlp::new(&env, 6, 0.8, 1.0, 2.0, &mut rng);
+    let mut memo = ScoreMemo::new(mlp.clone_box());
+    let table = PolicyTable::new(&mlp, &env);
+    let traces: Vec<Trace> = (0..40)
+        .map(|i| sample_trace(&env, &table, i % 2, &mut rng))
+        .collect();
+    let score = |p: &dyn Policy| {
+        let mut g = vec![0.0; p.num_params()];
+        for (i, t) in traces.iter().enumerate() {
+            t.accumulate_score(&env, p, 0.5 + i as f64, &mut g);
+        }
+        g
+    };
+    let want = score(&mlp);
+    let got = score(&memo);
+    let (_, rel) = errors(&got, &want, 1e-12);
+    assert!(rel < 1e-12, "memo differs from the policy: {rel}");
+    let distinct: std::collections::HashSet<_> = traces
+        .iter()
+        .flat_map(|t| t.steps.iter().map(move |&(s, a)| (t.task, s, a)))
+        .collect();
+    assert_eq!(memo.len(), distinct.len());
+    memo.params_mut()[0] += 0.25;
+    assert!(memo.is_empty(), "a new θ must forget the stored scores");
+}

@@ -8,10 +8,12 @@
 //!   ∂/∂z_b Σ_a c_a log π(a|s) = (c_b − (Σ_a c_a) π(b|s)) / τ,
 //! which [`Policy::accumulate_score`] pushes back into θ.
 
+mod memo;
 mod mlp;
 mod tabular;
 pub mod transformer;
 
+pub use memo::ScoreMemo;
 pub use mlp::Mlp;
 pub use tabular::Tabular;
 pub use transformer::Transformer;
