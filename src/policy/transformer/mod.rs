@@ -98,8 +98,17 @@ pub fn device() -> Device {
 ///   `num_cpus::get_physical()` — which reads /proc — on every matmul;
 ///   the policy's thousands of tiny per-state passes then spent more time
 ///   in the kernel than computing (transformer smoke run: 85 s wall, 70 s
-///   sys; with the variable set: 33 s, 0 s sys). We set it to the
-///   available parallelism when the user has not set it.
+///   sys; with the variable set: 33 s, 0 s sys).
+/// * Where the parallelism goes: when the user has not set
+///   `RAYON_NUM_THREADS`, our rayon pool gets one thread per available
+///   core (experiments run seeds × arms on it; [`train::LmTrainer`] runs
+///   batch shards side by side) and candle is told 1 thread. On these
+///   small tensors candle's own threads cost more than they gain (its
+///   barrier pool spins a worker per core between element-wise ops, and
+///   gemm does not split matrices this small): a training step of the
+///   benchmark model took 105 ms with 2 candle threads and 87 ms with 1,
+///   and two shards on one candle thread each 61 ms. A user who sets
+///   `RAYON_NUM_THREADS` sets both.
 /// * Allocator (glibc): candle allocates a fresh buffer for every tensor;
 ///   with glibc's defaults, buffers of a few MB are mapped and unmapped per
 ///   op and a training step spent a quarter of its time in page faults.
@@ -107,10 +116,15 @@ pub fn device() -> Device {
 ///   (about 15% faster training steps here).
 pub fn prepare_cpu_process() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The global pool is built before the variable exists, so it keeps
+        // one thread per core; an Err means it was built already (a test
+        // harness calling twice) and is harmless.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .build_global();
         // SAFETY: per the contract above, no other thread exists or all
         // read the environment through std::env, which serialises access.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -4,6 +4,15 @@
 //! weights ([`crate::optim`], the optimiser every policy uses), written
 //! back into the candle variables.
 //!
+//! The batch is split into row shards that run forward and backward side
+//! by side on our rayon pool (one per core; candle itself runs each op on
+//! one thread, see [`super::prepare_cpu_process`]). The loss is a mean over
+//! positions, so with rows b_s of B in shard s,
+//!
+//!   L = Σ_s (b_s / B) · L_s,   ∇L = Σ_s (b_s / B) · ∇L_s,
+//!
+//! summed in shard order, so the result does not depend on thread timing.
+//!
 //! The deployment loop trains the transformer through the [`crate::policy::Policy`]
 //! interface (scores of whole steps); this trainer is the model-level step
 //! the throughput benchmark times beside PyTorch.
@@ -48,23 +57,73 @@ impl LmTrainer {
         })
     }
 
-    /// One step on `batch` sequences of equal length (`tokens` row-major);
-    /// returns the loss before the step.
+    /// One step on `batch` sequences of equal length (`tokens` row-major),
+    /// sharded over the rayon pool; returns the loss before the step.
     pub fn step(&mut self, tokens: &[u32], batch: usize) -> R<f64> {
-        let t = tokens.len() / batch;
-        let x = Tensor::from_vec(tokens.to_vec(), (batch, t), &self.weights.device)?;
-        let loss = self.weights.lm_loss(&x)?;
-        let grads = loss.backward()?;
-        self.grad.iter_mut().for_each(|g| *g = 0.0);
-        self.weights.add_flat_grads(&grads, &mut self.grad)?;
+        let shards = rayon::current_num_threads();
+        let loss = lm_gradient(&self.weights, tokens, batch, shards, &mut self.grad)?;
         // The optimiser ascends; the loss is minimised.
         self.grad.iter_mut().for_each(|g| *g = -*g);
         self.opt.ascend(&mut self.theta, &self.grad);
         self.weights.set_flat(&self.theta)?;
-        loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()
+        Ok(loss)
     }
 
     pub fn params(&self) -> &[f64] {
         &self.theta
     }
+}
+
+/// The language-model loss of `batch` equal-length sequences and its
+/// gradient (flat, [`super::Config::shapes`] order, overwriting `grad`),
+/// computed on up to `shards` row shards in parallel (module docs).
+pub fn lm_gradient(
+    weights: &Weights,
+    tokens: &[u32],
+    batch: usize,
+    shards: usize,
+    grad: &mut [f64],
+) -> R<f64> {
+    use rayon::prelude::*;
+    if batch == 0 || tokens.len() % batch != 0 {
+        candle_core::bail!(
+            "{} tokens do not split into {batch} equal rows",
+            tokens.len()
+        );
+    }
+    let t = tokens.len() / batch;
+    let shards = shards.clamp(1, batch);
+    // Rows [start, end) per shard, sizes differing by at most one.
+    let bounds: Vec<(usize, usize)> = (0..shards)
+        .map(|s| (s * batch / shards, (s + 1) * batch / shards))
+        .collect();
+    let one = |&(start, end): &(usize, usize)| -> R<(f64, Vec<f64>)> {
+        let rows = end - start;
+        let x = Tensor::from_vec(
+            tokens[start * t..end * t].to_vec(),
+            (rows, t),
+            &weights.device,
+        )?;
+        let loss = weights.lm_loss(&x)?;
+        let mut g = vec![0.0; grad.len()];
+        weights.add_flat_grads(&loss.backward()?, &mut g)?;
+        let loss = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        Ok((loss, g))
+    };
+    let parts: Vec<R<(f64, Vec<f64>)>> = if shards == 1 {
+        bounds.iter().map(one).collect()
+    } else {
+        bounds.par_iter().map(one).collect()
+    };
+    grad.iter_mut().for_each(|g| *g = 0.0);
+    let mut loss = 0.0;
+    for (part, &(start, end)) in parts.into_iter().zip(&bounds) {
+        let (l, g) = part?;
+        let share = (end - start) as f64 / batch as f64;
+        loss += share * l;
+        for (acc, v) in grad.iter_mut().zip(g) {
+            *acc += share * v;
+        }
+    }
+    Ok(loss)
 }
