@@ -235,9 +235,10 @@ fn p02_p07_p08_hold_exactly_on_the_transformer() {
 }
 
 /// The key/value cache changes the work, not the text: with the same
-/// generator state both decode loops write the same tokens (f64 model).
+/// generator state both decode loops, on any number of threads, write the
+/// same tokens (f64 model).
 #[test]
-fn kv_cache_decoding_writes_the_same_tokens_as_recomputation() {
+fn decoding_writes_the_same_tokens_with_or_without_cache_on_any_thread_count() {
     crate::common::candle_cpu();
     use iterdeploy::policy::transformer::sampling::{Decode, Sampling, generate};
     let env = blocks_env(3, 1, 4);
@@ -256,6 +257,19 @@ fn kv_cache_decoding_writes_the_same_tokens_as_recomputation() {
     };
     let cached = run(Decode::KvCache);
     assert_eq!(cached, run(Decode::Recompute));
+    // Rows decode in shards on the rayon pool; the text must not depend
+    // on how many threads it has.
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.install(|| run(Decode::KvCache)),
+            cached,
+            "{threads} threads"
+        );
+    }
     assert_eq!(cached.len(), 5);
     assert!(cached.iter().all(|r| !r.is_empty() && r.len() <= 7));
     assert!(
@@ -381,4 +395,41 @@ fn lm_training_step_learns_and_reaches_every_parameter() {
         assert!(moved, "`{name}` never moved");
         at += n;
     }
+}
+
+/// Splitting the training batch into row shards (run in parallel) gives
+/// the loss and gradient of the whole batch: shares b_s/B of the
+/// per-shard means, f64 to rounding, for even and uneven splits.
+#[test]
+fn sharded_lm_gradient_equals_the_whole_batch_gradient() {
+    crate::common::candle_cpu();
+    use iterdeploy::policy::transformer::Config;
+    use iterdeploy::policy::transformer::model::{Weights, initial_params};
+    use iterdeploy::policy::transformer::train::lm_gradient;
+    let cfg = Config {
+        vocab: 10,
+        d_model: 8,
+        heads: 2,
+        layers: 1,
+        d_ff: 16,
+        max_len: 8,
+        f64: true,
+    };
+    let theta = initial_params(&cfg, &mut iterdeploy::rng::seeded(4));
+    let w = Weights::from_flat(cfg, &theta, &candle_core::Device::Cpu).unwrap();
+    let tokens: Vec<u32> = (0..5 * 7).map(|i| ((i * 7 + 3) % 10) as u32).collect();
+    let mut whole = vec![0.0; theta.len()];
+    let loss = lm_gradient(&w, &tokens, 5, 1, &mut whole).unwrap();
+    assert!(whole.iter().any(|g| *g != 0.0));
+    for shards in [2, 3, 5, 9] {
+        let mut split = vec![1.0; theta.len()];
+        let l = lm_gradient(&w, &tokens, 5, shards, &mut split).unwrap();
+        assert!(
+            (l - loss).abs() < 1e-13,
+            "{shards} shards: loss {l} vs {loss}"
+        );
+        let (_, rel) = iterdeploy::tolerance::errors(&split, &whole, 1e-12);
+        assert!(rel < 1e-12, "{shards} shards: gradient differs by {rel}");
+    }
+    assert!(lm_gradient(&w, &tokens[..34], 5, 2, &mut whole).is_err());
 }

@@ -13,8 +13,11 @@
 //! token per sequence (O(T) work per step); without it each step re-runs
 //! the whole sequence (O(T²) per step). The benchmark compares them.
 //!
-//! Draws use our seeded generator (never candle's), one uniform per token
-//! in sequence order, so a seed fixes the text.
+//! Draws use our seeded generator (never candle's): one number from the
+//! caller's generator seeds a stream per row (`rng::stream(base, row)`),
+//! one uniform per token. Rows are then independent, so they are decoded
+//! in shards side by side on the rayon pool, and a seed fixes the text
+//! whatever the number of threads.
 
 use candle_core::{DType, Tensor};
 use rand::RngExt;
@@ -82,7 +85,8 @@ pub fn draw(logits: &[f64], sampling: &Sampling, rng: &mut crate::rng::Rng) -> u
 
 /// `batch` continuations of one prompt. Each stops after emitting a token of
 /// `stop` (kept), after `max_new` tokens, or when the model's `max_len` is
-/// reached. Rows are drawn in order, so the text depends only on the seed.
+/// reached. The prompt runs once; its cache is shared by every shard of
+/// rows.
 pub fn generate(
     w: &Weights,
     prompt: &[u32],
@@ -92,63 +96,121 @@ pub fn generate(
     decode: Decode,
     rng: &mut crate::rng::Rng,
 ) -> R<Vec<Vec<u32>>> {
-    let max_len = w.cfg.max_len;
-    let mut out = vec![Vec::new(); batch];
-    let mut done = vec![false; batch];
+    use rayon::prelude::*;
     if batch == 0 || sampling.max_new == 0 {
-        return Ok(out);
+        return Ok(vec![Vec::new(); batch]);
     }
-    let (first, mut cache) = w.prompt(prompt)?;
+    let base: u64 = rng.random();
+    let (first, cache) = w.prompt(prompt)?;
     let first: Vec<f64> = first.to_dtype(DType::F64)?.to_vec1()?;
-    for (row, d) in out.iter_mut().zip(done.iter_mut()) {
-        let t = draw(&first, sampling, rng);
-        row.push(t);
-        *d = stop.contains(&t);
-    }
-    // `len`: positions written so far (the prompt and one token per row).
-    for len in prompt.len()..prompt.len() + sampling.max_new - 1 {
-        if done.iter().all(|&d| d) || len + 1 > max_len {
-            break;
-        }
-        // Finished rows are fed their last token; their output is ignored.
-        let last: Vec<u32> = out.iter().map(|r| *r.last().expect("one token")).collect();
-        let logits = match decode {
-            Decode::KvCache => {
-                let input = Tensor::from_vec(last, (batch, 1), &w.device)?;
-                let (logits, keys, values) = w.forward(&input, len, Some(&cache))?;
-                cache = KvCache {
-                    keys,
-                    values,
-                    len: len + 1,
-                };
-                logits
-            }
-            Decode::Recompute => {
-                let width = len + 1;
-                let mut all = Vec::with_capacity(batch * width);
-                for row in &out {
-                    all.extend_from_slice(prompt);
-                    // Rows that stopped early are padded with their last
-                    // token: causal attention keeps them out of other rows.
-                    all.extend((0..width - prompt.len()).map(|i| row[i.min(row.len() - 1)]));
-                }
-                let input = Tensor::from_vec(all, (batch, width), &w.device)?;
-                let (logits, _, _) = w.forward(&input, 0, None)?;
-                logits.narrow(1, width - 1, 1)?
-            }
+    let shards = rayon::current_num_threads().clamp(1, batch);
+    let bounds: Vec<(usize, usize)> = (0..shards)
+        .map(|s| (s * batch / shards, (s + 1) * batch / shards))
+        .collect();
+    let rows = |&(start, end): &(usize, usize)| {
+        let job = Rows {
+            w,
+            prompt,
+            first: &first,
+            cache: &cache,
+            stop,
+            sampling,
+            decode,
         };
-        let rows: Vec<Vec<f64>> = log_softmax_last(&logits.squeeze(1)?)?
-            .to_dtype(DType::F64)?
-            .to_vec2()?;
-        for ((row, d), z) in out.iter_mut().zip(done.iter_mut()).zip(&rows) {
-            if !*d {
-                let t = draw(z, sampling, rng);
-                row.push(t);
-                *d = stop.contains(&t);
-            }
-        }
+        job.decode(
+            (start..end)
+                .map(|r| crate::rng::stream(base, r as u64))
+                .collect(),
+        )
+    };
+    let parts: Vec<R<Vec<Vec<u32>>>> = if shards == 1 {
+        bounds.iter().map(rows).collect()
+    } else {
+        bounds.par_iter().map(rows).collect()
+    };
+    let mut out = Vec::with_capacity(batch);
+    for part in parts {
+        out.extend(part?);
     }
     Ok(out)
+}
+
+/// One shard's decode loop: what every row shares.
+struct Rows<'a> {
+    w: &'a Weights,
+    prompt: &'a [u32],
+    /// log-probabilities of the first new token (from the prompt pass).
+    first: &'a [f64],
+    cache: &'a KvCache,
+    stop: &'a [u32],
+    sampling: &'a Sampling,
+    decode: Decode,
+}
+
+impl Rows<'_> {
+    /// Decodes one row per generator in `rngs`.
+    fn decode(&self, mut rngs: Vec<crate::rng::Rng>) -> R<Vec<Vec<u32>>> {
+        let (w, prompt, sampling) = (self.w, self.prompt, self.sampling);
+        let batch = rngs.len();
+        let max_len = w.cfg.max_len;
+        let mut out = vec![Vec::new(); batch];
+        let mut done = vec![false; batch];
+        let mut cache = self.cache.clone();
+        for ((row, d), rng) in out.iter_mut().zip(done.iter_mut()).zip(rngs.iter_mut()) {
+            let t = draw(self.first, sampling, rng);
+            row.push(t);
+            *d = self.stop.contains(&t);
+        }
+        // `len`: positions written so far (the prompt and one token per row).
+        for len in prompt.len()..prompt.len() + sampling.max_new - 1 {
+            if done.iter().all(|&d| d) || len + 1 > max_len {
+                break;
+            }
+            // Finished rows are fed their last token; their output is ignored.
+            let last: Vec<u32> = out.iter().map(|r| *r.last().expect("one token")).collect();
+            let logits = match self.decode {
+                Decode::KvCache => {
+                    let input = Tensor::from_vec(last, (batch, 1), &w.device)?;
+                    let (logits, keys, values) = w.forward(&input, len, Some(&cache))?;
+                    cache = KvCache {
+                        keys,
+                        values,
+                        len: len + 1,
+                    };
+                    logits
+                }
+                Decode::Recompute => {
+                    let width = len + 1;
+                    let mut all = Vec::with_capacity(batch * width);
+                    for row in &out {
+                        all.extend_from_slice(prompt);
+                        // Rows that stopped early are padded with their last
+                        // token: causal attention keeps them out of other rows.
+                        all.extend((0..width - prompt.len()).map(|i| row[i.min(row.len() - 1)]));
+                    }
+                    let input = Tensor::from_vec(all, (batch, width), &w.device)?;
+                    let (logits, _, _) = w.forward(&input, 0, None)?;
+                    logits.narrow(1, width - 1, 1)?
+                }
+            };
+            let rows: Vec<Vec<f64>> = log_softmax_last(&logits.squeeze(1)?)?
+                .to_dtype(DType::F64)?
+                .to_vec2()?;
+            for (((row, d), z), rng) in out
+                .iter_mut()
+                .zip(done.iter_mut())
+                .zip(&rows)
+                .zip(rngs.iter_mut())
+            {
+                if !*d {
+                    let t = draw(z, sampling, rng);
+                    row.push(t);
+                    *d = self.stop.contains(&t);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
