@@ -173,9 +173,17 @@ impl Weights {
         for v in &self.vars {
             let n = v.elem_count();
             if let Some(g) = grads.get(v.as_tensor()) {
-                let g: Vec<f64> = g.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-                for (o, x) in out[at..at + n].iter_mut().zip(g) {
-                    *o += x;
+                let g = g.flatten_all()?;
+                let dst = &mut out[at..at + n];
+                // Read in the graph's own precision (no converted copy).
+                if self.cfg.f64 {
+                    dst.iter_mut()
+                        .zip(g.to_vec1::<f64>()?)
+                        .for_each(|(o, x)| *o += x);
+                } else {
+                    dst.iter_mut()
+                        .zip(g.to_vec1::<f32>()?)
+                        .for_each(|(o, x)| *o += f64::from(x));
                 }
             }
             at += n;
@@ -323,8 +331,14 @@ impl Weights {
         let mut at = 0;
         for v in &self.vars {
             let n = v.elem_count();
-            let t = Tensor::from_vec(theta[at..at + n].to_vec(), v.shape(), &self.device)?
-                .to_dtype(self.cfg.dtype())?;
+            let src = &theta[at..at + n];
+            // Built in the graph's precision directly (one copy, not two).
+            let t = if self.cfg.f64 {
+                Tensor::from_slice(src, v.shape(), &self.device)?
+            } else {
+                let f: Vec<f32> = src.iter().map(|&x| x as f32).collect();
+                Tensor::from_vec(f, v.shape(), &self.device)?
+            };
             v.set(&t)?;
             at += n;
         }
