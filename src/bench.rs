@@ -731,7 +731,7 @@ pub struct TransformerWorkload {
 pub const TRANSFORMER_WORKLOAD: TransformerWorkload = TransformerWorkload {
     train_batch: 8,
     train_seq: 128,
-    train_steps: 10,
+    train_steps: 40,
     sample_batch: 8,
     prompt: 32,
     new_tokens: 96,
