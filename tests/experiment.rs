@@ -324,6 +324,39 @@ fn every_method_spends_the_same_budget() {
     }
 }
 
+/// An update that diverges stops the arm with an error naming the arm,
+/// seed, generation and the knob to turn — not NaN metrics that the
+/// summaries would drop as missing data.
+#[test]
+fn a_diverging_update_is_an_error_not_nan_metrics() {
+    let (work, base) = small_workload();
+    // Adam moves each coordinate by about ±η per step: two steps of 1e308
+    // overflow.
+    let a = ArmConfig {
+        learning_rate: 1e308,
+        ..arm(Method::CuratedSft)
+    };
+    let err = deploy::run_arm(
+        &work,
+        base.as_ref(),
+        &a,
+        3,
+        ArmState::fresh(base.as_ref()),
+        |_| Ok(()),
+    )
+    .unwrap_err()
+    .to_string();
+    for part in [
+        "arm `CuratedSft`",
+        "seed 3",
+        "after generation",
+        "diverged",
+        "learning_rate` (now 1e308)",
+    ] {
+        assert!(err.contains(part), "`{part}` missing from: {err}");
+    }
+}
+
 /// The simulator's verdicts are the validator's: every sampled trace,
 /// written out as a plan, gets the same verdict from the PDDL validator.
 #[test]

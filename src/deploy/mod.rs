@@ -476,6 +476,17 @@ fn deploy_generation(
         }
     }
 
+    // A diverged update (a learning rate too large for the arm) would
+    // otherwise turn every later metric into NaN, which the summaries treat
+    // as "no data" — a silent hole instead of an answer.
+    if let Some(i) = theta.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "arm `{}`, seed {seed}: the update after generation {k} diverged (parameter {i} became {}); \
+             lower `learning_rate` (now {:e}) or set `max_grad_norm`",
+            arm.name, theta[i], arm.learning_rate
+        )));
+    }
+
     let measuring = std::time::Instant::now();
     if previous_table.is_none()
         && let Some(t) = &state.previous_theta
