@@ -142,6 +142,28 @@ pub fn prepare_cpu_process() {
     }
 }
 
+/// Runs `job` on up to `shards` contiguous row ranges of `0..rows` (sizes
+/// differing by at most one) — on the rayon pool when there is more than
+/// one — and returns each range with its result, in row order, so callers
+/// combine results in an order that does not depend on thread timing.
+pub(crate) fn on_row_shards<T: Send>(
+    rows: usize,
+    shards: usize,
+    job: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<(std::ops::Range<usize>, T)> {
+    use rayon::prelude::*;
+    let shards = shards.clamp(1, rows.max(1));
+    let ranges: Vec<std::ops::Range<usize>> = (0..shards)
+        .map(|s| s * rows / shards..(s + 1) * rows / shards)
+        .collect();
+    let run = |r: &std::ops::Range<usize>| (r.clone(), job(r.clone()));
+    if shards == 1 {
+        ranges.iter().map(run).collect()
+    } else {
+        ranges.par_iter().map(run).collect()
+    }
+}
+
 impl Transformer {
     /// A fresh model for `env` with [`model::initial_params`].
     pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {

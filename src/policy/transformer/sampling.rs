@@ -96,18 +96,13 @@ pub fn generate(
     decode: Decode,
     rng: &mut crate::rng::Rng,
 ) -> R<Vec<Vec<u32>>> {
-    use rayon::prelude::*;
     if batch == 0 || sampling.max_new == 0 {
         return Ok(vec![Vec::new(); batch]);
     }
     let base: u64 = rng.random();
     let (first, cache) = w.prompt(prompt)?;
     let first: Vec<f64> = first.to_dtype(DType::F64)?.to_vec1()?;
-    let shards = rayon::current_num_threads().clamp(1, batch);
-    let bounds: Vec<(usize, usize)> = (0..shards)
-        .map(|s| (s * batch / shards, (s + 1) * batch / shards))
-        .collect();
-    let rows = |&(start, end): &(usize, usize)| {
+    let parts = super::on_row_shards(batch, rayon::current_num_threads(), |rows| {
         let job = Rows {
             w,
             prompt,
@@ -117,19 +112,10 @@ pub fn generate(
             sampling,
             decode,
         };
-        job.decode(
-            (start..end)
-                .map(|r| crate::rng::stream(base, r as u64))
-                .collect(),
-        )
-    };
-    let parts: Vec<R<Vec<Vec<u32>>>> = if shards == 1 {
-        bounds.iter().map(rows).collect()
-    } else {
-        bounds.par_iter().map(rows).collect()
-    };
+        job.decode(rows.map(|r| crate::rng::stream(base, r as u64)).collect())
+    });
     let mut out = Vec::with_capacity(batch);
-    for part in parts {
+    for (_, part) in parts {
         out.extend(part?);
     }
     Ok(out)

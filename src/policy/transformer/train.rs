@@ -84,7 +84,6 @@ pub fn lm_gradient(
     shards: usize,
     grad: &mut [f64],
 ) -> R<f64> {
-    use rayon::prelude::*;
     if batch == 0 || tokens.len() % batch != 0 {
         candle_core::bail!(
             "{} tokens do not split into {batch} equal rows",
@@ -92,16 +91,10 @@ pub fn lm_gradient(
         );
     }
     let t = tokens.len() / batch;
-    let shards = shards.clamp(1, batch);
-    // Rows [start, end) per shard, sizes differing by at most one.
-    let bounds: Vec<(usize, usize)> = (0..shards)
-        .map(|s| (s * batch / shards, (s + 1) * batch / shards))
-        .collect();
-    let one = |&(start, end): &(usize, usize)| -> R<(f64, Vec<f64>)> {
-        let rows = end - start;
+    let parts = super::on_row_shards(batch, shards, |rows| -> R<(f64, Vec<f64>)> {
         let x = Tensor::from_vec(
-            tokens[start * t..end * t].to_vec(),
-            (rows, t),
+            tokens[rows.start * t..rows.end * t].to_vec(),
+            (rows.len(), t),
             &weights.device,
         )?;
         let loss = weights.lm_loss(&x)?;
@@ -109,17 +102,12 @@ pub fn lm_gradient(
         weights.add_flat_grads(&loss.backward()?, &mut g)?;
         let loss = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         Ok((loss, g))
-    };
-    let parts: Vec<R<(f64, Vec<f64>)>> = if shards == 1 {
-        bounds.iter().map(one).collect()
-    } else {
-        bounds.par_iter().map(one).collect()
-    };
+    });
     grad.iter_mut().for_each(|g| *g = 0.0);
     let mut loss = 0.0;
-    for (part, &(start, end)) in parts.into_iter().zip(&bounds) {
+    for (rows, part) in parts {
         let (l, g) = part?;
-        let share = (end - start) as f64 / batch as f64;
+        let share = rows.len() as f64 / batch as f64;
         loss += share * l;
         for (acc, v) in grad.iter_mut().zip(g) {
             *acc += share * v;
