@@ -827,54 +827,82 @@ pub fn transformer_torch(python: &Path, work: &TransformerWorkload) -> Result<Tr
     })
 }
 
+/// Rounds of `bench transformer`: ours then PyTorch, alternating, so both
+/// see the same drift in machine load; ratios are taken within a round.
+pub const TRANSFORMER_ROUNDS: usize = 3;
+
 /// `bench transformer`: training and sampling tokens/s of candle beside
-/// PyTorch (when the peers' Python has torch), and the KV cache's speed-up.
+/// PyTorch (when the peers' Python has torch), and the KV cache's speed-up,
+/// over [`TRANSFORMER_ROUNDS`] alternating rounds: medians of each side's
+/// rate and of the same-round ratios.
 pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
+    use crate::stats::median;
     let work = TRANSFORMER_WORKLOAD;
     println!(
         "model: {} parameters (2 layers, d_model 128, 4 heads, d_ff 512), f32, CPU; \
-         training batch {}×{} tokens; sampling {} × {} new tokens after a {}-token prompt, top-k {}",
+         {} training steps on {}×{} tokens; sampling {} × {} new tokens after a {}-token prompt, top-k {}; \
+         {} alternating rounds, medians",
         BENCH_TRANSFORMER.num_params(),
+        work.train_steps,
         work.train_batch,
         work.train_seq,
         work.sample_batch,
         work.new_tokens,
         work.prompt,
-        work.top_k
+        work.top_k,
+        TRANSFORMER_ROUNDS
     );
-    let ours = transformer_ours(&work)?;
-    let peer = peer_python
-        .map(|py| transformer_torch(py, &work))
-        .transpose()?;
-    println!("| measure | iterdeploy (candle) tokens/s | PyTorch tokens/s | candle / PyTorch |");
-    println!("|---|---|---|---|");
-    let row = |name: &str, ours: f64, torch: Option<f64>| match torch {
-        Some(t) => println!("| {name} | {ours:.0} | {t:.0} | {:.2} |", ours / t),
-        None => println!("| {name} | {ours:.0} | — | — |"),
+    let mut rounds = Vec::new();
+    for _ in 0..TRANSFORMER_ROUNDS {
+        let ours = transformer_ours(&work)?;
+        let peer = peer_python
+            .map(|py| transformer_torch(py, &work))
+            .transpose()?;
+        rounds.push((ours, peer));
+    }
+    println!(
+        "| measure | iterdeploy (candle) tokens/s | PyTorch tokens/s | candle / PyTorch | ratio per round |"
+    );
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, pick: fn(&TransformerRates) -> f64| {
+        let ours = median(rounds.iter().map(|(o, _)| pick(o)).collect());
+        let peers: Vec<(f64, f64)> = rounds
+            .iter()
+            .filter_map(|(o, p)| p.as_ref().map(|p| (pick(o), pick(p))))
+            .collect();
+        if peers.is_empty() {
+            println!("| {name} | {ours:.0} | — | — | — |");
+        } else {
+            let torch = median(peers.iter().map(|&(_, t)| t).collect());
+            let ratios: Vec<f64> = peers.iter().map(|&(o, t)| o / t).collect();
+            let list = ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "| {name} | {ours:.0} | {torch:.0} | {:.2} | {list} |",
+                median(ratios.clone())
+            );
+        }
     };
-    row(
-        "training (fwd + bwd + AdamW)",
-        ours.train,
-        peer.map(|p| p.train),
-    );
-    row(
-        "sampling, KV cache",
-        ours.sample_cached,
-        peer.map(|p| p.sample_cached),
-    );
-    row(
-        "sampling, no cache",
-        ours.sample_recompute,
-        peer.map(|p| p.sample_recompute),
-    );
+    row("training (fwd + bwd + AdamW)", |r| r.train);
+    row("sampling, KV cache", |r| r.sample_cached);
+    row("sampling, no cache", |r| r.sample_recompute);
+    let speed_up = |r: &TransformerRates| r.sample_cached / r.sample_recompute;
     println!(
         "\nKV cache speed-up (iterdeploy): {:.1}x",
-        ours.sample_cached / ours.sample_recompute
+        median(rounds.iter().map(|(o, _)| speed_up(o)).collect())
     );
-    if let Some(p) = peer {
+    if rounds.iter().all(|(_, p)| p.is_some()) && peer_python.is_some() {
         println!(
             "KV cache speed-up (PyTorch): {:.1}x",
-            p.sample_cached / p.sample_recompute
+            median(
+                rounds
+                    .iter()
+                    .filter_map(|(_, p)| p.as_ref().map(speed_up))
+                    .collect()
+            )
         );
     }
     Ok(())

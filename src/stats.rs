@@ -50,6 +50,19 @@ pub fn mean_ci95(values: &[f64]) -> Interval {
     }
 }
 
+/// Median of `values` (mean of the middle two for an even count; NaN for
+/// none). Benchmarks report it over repeated rounds: one slow round from a
+/// noisy machine moves it less than the mean.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +84,12 @@ mod tests {
         assert_eq!(i.n, 1);
         assert_eq!(i.mean, 5.0);
         assert!(i.low.is_nan() && i.high.is_nan());
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty_lists() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
     }
 }
