@@ -335,7 +335,8 @@ fn perturbed(policy: &dyn Policy, sigma: f64, rng: &mut Rng) -> Vec<f64> {
         .collect::<Vec<f64>>()
 }
 
-/// A behaviour policy near `policy` for off-policy Monte-Carlo checks:
+/// A behaviour policy near `policy` (whose table is `table`) for
+/// off-policy Monte-Carlo checks:
 /// θ plus Gaussian noise of scale σ = 0.3, halved until the behaviour
 /// still solves at least half as often as the policy. Importance
 /// weighting is unbiased for any behaviour with full support, but a
@@ -346,10 +347,11 @@ fn perturbed(policy: &dyn Policy, sigma: f64, rng: &mut Rng) -> Vec<f64> {
 fn overlapping_behaviour(
     env: &Deployment,
     policy: &dyn Policy,
+    table: &PolicyTable,
     make: &dyn Fn() -> Box<dyn Policy>,
     rng: &mut Rng,
 ) -> (Box<dyn Policy>, f64) {
-    let j = exact::objective(env, &PolicyTable::new(policy, env));
+    let j = exact::objective(env, table);
     let mut sigma = 0.3;
     loop {
         let beta = with_params(make, &perturbed(policy, sigma, rng));
@@ -437,14 +439,14 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
     for setting in settings {
         let env = &setting.env;
         for (label, mut policy) in setting.policies(seed) {
-            // A policy with non-finite probabilities would make every
-            // comparison meaningless (and NaN slips through max-folds).
-            let table = PolicyTable::new(&*policy, env);
-            let j = exact::objective(env, &table);
-            if !j.is_finite() {
+            // A policy with non-finite parameters would make every
+            // comparison meaningless (the same test as the deployment
+            // loop's divergence check; no forward pass needed).
+            if let Some(i) = policy.params().iter().position(|v| !v.is_finite()) {
                 return Err(Error::Invalid(format!(
-                    "verify: the {label} policy of `{}` is not finite after its warm start (J = {j})",
-                    setting.name
+                    "verify: the {label} policy of `{}` is not finite after its warm start (parameter {i} is {})",
+                    setting.name,
+                    policy.params()[i]
                 )));
             }
             // Fresh copies of the same kind (their parameters are set
@@ -960,7 +962,7 @@ impl Ctx<'_> {
         }
         let per_task = 8;
         let (_, one_exact) = curated_expectation(env, &table, policy, Rule::OnePerTask, per_task);
-        let (beta, sigma) = overlapping_behaviour(env, policy, make, &mut rng);
+        let (beta, sigma) = overlapping_behaviour(env, policy, &table, make, &mut rng);
         let beta_table = PolicyTable::new(&*beta, env);
         let batches = 1500;
         let mut sums = vec![vec![(0.0f64, 0.0f64); dirs.len()]; 4];
