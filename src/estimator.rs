@@ -16,6 +16,11 @@ pub struct Trace {
     pub task: usize,
     pub steps: Vec<(StateIndex, ActionId)>,
     pub valid: bool,
+    /// The text a free-text writer produced, as its token ids (what its
+    /// log-probability is of); empty for policies that choose steps, whose
+    /// trace *is* its steps. See [`crate::policy::transformer::PlanWriter`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<u32>,
 }
 
 impl Trace {
@@ -41,13 +46,23 @@ impl Trace {
         weight: f64,
         grad: &mut [f64],
     ) {
-        let mut c = vec![0.0; env.num_actions()];
-        for &(s, a) in &self.steps {
-            c[a] = weight;
-            policy.accumulate_score(env, self.task, s, &c, grad);
-            c[a] = 0.0;
-        }
+        policy.accumulate_trace_scores(env, &[(self, weight)], grad);
     }
+}
+
+/// Σ_i w_i ∇θ log π(y_i) as a fresh vector; `weighted` entries with w = 0
+/// are skipped (they add nothing).
+fn weighted_scores(env: &Deployment, policy: &dyn Policy, weighted: &[(&Trace, f64)]) -> Vec<f64> {
+    let mut g = vec![0.0; policy.num_params()];
+    let nonzero: Vec<(&Trace, f64)> = weighted
+        .iter()
+        .copied()
+        .filter(|&(_, w)| w != 0.0)
+        .collect();
+    if !nonzero.is_empty() {
+        policy.accumulate_trace_scores(env, &nonzero, &mut g);
+    }
+    g
 }
 
 /// Draws one trace of task `x` from `table` (see [`crate::mdp`] for when a
@@ -97,6 +112,7 @@ pub fn sample_trace_by(
                     task: x,
                     steps,
                     valid,
+                    tokens: Vec::new(),
                 },
                 logp,
             );
@@ -117,6 +133,7 @@ pub fn sample_trace_by(
                         task: x,
                         steps,
                         valid: false,
+                        tokens: Vec::new(),
                     },
                     logp,
                 );
@@ -141,15 +158,9 @@ pub fn sample_batch(
 
 /// −∇L_SFT on the kept traces: (1/|kept|) Σ_kept ∇ log π(y). Zero if none.
 pub fn sft_gradient(env: &Deployment, policy: &dyn Policy, kept: &[&Trace]) -> Vec<f64> {
-    let mut g = vec![0.0; policy.num_params()];
-    if kept.is_empty() {
-        return g;
-    }
-    let w = 1.0 / kept.len() as f64;
-    for t in kept {
-        t.accumulate_score(env, policy, w, &mut g);
-    }
-    g
+    let w = 1.0 / kept.len().max(1) as f64;
+    let weighted: Vec<(&Trace, f64)> = kept.iter().map(|&t| (t, w)).collect();
+    weighted_scores(env, policy, &weighted)
 }
 
 /// −∇L_SFT computed a second way: per-state action counts of the kept
@@ -182,19 +193,16 @@ pub fn sft_gradient_from_counts(
 
 /// REINFORCE with binary reward: (1/N) Σ_i R_i ∇ log π(y_i).
 pub fn reinforce(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> {
-    let mut g = vec![0.0; policy.num_params()];
     let w = 1.0 / batch.len() as f64;
-    for t in batch.iter().filter(|t| t.valid) {
-        t.accumulate_score(env, policy, w, &mut g);
-    }
-    g
+    let weighted: Vec<(&Trace, f64)> = batch.iter().filter(|t| t.valid).map(|t| (t, w)).collect();
+    weighted_scores(env, policy, &weighted)
 }
 
 /// REINFORCE with a leave-one-out baseline per task:
 /// (1/N) Σ_i (R_i − mean_{j≠i, same task} R_j) ∇ log π(y_i). Unbiased
 /// because the baseline does not depend on y_i.
 pub fn rloo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> {
-    let mut g = vec![0.0; policy.num_params()];
+    let mut weighted = Vec::new();
     let w = 1.0 / batch.len() as f64;
     for x in 0..env.tasks.len() {
         let group: Vec<&Trace> = batch.iter().filter(|t| t.task == x).collect();
@@ -206,12 +214,10 @@ pub fn rloo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> 
         for t in group {
             let r = t.valid as u8 as f64;
             let baseline = (total - r) / (k - 1) as f64;
-            if r != baseline {
-                t.accumulate_score(env, policy, w * (r - baseline), &mut g);
-            }
+            weighted.push((t, w * (r - baseline)));
         }
     }
-    g
+    weighted_scores(env, policy, &weighted)
 }
 
 /// Group-normalised advantages (GRPO-style, no KL term, one on-policy
@@ -221,7 +227,7 @@ pub fn rloo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> 
 /// rewards are all equal.
 pub fn grpo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> {
     const EPS: f64 = 1e-6;
-    let mut g = vec![0.0; policy.num_params()];
+    let mut weighted = Vec::new();
     let w = 1.0 / batch.len() as f64;
     for x in 0..env.tasks.len() {
         let group: Vec<&Trace> = batch.iter().filter(|t| t.task == x).collect();
@@ -236,10 +242,10 @@ pub fn grpo(env: &Deployment, policy: &dyn Policy, batch: &[Trace]) -> Vec<f64> 
         }
         for t in group {
             let a = (t.valid as u8 as f64 - mean) / (std + EPS);
-            t.accumulate_score(env, policy, w * a, &mut g);
+            weighted.push((t, w * a));
         }
     }
-    g
+    weighted_scores(env, policy, &weighted)
 }
 
 /// Importance-weighted REINFORCE for target π_θ from traces of a behaviour
@@ -265,11 +271,11 @@ pub fn importance_weighted(
     } else {
         batch.len() as f64
     };
-    let mut g = vec![0.0; target.num_params()];
-    for (t, r) in batch.iter().zip(&rho) {
-        if t.valid {
-            t.accumulate_score(env, target, r / norm, &mut g);
-        }
-    }
-    (g, sum * sum / sum_sq)
+    let weighted: Vec<(&Trace, f64)> = batch
+        .iter()
+        .zip(&rho)
+        .filter(|(t, _)| t.valid)
+        .map(|(t, r)| (t, r / norm))
+        .collect();
+    (weighted_scores(env, target, &weighted), sum * sum / sum_sq)
 }

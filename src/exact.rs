@@ -28,6 +28,10 @@ pub struct PolicyTable {
 
 impl PolicyTable {
     pub fn new(policy: &dyn Policy, env: &Deployment) -> Self {
+        assert!(
+            policy.is_markov(),
+            "exact tables need a policy that reads only the current state"
+        );
         let n = env.num_actions();
         let logp = env
             .tasks

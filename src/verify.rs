@@ -76,6 +76,7 @@ pub fn shortest_plans(env: &Deployment) -> Vec<Trace> {
             task: x,
             steps,
             valid: true,
+            tokens: Vec::new(),
         });
     }
     out
@@ -320,6 +321,7 @@ fn score(
         task: x,
         steps: steps.to_vec(),
         valid: true,
+        tokens: Vec::new(),
     }
     .accumulate_score(env, policy, w, grad);
 }

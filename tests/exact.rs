@@ -83,6 +83,7 @@ fn dp_success_equals_enumeration_and_length_law_sums_to_it() {
                     task: x,
                     steps: y.clone(),
                     valid: true,
+                    tokens: Vec::new(),
                 }
                 .log_prob(&table, &env)
                 .exp()

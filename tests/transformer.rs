@@ -9,7 +9,7 @@ use iterdeploy::exact::PolicyTable;
 use iterdeploy::generate::{DomainKind, Params, generate};
 use iterdeploy::mdp::Deployment;
 use iterdeploy::policy::Policy;
-use iterdeploy::policy::transformer::{Size, Transformer};
+use iterdeploy::policy::transformer::{PlanWriter, Size, Transformer};
 use iterdeploy::tolerance::{EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, errors};
 
 fn blocks_env(blocks: usize, count: usize, horizon: usize) -> Deployment {
@@ -432,4 +432,205 @@ fn sharded_lm_gradient_equals_the_whole_batch_gradient() {
         assert!(rel < 1e-12, "{shards} shards: gradient differs by {rel}");
     }
     assert!(lm_gradient(&w, &tokens[..34], 5, 2, &mut whole).is_err());
+}
+
+// ---- The plan writer: prompt = task, completion = the whole plan as text.
+
+fn writer(env: &Deployment, seed: u64) -> PlanWriter {
+    PlanWriter::new(env, SMALL, 1.0, &mut iterdeploy::rng::seeded(seed)).unwrap()
+}
+
+/// Shortest plans of `env`'s tasks as traces (the planner's demonstrations).
+fn demonstrations(env: &Deployment) -> Vec<Trace> {
+    iterdeploy::verify::shortest_plans(env)
+}
+
+/// Free-text samples of every task, `per_task` each.
+fn writer_samples(
+    env: &Deployment,
+    w: &PlanWriter,
+    per_task: usize,
+    seed: u64,
+) -> Vec<(Trace, f64)> {
+    (0..env.tasks.len())
+        .flat_map(|x| {
+            let mut rngs: Vec<_> = (0..per_task)
+                .map(|i| iterdeploy::rng::stream(seed, (x * 1000 + i) as u64))
+                .collect();
+            w.sample_traces(env, x, &mut rngs)
+        })
+        .collect()
+}
+
+/// The writer's scores reach every parameter tensor, and it declares
+/// itself non-Markov (exact tables refuse it).
+#[test]
+fn plan_writer_gets_a_gradient_in_every_parameter_tensor() {
+    crate::common::candle_cpu();
+    let env = blocks_env(3, 2, 6);
+    let w = writer(&env, 1);
+    assert!(!w.is_markov());
+    let demos = demonstrations(&env);
+    let weighted: Vec<(&Trace, f64)> = demos.iter().map(|t| (t, 1.0)).collect();
+    let mut grad = vec![0.0; w.num_params()];
+    w.accumulate_trace_scores(&env, &weighted, &mut grad);
+    let mut at = 0;
+    for (name, shape) in w.decoder().config().shapes() {
+        let n: usize = shape.iter().product();
+        let norm: f64 = grad[at..at + n].iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!(norm > 0.0, "no gradient reaches `{name}`");
+        at += n;
+    }
+    assert_eq!(at, w.num_params());
+}
+
+/// ∇ log π(y | x) of whole completions (free-text samples and planner
+/// plans), at τ = 1 and τ = 0.7, against central differences of log π in
+/// f64 along random directions.
+#[test]
+fn plan_writer_scores_match_finite_differences() {
+    crate::common::candle_cpu();
+    let env = blocks_env(3, 2, 5);
+    let mut w = writer(&env, 2);
+    let mut traces: Vec<Trace> = writer_samples(&env, &w, 1, 3)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    traces.push(demonstrations(&env).remove(0));
+    let theta = w.params().to_vec();
+    let mut rng = iterdeploy::rng::seeded(4);
+    let normal = rand_distr::Normal::new(0.0, 1.0).unwrap();
+    for tau in [1.0, 0.7] {
+        w.set_temperature(tau);
+        for trace in &traces {
+            let mut analytic = vec![0.0; w.num_params()];
+            w.accumulate_trace_scores(&env, &[(trace, 1.0)], &mut analytic);
+            for k in 0..2 {
+                // A unit direction: along an unnormalised one (length ≈ √P)
+                // the truncation error h²·f''' of the differences grows
+                // with its cube and swamps the check.
+                let mut dir: Vec<f64> = (0..theta.len())
+                    .map(|_| rand_distr::Distribution::sample(&normal, &mut rng))
+                    .collect();
+                let len = dir.iter().map(|d| d * d).sum::<f64>().sqrt();
+                dir.iter_mut().for_each(|d| *d /= len);
+                let mut at = |h: f64| {
+                    for ((p, t), d) in w.params_mut().iter_mut().zip(&theta).zip(&dir) {
+                        *p = t + h * d;
+                    }
+                    w.trace_log_prob(&env, trace)
+                };
+                let numeric = (at(FD_STEP) - at(-FD_STEP)) / (2.0 * FD_STEP);
+                w.params_mut().copy_from_slice(&theta);
+                let exact: f64 = analytic.iter().zip(&dir).map(|(a, d)| a * d).sum();
+                assert!(
+                    (exact - numeric).abs() <= FD_ABS + FD_REL * numeric.abs(),
+                    "τ {tau}, direction {k}: autograd {exact} vs differences {numeric}"
+                );
+            }
+        }
+    }
+}
+
+/// What the sampler reports as log π(y) while decoding with the key/value
+/// cache equals the teacher-forced log-probability of the same text (two
+/// different computations), at a sampling temperature ≠ 1 (f64 model).
+#[test]
+fn plan_writer_sampling_log_probs_equal_teacher_forced_ones() {
+    crate::common::candle_cpu();
+    let env = blocks_env(3, 2, 6);
+    let mut w = writer(&env, 5);
+    w.set_temperature(0.8);
+    let samples = writer_samples(&env, &w, 4, 6);
+    for (t, logp) in &samples {
+        let forced = w.trace_log_prob(&env, t);
+        assert!(
+            (logp - forced).abs() <= EXACT_ABS + EXACT_REL * forced.abs(),
+            "sampled {logp} vs forced {forced}"
+        );
+    }
+}
+
+/// The writer's completions are judged like any model output: the plan
+/// text goes through the extractor and validator, whose verdict equals the
+/// trace's for every text that closed with `<end>` within the horizon —
+/// free samples (mostly garbage from an untrained writer), planner plans
+/// (valid) and planner plans missing their last step (invalid). A planner
+/// plan read back gives its own steps.
+#[test]
+fn plan_writer_text_is_judged_like_model_output() {
+    crate::common::candle_cpu();
+    let env = blocks_env(3, 3, 6);
+    let w = writer(&env, 7);
+    let domain = DomainKind::Blocksworld.parse_domain();
+    let end = w.decoder().vocabulary().id("<end>").unwrap();
+    let mut completions: Vec<(usize, Vec<u32>)> = writer_samples(&env, &w, 20, 8)
+        .into_iter()
+        .map(|(t, _)| (t.task, t.tokens))
+        .collect();
+    for d in demonstrations(&env) {
+        let full = w.completion(&d);
+        assert_eq!(
+            w.read(&env, d.task, &full).steps,
+            d.steps,
+            "a plan reads back as itself"
+        );
+        if d.plan_length() > 0 {
+            let mut cut = full.clone();
+            let last_step =
+                w.decoder().vocabulary().action_tokens[d.steps[d.steps.len() - 2].1].len();
+            cut.drain(cut.len() - 1 - last_step..cut.len() - 1);
+            completions.push((d.task, cut));
+        }
+        completions.push((d.task, full));
+    }
+    let mut seen = [0usize; 2];
+    for (x, tokens) in completions {
+        let t = w.read(&env, x, &tokens);
+        let text = w.plan_text(&tokens);
+        let closed = tokens.contains(&end) && text.lines().count() <= env.horizon;
+        let extraction = iterdeploy::extract::extract_plan(&text, &|a| domain.action(a).is_some());
+        let verdict = iterdeploy::validate::Validator::new(&domain, &env.tasks[x].problem)
+            .validate(&extraction.steps);
+        let readable = extraction.steps.len() == text.lines().count();
+        if closed {
+            assert_eq!(t.valid, verdict.valid && readable, "task {x}:\n{text}");
+        } else {
+            assert!(
+                !t.valid,
+                "a text without <end> or past the horizon is never valid:\n{text}"
+            );
+        }
+        seen[t.valid as usize] += 1;
+    }
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "{seen:?}: need valid and invalid texts"
+    );
+}
+
+/// P01 on the plan writer: on a batch of completions, some valid, the
+/// gradient of the SFT loss on the valid ones times N⁺/N equals REINFORCE
+/// on the whole batch — the invalid rows (and their padding) contribute
+/// nothing, to f64 precision.
+#[test]
+fn p01_sft_is_scaled_reinforce_on_the_plan_writer() {
+    crate::common::candle_cpu();
+    let env = blocks_env(3, 2, 6);
+    let w = writer(&env, 9);
+    let mut batch: Vec<Trace> = writer_samples(&env, &w, 3, 10)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    batch.extend(demonstrations(&env));
+    let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
+    assert!(!kept.is_empty() && kept.len() < batch.len());
+    let scale = kept.len() as f64 / batch.len() as f64;
+    let sft: Vec<f64> = estimator::sft_gradient(&env, &w, &kept)
+        .iter()
+        .map(|g| g * scale)
+        .collect();
+    let rl = estimator::reinforce(&env, &w, &batch);
+    let (abs, rel) = errors(&sft, &rl, EXACT_ABS);
+    assert!(abs <= EXACT_ABS || rel <= EXACT_REL, "abs {abs}, rel {rel}");
 }

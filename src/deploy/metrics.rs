@@ -2,8 +2,8 @@
 //!
 //! | metric | meaning |
 //! |---|---|
-//! | `success_prob` | mean over tasks of p(x) = π_k(valid trace \| x), exact (DP) |
-//! | `solved_any_exact` | mean over tasks of 1 − (1 − p(x))^N, exact: the expected fraction of tasks with a valid plan among N samples |
+//! | `success_prob` | mean over tasks of p(x) = π_k(valid trace \| x), exact (DP)† |
+//! | `solved_any_exact` | mean over tasks of 1 − (1 − p(x))^N, exact: the expected fraction of tasks with a valid plan among N samples† |
 //! | `solved_sampled` | fraction of tasks with ≥ 1 truly valid sample this generation |
 //! | `valid_rate` | fraction of this generation's samples that are valid |
 //! | `accepted_rate` | fraction the judge accepted (≠ `valid_rate` only with validator noise) |
@@ -13,12 +13,18 @@
 //! | `longest_solved_optimal` | largest optimal length among tasks with a valid sample |
 //! | `distinct_valid_plans` | distinct valid plans sampled (over all tasks) |
 //! | `update_cosine` | cos(the arm's update direction at π_k, ∇J(π_k)) (bucket `all`) |
-//! | `kl_from_previous` | mean over tasks of KL(π_k ‖ π_{k−1}) of trace laws, exact (bucket `all`) |
+//! | `kl_from_previous` | mean over tasks of KL(π_k ‖ π_{k−1}) of trace laws, exact (bucket `all`)† |
 //! | `training_set_size` | traces the update used (bucket `all`) |
 //! | `samples_drawn` | cumulative samples = validator calls (bucket `all`) |
 //!
 //! Buckets: `all` (deployed tasks), each size bucket's deployed tasks, and
-//! `held-out` (held-out tasks; exact metrics only).
+//! `held-out` (held-out tasks; the † metrics only).
+//!
+//! † Exact for Markov policies. A policy that reads its own earlier text
+//! ([`crate::policy::Policy::is_markov`] false) has no state-wise dynamic
+//! program, so these are unbiased Monte-Carlo estimates from M = N fresh
+//! samples of π_k per task, drawn on their own stream and never trained on
+//! ([`sampled_measurement`]); `update_cosine` is then NaN (no exact ∇J).
 
 use std::collections::HashSet;
 
@@ -53,14 +59,104 @@ mod nan_as_null {
     }
 }
 
+/// The † metrics of π_k (module docs), exact or estimated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    /// p(x) = π_k(valid | x) per task.
+    pub success: Vec<f64>,
+    /// 1 − (1 − p(x))^N per task.
+    pub solved_any: Vec<f64>,
+    /// Mean over deployed tasks of KL(π_k ‖ π_{k−1}) (NaN at k = 0).
+    pub kl_from_previous: f64,
+}
+
+/// Exact measurement from π_k's table (and π_{k−1}'s, both at the sampling
+/// temperature); N = `samples_per_task`.
+pub fn exact_measurement(
+    work: &Workload,
+    table: &PolicyTable,
+    previous: Option<&PolicyTable>,
+    samples_per_task: usize,
+) -> Measurement {
+    let success = exact::success_probabilities(&work.env, table);
+    let n = samples_per_task as i32;
+    let solved_any = success.iter().map(|p| 1.0 - (1.0 - p).powi(n)).collect();
+    let kl_from_previous = match previous {
+        Some(prev) => {
+            let per_task = exact::trajectory_kl(&work.env, table, prev);
+            let deployed = work.tasks_with(Role::Deployed);
+            deployed.iter().map(|&x| per_task[x]).sum::<f64>() / deployed.len() as f64
+        }
+        None => f64::NAN,
+    };
+    Measurement {
+        success,
+        solved_any,
+        kl_from_previous,
+    }
+}
+
+/// Monte-Carlo measurement of `current` = π_k (at the sampling
+/// temperature) from M = N samples of every task, sample i of task x drawn
+/// from `stream(x, i)`. With c valid samples of M:
+/// * p̂(x) = c/M, unbiased for p(x);
+/// * 1 − C(M−c, N)/C(M, N), the unbiased estimator of 1 − (1 − p)^N (the
+///   pass@N estimator of Chen et al., 2021; for M = N it is 1[c > 0]);
+/// * KL(π_k ‖ π_{k−1}) ≈ mean over π_k's samples of log π_k(y) − log
+///   π_{k−1}(y), unbiased (`previous` = π_{k−1} at the same temperature).
+pub fn sampled_measurement(
+    work: &Workload,
+    current: &dyn crate::policy::Policy,
+    previous: Option<&dyn crate::policy::Policy>,
+    samples_per_task: usize,
+    stream: impl Fn(usize, usize) -> crate::rng::Rng,
+) -> Measurement {
+    let (m, n) = (samples_per_task, samples_per_task);
+    let env = &work.env;
+    let mut success = Vec::with_capacity(env.tasks.len());
+    let mut solved_any = Vec::with_capacity(env.tasks.len());
+    let mut kl_sum = 0.0;
+    for x in 0..env.tasks.len() {
+        let mut rngs: Vec<crate::rng::Rng> = (0..m).map(|i| stream(x, i)).collect();
+        let drawn = current.sample_traces(env, x, &mut rngs);
+        let c = drawn.iter().filter(|(t, _)| t.valid).count();
+        success.push(c as f64 / m as f64);
+        solved_any.push(1.0 - binomial_ratio(m - c, m, n));
+        if let (Some(prev), Role::Deployed) = (previous, work.role[x]) {
+            kl_sum += drawn
+                .iter()
+                .map(|(t, logp)| logp - prev.trace_log_prob(env, t))
+                .sum::<f64>()
+                / m as f64;
+        }
+    }
+    let kl_from_previous = if previous.is_some() {
+        kl_sum / work.tasks_with(Role::Deployed).len() as f64
+    } else {
+        f64::NAN
+    };
+    Measurement {
+        success,
+        solved_any,
+        kl_from_previous,
+    }
+}
+
+/// C(a, n) / C(m, n) for a ≤ m (0 when a < n), as a product of ratios
+/// (no factorials to overflow).
+fn binomial_ratio(a: usize, m: usize, n: usize) -> f64 {
+    if a < n {
+        return 0.0;
+    }
+    (0..n).map(|i| (a - i) as f64 / (m - i) as f64).product()
+}
+
 /// What [`generation_metrics`] needs about generation k.
 pub struct GenerationInputs<'a> {
     pub generation: usize,
     pub samples_per_task: usize,
-    /// π_k at the sampling temperature.
-    pub table: &'a PolicyTable,
-    /// π_{k−1}, if k > 0.
-    pub previous: Option<&'a PolicyTable>,
+    /// π_k's † metrics.
+    pub measured: &'a Measurement,
     pub samples: &'a [Sample],
     pub update_cosine: f64,
     pub training_set_size: usize,
@@ -73,8 +169,8 @@ pub const BUCKET_HELD_OUT: &str = "held-out";
 /// The rows of one generation, in a fixed order (bucket `all`, size
 /// buckets in spec order, `held-out`; metrics in the order of the table).
 pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRow> {
-    let p = exact::success_probabilities(&work.env, g.table);
-    let n = g.samples_per_task as i32;
+    let p = &g.measured.success;
+    let any = &g.measured.solved_any;
     let mut rows = Vec::new();
     let mut push = |bucket: &str, metric: &str, value: f64| {
         rows.push(MetricRow {
@@ -102,11 +198,7 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
             tasks.iter().map(|&x| f(x)).sum::<f64>() / tasks.len() as f64
         };
         push(name, "success_prob", mean(&|x| p[x]));
-        push(
-            name,
-            "solved_any_exact",
-            mean(&|x| 1.0 - (1.0 - p[x]).powi(n)),
-        );
+        push(name, "solved_any_exact", mean(&|x| any[x]));
         let samples: Vec<&Sample> = g
             .samples
             .iter()
@@ -184,22 +276,43 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
             held_out.iter().map(|&x| f(x)).sum::<f64>() / held_out.len() as f64
         };
         push(BUCKET_HELD_OUT, "success_prob", mean(&|x| p[x]));
-        push(
-            BUCKET_HELD_OUT,
-            "solved_any_exact",
-            mean(&|x| 1.0 - (1.0 - p[x]).powi(n)),
-        );
+        push(BUCKET_HELD_OUT, "solved_any_exact", mean(&|x| any[x]));
     }
     push(BUCKET_ALL, "update_cosine", g.update_cosine);
-    let kl = match g.previous {
-        Some(prev) => {
-            let per_task = exact::trajectory_kl(&work.env, g.table, prev);
-            deployed.iter().map(|&x| per_task[x]).sum::<f64>() / deployed.len() as f64
-        }
-        None => f64::NAN,
-    };
-    push(BUCKET_ALL, "kl_from_previous", kl);
+    push(BUCKET_ALL, "kl_from_previous", g.measured.kl_from_previous);
     push(BUCKET_ALL, "training_set_size", g.training_set_size as f64);
     push(BUCKET_ALL, "samples_drawn", g.samples_drawn as f64);
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binomial_ratio;
+
+    /// C(a, n)/C(m, n) against the factorial formula on small arguments,
+    /// and the pass@N estimator's edge cases.
+    #[test]
+    fn binomial_ratio_matches_the_factorial_formula() {
+        let choose = |a: u64, n: u64| -> f64 {
+            if n > a {
+                return 0.0;
+            }
+            (1..=n).map(|i| (a - n + i) as f64 / i as f64).product()
+        };
+        for m in 1..12usize {
+            for n in 1..=m {
+                for a in 0..=m {
+                    let want = choose(a as u64, n as u64) / choose(m as u64, n as u64);
+                    let got = binomial_ratio(a, m, n);
+                    assert!(
+                        (got - want).abs() <= 1e-12 * want.max(1.0),
+                        "{a} {m} {n}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        // M = N: the estimator 1 − ratio is 1[c > 0].
+        assert_eq!(binomial_ratio(8, 8, 8), 1.0);
+        assert_eq!(binomial_ratio(7, 8, 8), 0.0);
+    }
 }

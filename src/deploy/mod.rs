@@ -267,6 +267,8 @@ impl ArmState {
 const SAMPLE_STREAM: u64 = 0;
 const NOISE_STREAM: u64 = 1;
 const TRAIN_STREAM: u64 = 2;
+/// Fresh samples that measure a non-Markov policy (never trained on).
+const MEASURE_STREAM: u64 = 3;
 
 fn stream(seed: u64, generation: usize, purpose: u64) -> crate::rng::Rng {
     crate::rng::stream(seed, (generation as u64) << 8 | purpose)
@@ -345,8 +347,15 @@ fn deploy_generation(
 
     let started = std::time::Instant::now();
     let current = with_params(base, &state.theta, tau);
-    let table = PolicyTable::new(current.as_ref(), env);
-    let true_gradient = exact::objective_gradient_at(env, current.as_ref(), &table);
+    // Exact measurement needs a Markov policy; a writer that reads its own
+    // text is measured by sampling (see `metrics`) and has no exact ∇J to
+    // compare update directions with.
+    let exact = current.is_markov().then(|| {
+        let table = PolicyTable::new(current.as_ref(), env);
+        let gradient = exact::objective_gradient_at(env, current.as_ref(), &table);
+        (table, gradient)
+    });
+    let cosine_to_true = |d: &[f64]| exact.as_ref().map_or(f64::NAN, |(_, g)| cosine(d, g));
     let mut measure_seconds = started.elapsed().as_secs_f64();
 
     // Sample i of task x in generation k has its own streams, so arms that
@@ -355,12 +364,12 @@ fn deploy_generation(
     let draw = |policy: &dyn Policy, indices: std::ops::Range<usize>| -> Vec<Sample> {
         let mut out = Vec::with_capacity(indices.len() * deployed_tasks.len());
         for &x in &deployed_tasks {
-            for i in indices.clone() {
-                let mut rng = sample_stream(seed, k, x, i, SAMPLE_STREAM);
-                let (trace, behaviour_logp) =
-                    estimator::sample_trace_by(env, x, &mut rng, |s, out| {
-                        policy.log_probs(env, x, s, out)
-                    });
+            let mut rngs: Vec<crate::rng::Rng> = indices
+                .clone()
+                .map(|i| sample_stream(seed, k, x, i, SAMPLE_STREAM))
+                .collect();
+            let drawn = policy.sample_traces(env, x, &mut rngs);
+            for ((i, (trace, behaviour_logp)), rng) in indices.clone().zip(drawn).zip(&mut rngs) {
                 let tie: u64 = rng.random();
                 let u: f64 = sample_stream(seed, k, x, i, NOISE_STREAM).random();
                 let accepted = if trace.valid {
@@ -429,7 +438,7 @@ fn deploy_generation(
                 }
             };
             if b == 0 {
-                update_cosine = cosine(&direction, &true_gradient);
+                update_cosine = cosine_to_true(&direction);
             }
             all.extend(batch);
         }
@@ -448,10 +457,8 @@ fn deploy_generation(
                 let traces: Vec<&Trace> = kept.iter().map(|s| &s.trace).collect();
                 training_set_size = traces.len();
                 let at_current = with_params(base, &state.theta, 1.0);
-                update_cosine = cosine(
-                    &estimator::sft_gradient(env, at_current.as_ref(), &traces),
-                    &true_gradient,
-                );
+                update_cosine =
+                    cosine_to_true(&estimator::sft_gradient(env, at_current.as_ref(), &traces));
                 let start = match arm.start {
                     Start::Base => base.params(),
                     Start::Continue => &state.theta[..],
@@ -465,10 +472,8 @@ fn deploy_generation(
                     state.pool.iter().flatten().filter(|s| s.accepted).collect();
                 training_set_size = kept.len();
                 let mut p = with_params(base, &state.theta, 1.0);
-                update_cosine = cosine(
-                    &importance_weighted_sft(env, p.as_ref(), &kept, arm),
-                    &true_gradient,
-                );
+                update_cosine =
+                    cosine_to_true(&importance_weighted_sft(env, p.as_ref(), &kept, arm));
                 fit_iw_sft(env, p.as_mut(), &kept, arm, &mut train_rng);
                 theta = p.params().to_vec();
             }
@@ -488,19 +493,33 @@ fn deploy_generation(
     }
 
     let measuring = std::time::Instant::now();
-    if previous_table.is_none()
-        && let Some(t) = &state.previous_theta
-    {
-        *previous_table = Some(PolicyTable::new(with_params(base, t, tau).as_ref(), env));
-    }
+    let n = arm.samples_per_task;
+    let measured = match &exact {
+        Some((table, _)) => {
+            if previous_table.is_none()
+                && let Some(t) = &state.previous_theta
+            {
+                *previous_table = Some(PolicyTable::new(with_params(base, t, tau).as_ref(), env));
+            }
+            metrics::exact_measurement(work, table, previous_table.as_ref(), n)
+        }
+        None => {
+            let previous = state
+                .previous_theta
+                .as_ref()
+                .map(|t| with_params(base, t, tau));
+            metrics::sampled_measurement(work, current.as_ref(), previous.as_deref(), n, |x, i| {
+                sample_stream(seed, k, x, i, MEASURE_STREAM)
+            })
+        }
+    };
     let generation_samples = state.pool.last().expect("just pushed");
     state.rows.extend(metrics::generation_metrics(
         work,
         &metrics::GenerationInputs {
             generation: k,
-            samples_per_task: arm.samples_per_task,
-            table: &table,
-            previous: previous_table.as_ref(),
+            samples_per_task: n,
+            measured: &measured,
             samples: generation_samples,
             update_cosine,
             training_set_size,
@@ -519,7 +538,7 @@ fn deploy_generation(
         }
     }
     state.previous_theta = Some(std::mem::replace(&mut state.theta, theta));
-    *previous_table = Some(table);
+    *previous_table = exact.map(|(table, _)| table);
     state.next_generation += 1;
     Ok(())
 }
@@ -579,18 +598,6 @@ fn fit_sft_arm(
     fit_sft(env, policy, kept, &mut opt, arm.epochs, arm.batch_size, rng);
 }
 
-/// log π(y) under `policy`.
-fn trace_log_prob(env: &crate::mdp::Deployment, policy: &dyn Policy, t: &Trace) -> f64 {
-    let mut row = vec![0.0; env.num_actions()];
-    t.steps
-        .iter()
-        .map(|&(s, a)| {
-            policy.log_probs(env, t.task, s, &mut row);
-            row[a]
-        })
-        .sum()
-}
-
 /// (1/|batch|) Σ min(π_θ(y)/β(y), c) ∇ log π_θ(y) over accepted samples.
 fn importance_weighted_sft(
     env: &crate::mdp::Deployment,
@@ -605,12 +612,16 @@ fn importance_weighted_sft(
     let mut at_tau = policy.clone_box();
     at_tau.set_temperature(arm.temperature);
     let w = 1.0 / batch.len() as f64;
-    for s in batch {
-        let rho = (trace_log_prob(env, at_tau.as_ref(), &s.trace) - s.behaviour_logp)
-            .exp()
-            .min(arm.iw_clip);
-        s.trace.accumulate_score(env, policy, w * rho, &mut g);
-    }
+    let weighted: Vec<(&Trace, f64)> = batch
+        .iter()
+        .map(|s| {
+            let rho = (at_tau.trace_log_prob(env, &s.trace) - s.behaviour_logp)
+                .exp()
+                .min(arm.iw_clip);
+            (&s.trace, w * rho)
+        })
+        .collect();
+    policy.accumulate_trace_scores(env, &weighted, &mut g);
     g
 }
 

@@ -164,6 +164,13 @@ pub fn base_policy(
     let p = &spec.policy;
     let env = &work.env;
     let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
+    let size = crate::policy::transformer::Size {
+        d_model: p.d_model,
+        heads: p.heads,
+        layers: p.layers,
+        d_ff: p.d_ff,
+        f64: p.f64,
+    };
     let mut policy: Box<dyn Policy> = match p.kind {
         spec::PolicyKind::Mlp => Box::new(Mlp::new(
             env,
@@ -182,20 +189,11 @@ pub fn base_policy(
             Box::new(t)
         }
         spec::PolicyKind::Transformer => Box::new(
-            crate::policy::Transformer::new(
-                env,
-                crate::policy::transformer::Size {
-                    d_model: p.d_model,
-                    heads: p.heads,
-                    layers: p.layers,
-                    d_ff: p.d_ff,
-                    f64: p.f64,
-                },
-                1.0,
-                &mut init,
-            )?
-            .with_prior(p.prior),
+            crate::policy::Transformer::new(env, size, 1.0, &mut init)?.with_prior(p.prior),
         ),
+        spec::PolicyKind::PlanWriter => {
+            Box::new(crate::policy::PlanWriter::new(env, size, 1.0, &mut init)?)
+        }
     };
     let kept: Vec<&Trace> = demos.iter().collect();
     let b = &spec.base;

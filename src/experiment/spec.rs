@@ -96,6 +96,18 @@ pub enum PolicyKind {
     /// The candle decoder of `policy::transformer` (reads state and goal
     /// as tokens, writes the next step).
     Transformer,
+    /// The same decoder as an LLM is used (`policy::transformer::writer`):
+    /// reads the task (initial state and goal), writes the whole plan as
+    /// free text. Not Markov: measured by sampling, deployment specs only.
+    PlanWriter,
+}
+
+impl PolicyKind {
+    /// Whether the kind's policies read only the current state (exact
+    /// dynamic programs apply).
+    pub fn is_markov(self) -> bool {
+        self != PolicyKind::PlanWriter
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -401,10 +413,12 @@ impl Spec {
         if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
             return invalid("base: learning_rate must be > 0 and batch_size ≥ 1".into());
         }
-        if self.policy.kind == PolicyKind::Transformer
-            && (self.policy.heads == 0
-                || self.policy.d_model % self.policy.heads != 0
-                || self.policy.layers == 0)
+        if matches!(
+            self.policy.kind,
+            PolicyKind::Transformer | PolicyKind::PlanWriter
+        ) && (self.policy.heads == 0
+            || self.policy.d_model % self.policy.heads != 0
+            || self.policy.layers == 0)
         {
             return invalid(format!(
                 "policy: d_model = {} must be a positive multiple of heads = {}, and layers ≥ 1",
@@ -434,6 +448,13 @@ impl Spec {
             return invalid(format!(
                 "give exactly one of [deployment], [gradient_error], [drift] (found {kinds})"
             ));
+        }
+        if !self.policy.kind.is_markov() && self.deployment.is_none() {
+            return invalid(
+                "policy kind `plan-writer` reads its own text, not a state, so it has no exact ∇J or \
+                 drift bound; [gradient_error] and [drift] need kind = \"transformer\", \"mlp\" or \"tabular\""
+                    .into(),
+            );
         }
         let mut arms = Vec::new();
         if let Some(d) = &self.deployment {

@@ -7,6 +7,15 @@
 //! so the score of a weighted sum of log-probabilities is
 //!   ∂/∂z_b Σ_a c_a log π(a|s) = (c_b − (Σ_a c_a) π(b|s)) / τ,
 //! which [`Policy::accumulate_score`] pushes back into θ.
+//!
+//! Most policies are *Markov*: π(a | s, x) reads the current state only, so
+//! every exact dynamic program of [`crate::exact`] applies. A policy that
+//! reads its own earlier text — [`transformer::PlanWriter`], the LLM-shaped
+//! writer — is not ([`Policy::is_markov`] is false): it has no per-state
+//! logits, and it is sampled, scored and trained through the trace-level
+//! methods ([`Policy::sample_traces`], [`Policy::trace_log_prob`],
+//! [`Policy::accumulate_trace_scores`]), which Markov policies get from
+//! their per-state logits by default.
 
 mod memo;
 mod mlp;
@@ -16,9 +25,11 @@ pub mod transformer;
 pub use memo::ScoreMemo;
 pub use mlp::Mlp;
 pub use tabular::Tabular;
-pub use transformer::Transformer;
+pub use transformer::{PlanWriter, Transformer};
 
+use crate::estimator::Trace;
 use crate::mdp::{Deployment, StateIndex};
+use crate::rng::Rng;
 
 pub trait Policy: Send + Sync {
     fn params(&self) -> &[f64];
@@ -48,6 +59,57 @@ pub trait Policy: Send + Sync {
 
     fn num_params(&self) -> usize {
         self.params().len()
+    }
+
+    /// Whether π reads only the current state (then [`Policy::logits`] is
+    /// defined and exact dynamic programs apply). The deployment loop
+    /// measures other policies by sampling.
+    fn is_markov(&self) -> bool {
+        true
+    }
+
+    /// One trace of task `x` per generator in `rngs` (sample i uses only
+    /// `rngs[i]`), each with its log-probability log π(y) at this policy's
+    /// temperature.
+    fn sample_traces(&self, env: &Deployment, x: usize, rngs: &mut [Rng]) -> Vec<(Trace, f64)> {
+        rngs.iter_mut()
+            .map(|rng| {
+                crate::estimator::sample_trace_by(env, x, rng, |s, out| {
+                    self.log_probs(env, x, s, out)
+                })
+            })
+            .collect()
+    }
+
+    /// log π(y) at this policy's temperature.
+    fn trace_log_prob(&self, env: &Deployment, trace: &Trace) -> f64 {
+        let mut row = vec![0.0; env.num_actions()];
+        trace
+            .steps
+            .iter()
+            .map(|&(s, a)| {
+                self.log_probs(env, trace.task, s, &mut row);
+                row[a]
+            })
+            .sum()
+    }
+
+    /// grad += Σ_i w_i ∇θ log π(y_i) over `weighted` = [(y_i, w_i)] — one
+    /// call per batch, so a sequence model can score the batch in one pass.
+    fn accumulate_trace_scores(
+        &self,
+        env: &Deployment,
+        weighted: &[(&Trace, f64)],
+        grad: &mut [f64],
+    ) {
+        let mut c = vec![0.0; env.num_actions()];
+        for &(trace, w) in weighted {
+            for &(s, a) in &trace.steps {
+                c[a] = w;
+                self.accumulate_score(env, trace.task, s, &c, grad);
+                c[a] = 0.0;
+            }
+        }
     }
 
     /// log π(·|s) into `out`.

@@ -1,18 +1,20 @@
-//! The transformer policy: a decoder ([`model`]) that reads the task as
-//! tokens — the current state's facts and the goal's, in PDDL syntax
-//! ([`tokens`]) — and writes the next plan step token by token in IPC
-//! syntax, or `<end>`. A plan is the concatenation of its steps, so a
-//! sampled trace is plan text that the extractor and validator read like
-//! any model output.
+//! The transformer policies: one decoder ([`model`], shared through
+//! [`Decoder`]), used two ways.
 //!
-//! As a [`Policy`], its logit for action a is the log-probability of a's
-//! completion, z_a = log P(`( name args )` | prompt), and π(a|s) =
-//! softmax(z/τ): decoding constrained to well-formed steps of the shared
-//! action set. Reading the current state (not the whole history) keeps the
-//! policy Markov in the world state, so every exact dynamic program and
-//! every claim of `proofs/` applies to it unchanged — the price of exact
-//! checks; a model that re-reads its own previous steps instead would need
-//! trace enumeration.
+//! * [`Transformer`], the *step* policy: reads the task as tokens — the
+//!   current state's facts and the goal's, in PDDL syntax ([`tokens`]) —
+//!   and writes the next plan step token by token in IPC syntax, or
+//!   `<end>`. Its logit for action a is the log-probability of a's
+//!   completion, z_a = log P(`( name args )` | prompt), and π(a|s) =
+//!   softmax(z/τ): decoding constrained to well-formed steps of the shared
+//!   action set. Reading the current state (not the whole history) keeps
+//!   it Markov in the world state, so every exact dynamic program and every
+//!   claim of `proofs/` applies to it unchanged.
+//! * [`PlanWriter`] ([`writer`]), the LLM-shaped policy: the prompt is the
+//!   task (initial state and goal), the completion the whole plan as free
+//!   text closed by `<end>`; each token reads everything written before
+//!   it. Its policy is over texts, not Markov, and the loop measures it by
+//!   sampling.
 //!
 //! Parameters are one flat f64 vector (the [`Policy`] contract) in the order
 //! of [`Config::shapes`]; the candle graph is rebuilt from it when it
@@ -23,6 +25,7 @@ pub mod model;
 pub mod sampling;
 pub mod tokens;
 pub mod train;
+pub mod writer;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -33,6 +36,7 @@ pub use model::Config;
 use model::Weights;
 use sampling::{Decode, Sampling};
 use tokens::Vocabulary;
+pub use writer::PlanWriter;
 
 use super::Policy;
 use crate::mdp::{Deployment, StateIndex};
@@ -49,31 +53,39 @@ pub struct Size {
     pub f64: bool,
 }
 
-pub struct Transformer {
+/// What both transformer policies share: the architecture, the
+/// vocabulary, the flat parameters θ and the candle weights built from them
+/// (rebuilt lazily after θ changes), and checkpoints.
+pub struct Decoder {
     cfg: Config,
     vocab: Vocabulary,
     theta: Vec<f64>,
-    tau: f64,
-    /// Fixed applicability prior (see [`super::add_applicability_prior`];
-    /// 0: none — the model alone decides what is applicable).
-    prior: f64,
     device: Device,
     /// The candle weights of `theta`, rebuilt after `params_mut`.
     weights: Mutex<Option<std::sync::Arc<Weights>>>,
 }
 
-impl Clone for Transformer {
+impl Clone for Decoder {
     fn clone(&self) -> Self {
-        Transformer {
+        Decoder {
             cfg: self.cfg,
             vocab: self.vocab.clone(),
             theta: self.theta.clone(),
-            tau: self.tau,
-            prior: self.prior,
             device: self.device.clone(),
             weights: Mutex::new(None),
         }
     }
+}
+
+/// The step policy (module docs): reads the current state and the goal,
+/// writes the next step.
+#[derive(Clone)]
+pub struct Transformer {
+    decoder: Decoder,
+    tau: f64,
+    /// Fixed applicability prior (see [`super::add_applicability_prior`];
+    /// 0: none — the model alone decides what is applicable).
+    prior: f64,
 }
 
 fn candle(e: candle_core::Error) -> Error {
@@ -164,43 +176,39 @@ pub(crate) fn on_row_shards<T: Send>(
     }
 }
 
-impl Transformer {
-    /// A fresh model for `env` with [`model::initial_params`].
-    pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {
-        if size.heads == 0 || size.d_model % size.heads != 0 {
+impl Size {
+    /// The architecture for `vocab`, reading sequences of up to `max_len`
+    /// tokens; an error names a width that does not split into the heads.
+    fn config(&self, vocab: &Vocabulary, max_len: usize) -> Result<Config> {
+        if self.heads == 0 || self.d_model % self.heads != 0 {
             return Err(Error::Invalid(format!(
                 "transformer: d_model = {} must be a positive multiple of heads = {}",
-                size.d_model, size.heads
+                self.d_model, self.heads
             )));
         }
-        let vocab = Vocabulary::new(env);
-        let cfg = Config {
+        Ok(Config {
             vocab: vocab.len(),
-            d_model: size.d_model,
-            heads: size.heads,
-            layers: size.layers,
-            d_ff: size.d_ff,
-            max_len: vocab.max_sequence(env),
-            f64: size.f64,
-        };
+            d_model: self.d_model,
+            heads: self.heads,
+            layers: self.layers,
+            d_ff: self.d_ff,
+            max_len,
+            f64: self.f64,
+        })
+    }
+}
+
+impl Decoder {
+    /// Fresh weights ([`model::initial_params`]) from our generator.
+    fn new(cfg: Config, vocab: Vocabulary, rng: &mut crate::rng::Rng) -> Self {
         let theta = model::initial_params(&cfg, rng);
-        Ok(Transformer {
+        Decoder {
             cfg,
             vocab,
             theta,
-            tau,
-            prior: 0.0,
             device: device(),
             weights: Mutex::new(None),
-        })
-    }
-
-    /// The same model with a fixed applicability prior of `penalty` on its
-    /// step logits (a constant: gradients are unchanged, so every identity
-    /// holds as without it).
-    pub fn with_prior(mut self, penalty: f64) -> Self {
-        self.prior = penalty;
-        self
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -211,7 +219,16 @@ impl Transformer {
         &self.vocab
     }
 
-    fn weights(&self) -> std::sync::Arc<Weights> {
+    fn params_mut(&mut self) -> &mut [f64] {
+        *self
+            .weights
+            .get_mut()
+            .expect("no panics while holding the lock") = None;
+        &mut self.theta
+    }
+
+    /// The candle weights of θ (for sampling, scoring and benchmarks).
+    pub fn weights(&self) -> std::sync::Arc<Weights> {
         let mut slot = self
             .weights
             .lock()
@@ -224,71 +241,10 @@ impl Transformer {
         slot.as_ref().expect("just set").clone()
     }
 
-    /// z over all actions of `env` in state s of task x, on the graph.
-    fn action_log_probs(
-        &self,
-        w: &Weights,
-        env: &Deployment,
-        x: usize,
-        s: StateIndex,
-    ) -> candle_core::Result<Tensor> {
-        let prompt = self.vocab.prompt(env, x, s);
-        w.completion_log_probs(&prompt, &self.vocab.action_tokens)
-    }
-
-    /// Plan text written freely, token by token ([`sampling`]): nothing
-    /// holds the model to well-formed steps. From the initial state it
-    /// writes a step; if the step names an action applicable in the current
-    /// state, the state advances and the next prompt shows it. `<end>`,
-    /// text that is not an applicable step (kept, for the validator to
-    /// reject), or the horizon ends the plan. One step per line, IPC
-    /// syntax — read it with the extractor and validator like any model's.
-    pub fn write_plan(
-        &self,
-        env: &Deployment,
-        x: usize,
-        sampling: &Sampling,
-        rng: &mut crate::rng::Rng,
-    ) -> Result<String> {
-        let w = self.weights();
-        let stop = [self.vocab.id(")"), self.vocab.id(tokens::END)]
-            .map(|t| t.expect("in every vocabulary"));
-        let task = &env.tasks[x];
-        let mut s: StateIndex = 0;
-        let mut text = String::new();
-        for _ in 0..env.horizon {
-            let prompt = self.vocab.prompt(env, x, s);
-            let step = sampling::generate(&w, &prompt, 1, &stop, sampling, Decode::KvCache, rng)
-                .map_err(candle)?
-                .pop()
-                .expect("one row");
-            if step.last() == Some(&stop[1]) && step.len() == 1 {
-                break;
-            }
-            text += &self.vocab.text(&step);
-            text.push('\n');
-            let next = self.vocab.action_of(&step).and_then(|a| {
-                task.successors[s as usize]
-                    .iter()
-                    .find(|&&(b, _)| b == a)
-                    .map(|&(_, t)| t)
-            });
-            match next {
-                Some(t) => s = t,
-                None => break,
-            }
-        }
-        Ok(text)
-    }
-
-    /// The candle weights (for sampling and benchmarks).
-    pub fn candle_weights(&self) -> std::sync::Arc<Weights> {
-        self.weights()
-    }
-
-    /// Writes the weights as safetensors at `path` and the config and
-    /// vocabulary beside it (`path` with extension `json`).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Writes the weights as safetensors at `path` and the config, the
+    /// vocabulary and `policy` (what the policy adds: its kind, temperature…)
+    /// beside it (`path` with extension `json`).
+    pub fn save(&self, path: &Path, policy: serde_json::Value) -> Result<()> {
         let w = self.weights();
         let tensors: std::collections::HashMap<String, Tensor> = self
             .cfg
@@ -302,8 +258,7 @@ impl Transformer {
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         let meta = serde_json::json!({
             "config": self.cfg,
-            "temperature": self.tau,
-            "prior": self.prior,
+            "policy": policy,
             "vocabulary": self.vocab.words,
         });
         crate::output::write_atomic(
@@ -314,7 +269,7 @@ impl Transformer {
         )
     }
 
-    /// Reads weights written by [`Transformer::save`] into this model (same
+    /// Reads weights written by [`Decoder::save`] into this model (same
     /// config and vocabulary).
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let meta_path = path.with_extension("json");
@@ -354,17 +309,122 @@ impl Transformer {
     }
 }
 
+impl Transformer {
+    /// A fresh model for `env` with [`model::initial_params`].
+    pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {
+        let vocab = Vocabulary::new(env);
+        let cfg = size.config(&vocab, vocab.max_sequence(env))?;
+        Ok(Transformer {
+            decoder: Decoder::new(cfg, vocab, rng),
+            tau,
+            prior: 0.0,
+        })
+    }
+
+    /// The same model with a fixed applicability prior of `penalty` on its
+    /// step logits (a constant: gradients are unchanged, so every identity
+    /// holds as without it).
+    pub fn with_prior(mut self, penalty: f64) -> Self {
+        self.prior = penalty;
+        self
+    }
+
+    /// z over all actions of `env` in state s of task x, on the graph.
+    fn action_log_probs(
+        &self,
+        w: &Weights,
+        env: &Deployment,
+        x: usize,
+        s: StateIndex,
+    ) -> candle_core::Result<Tensor> {
+        let prompt = self.decoder.vocab.prompt(env, x, s);
+        w.completion_log_probs(&prompt, &self.decoder.vocab.action_tokens)
+    }
+
+    /// Plan text written freely, token by token ([`sampling`]): nothing
+    /// holds the model to well-formed steps. From the initial state it
+    /// writes a step; if the step names an action applicable in the current
+    /// state, the state advances and the next prompt shows it. `<end>`,
+    /// text that is not an applicable step (kept, for the validator to
+    /// reject), or the horizon ends the plan. One step per line, IPC
+    /// syntax — read it with the extractor and validator like any model's.
+    pub fn write_plan(
+        &self,
+        env: &Deployment,
+        x: usize,
+        sampling: &Sampling,
+        rng: &mut crate::rng::Rng,
+    ) -> Result<String> {
+        let w = self.decoder.weights();
+        let stop = [
+            self.decoder.vocab.id(")"),
+            self.decoder.vocab.id(tokens::END),
+        ]
+        .map(|t| t.expect("in every vocabulary"));
+        let task = &env.tasks[x];
+        let mut s: StateIndex = 0;
+        let mut text = String::new();
+        for _ in 0..env.horizon {
+            let prompt = self.decoder.vocab.prompt(env, x, s);
+            let step = sampling::generate(&w, &prompt, 1, &stop, sampling, Decode::KvCache, rng)
+                .map_err(candle)?
+                .pop()
+                .expect("one row");
+            if step.last() == Some(&stop[1]) && step.len() == 1 {
+                break;
+            }
+            text += &self.decoder.vocab.text(&step);
+            text.push('\n');
+            let next = self.decoder.vocab.action_of(&step).and_then(|a| {
+                task.successors[s as usize]
+                    .iter()
+                    .find(|&&(b, _)| b == a)
+                    .map(|&(_, t)| t)
+            });
+            match next {
+                Some(t) => s = t,
+                None => break,
+            }
+        }
+        Ok(text)
+    }
+
+    /// [`Decoder::save`] with this policy's temperature and prior.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let policy = serde_json::json!({
+            "kind": "transformer",
+            "temperature": self.tau,
+            "prior": self.prior,
+        });
+        self.decoder.save(path, policy)
+    }
+
+    /// [`Decoder::load`].
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        self.decoder.load(path)
+    }
+
+    pub fn config(&self) -> Config {
+        self.decoder.cfg
+    }
+
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.decoder.vocab
+    }
+
+    /// The candle weights (for sampling and benchmarks).
+    pub fn candle_weights(&self) -> std::sync::Arc<Weights> {
+        self.decoder.weights()
+    }
+}
+
 impl Policy for Transformer {
     fn params(&self) -> &[f64] {
-        &self.theta
+        &self.decoder.theta
     }
 
     fn params_mut(&mut self) -> &mut [f64] {
-        *self
-            .weights
-            .get_mut()
-            .expect("no panics while holding the lock") = None;
-        &mut self.theta
+        self.decoder.params_mut()
     }
 
     fn temperature(&self) -> f64 {
@@ -385,7 +445,7 @@ impl Policy for Transformer {
     }
 
     fn logits(&self, env: &Deployment, x: usize, s: StateIndex, out: &mut [f64]) {
-        let w = self.weights();
+        let w = self.decoder.weights();
         let z = self
             .action_log_probs(&w, env, x, s)
             .and_then(|z| z.to_dtype(DType::F64)?.to_vec1::<f64>())
@@ -402,10 +462,11 @@ impl Policy for Transformer {
         g: &[f64],
         grad: &mut [f64],
     ) {
-        let w = self.weights();
+        let w = self.decoder.weights();
         let mut run = || -> candle_core::Result<()> {
             let z = self.action_log_probs(&w, env, x, s)?;
-            let g = Tensor::from_vec(g.to_vec(), g.len(), &w.device)?.to_dtype(self.cfg.dtype())?;
+            let g = Tensor::from_vec(g.to_vec(), g.len(), &w.device)?
+                .to_dtype(self.decoder.cfg.dtype())?;
             let grads = (z * g)?.sum_all()?.backward()?;
             w.add_flat_grads(&grads, grad)
         };

@@ -325,6 +325,21 @@ impl Weights {
         picked.mean_all()?.neg()
     }
 
+    /// Per row of `tokens` ([B, T] ids), the sum over marked positions of
+    /// log p_τ(token t+1 | tokens ≤ t), p_τ = softmax(logits/τ): `marked`
+    /// ([B, T−1], the graph's dtype) is 1 where the next token counts (a
+    /// completion's tokens) and 0 elsewhere (prompt, padding). Returns [B]
+    /// on the graph, so its backward pass gives ∇θ log π(completion).
+    pub fn marked_log_probs(&self, tokens: &Tensor, marked: &Tensor, tau: f64) -> R<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let inputs = tokens.narrow(1, 0, t - 1)?;
+        let targets = tokens.narrow(1, 1, t - 1)?.reshape((b, t - 1, 1))?;
+        let (logits, _, _) = self.forward(&inputs, 0, None)?;
+        let logits = if tau == 1.0 { logits } else { (logits / tau)? };
+        let picked = log_softmax_last(&logits)?.gather(&targets, 2)?.squeeze(2)?;
+        (picked * marked)?.sum(1)
+    }
+
     /// Overwrites every variable from a flat f64 vector (the layout of
     /// [`Config::shapes`]), e.g. after an optimiser step.
     pub fn set_flat(&self, theta: &[f64]) -> R<()> {

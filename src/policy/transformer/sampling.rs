@@ -25,6 +25,8 @@ use rand::RngExt;
 use super::model::{KvCache, Weights, log_softmax_last};
 
 type R<T> = candle_core::Result<T>;
+/// A decoded row: its new tokens and their log-probability.
+pub type Row = (Vec<u32>, f64);
 
 /// How to draw each token.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,6 +69,16 @@ pub fn next_token_distribution(logits: &[f64], temperature: f64, top_k: Option<u
 
 /// One token from `logits` (inverse CDF on one uniform draw).
 pub fn draw(logits: &[f64], sampling: &Sampling, rng: &mut crate::rng::Rng) -> u32 {
+    draw_with_log_prob(logits, sampling, rng).0
+}
+
+/// [`draw`], with the log-probability of the drawn token under the
+/// distribution it was drawn from.
+pub fn draw_with_log_prob(
+    logits: &[f64],
+    sampling: &Sampling,
+    rng: &mut crate::rng::Rng,
+) -> (u32, f64) {
     let p = next_token_distribution(logits, sampling.temperature, sampling.top_k);
     let u: f64 = rng.random();
     let mut acc = 0.0;
@@ -76,11 +88,11 @@ pub fn draw(logits: &[f64], sampling: &Sampling, rng: &mut crate::rng::Rng) -> u
             acc += pi;
             last = i;
             if u < acc {
-                return i as u32;
+                return (i as u32, pi.ln());
             }
         }
     }
-    last as u32 // rounding left u ≥ Σp: the last token with mass
+    (last as u32, p[last].ln()) // rounding left u ≥ Σp: the last token with mass
 }
 
 /// `batch` continuations of one prompt. Each stops after emitting a token of
@@ -96,26 +108,53 @@ pub fn generate(
     decode: Decode,
     rng: &mut crate::rng::Rng,
 ) -> R<Vec<Vec<u32>>> {
-    if batch == 0 || sampling.max_new == 0 {
-        return Ok(vec![Vec::new(); batch]);
-    }
     let base: u64 = rng.random();
+    let mut rngs: Vec<_> = (0..batch)
+        .map(|r| crate::rng::stream(base, r as u64))
+        .collect();
+    let rows = generate_rows(w, prompt, &mut rngs, stop, sampling, decode)?;
+    Ok(rows.into_iter().map(|(tokens, _)| tokens).collect())
+}
+
+/// [`generate`] with one caller-given generator per row (row r draws only
+/// from `rngs[r]`, which is left advanced past its draws), returning each
+/// row's tokens and their log-probability under the distributions they
+/// were drawn from. Rows are decoded in chunks side by side; since each
+/// has its own generator, the chunking does not change the result.
+pub fn generate_rows(
+    w: &Weights,
+    prompt: &[u32],
+    rngs: &mut [crate::rng::Rng],
+    stop: &[u32],
+    sampling: &Sampling,
+    decode: Decode,
+) -> R<Vec<Row>> {
+    let batch = rngs.len();
+    if batch == 0 || sampling.max_new == 0 {
+        return Ok(vec![(Vec::new(), 0.0); batch]);
+    }
     let (first, cache) = w.prompt(prompt)?;
     let first: Vec<f64> = first.to_dtype(DType::F64)?.to_vec1()?;
-    let parts = super::on_row_shards(batch, rayon::current_num_threads(), |rows| {
-        let job = Rows {
-            w,
-            prompt,
-            first: &first,
-            cache: &cache,
-            stop,
-            sampling,
-            decode,
-        };
-        job.decode(rows.map(|r| crate::rng::stream(base, r as u64)).collect())
-    });
+    let job = Rows {
+        w,
+        prompt,
+        first: &first,
+        cache: &cache,
+        stop,
+        sampling,
+        decode,
+    };
+    let chunk = batch.div_ceil(rayon::current_num_threads().max(1));
+    let parts: Vec<R<Vec<Row>>> = if chunk == batch {
+        vec![job.decode(rngs)]
+    } else {
+        use rayon::prelude::*;
+        rngs.par_chunks_mut(chunk)
+            .map(|mine| job.decode(mine))
+            .collect()
+    };
     let mut out = Vec::with_capacity(batch);
-    for (_, part) in parts {
+    for part in parts {
         out.extend(part?);
     }
     Ok(out)
@@ -134,17 +173,24 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// Decodes one row per generator in `rngs`.
-    fn decode(&self, mut rngs: Vec<crate::rng::Rng>) -> R<Vec<Vec<u32>>> {
+    /// Decodes one row per generator in `rngs`: tokens and log-probability.
+    fn decode(&self, rngs: &mut [crate::rng::Rng]) -> R<Vec<Row>> {
         let (w, prompt, sampling) = (self.w, self.prompt, self.sampling);
         let batch = rngs.len();
         let max_len = w.cfg.max_len;
         let mut out = vec![Vec::new(); batch];
+        let mut logp = vec![0.0; batch];
         let mut done = vec![false; batch];
         let mut cache = self.cache.clone();
-        for ((row, d), rng) in out.iter_mut().zip(done.iter_mut()).zip(rngs.iter_mut()) {
-            let t = draw(self.first, sampling, rng);
+        for (((row, d), rng), lp) in out
+            .iter_mut()
+            .zip(done.iter_mut())
+            .zip(rngs.iter_mut())
+            .zip(logp.iter_mut())
+        {
+            let (t, l) = draw_with_log_prob(self.first, sampling, rng);
             row.push(t);
+            *lp += l;
             *d = self.stop.contains(&t);
         }
         // `len`: positions written so far (the prompt and one token per row).
@@ -182,20 +228,22 @@ impl Rows<'_> {
             let rows: Vec<Vec<f64>> = log_softmax_last(&logits.squeeze(1)?)?
                 .to_dtype(DType::F64)?
                 .to_vec2()?;
-            for (((row, d), z), rng) in out
+            for ((((row, d), z), rng), lp) in out
                 .iter_mut()
                 .zip(done.iter_mut())
                 .zip(&rows)
                 .zip(rngs.iter_mut())
+                .zip(logp.iter_mut())
             {
                 if !*d {
-                    let t = draw(z, sampling, rng);
+                    let (t, l) = draw_with_log_prob(z, sampling, rng);
                     row.push(t);
+                    *lp += l;
                     *d = self.stop.contains(&t);
                 }
             }
         }
-        Ok(out)
+        Ok(out.into_iter().zip(logp).collect())
     }
 }
 

@@ -120,6 +120,17 @@ impl Vocabulary {
         longest_prompt + self.action_tokens.iter().map(Vec::len).max().unwrap_or(1)
     }
 
+    /// The plan writer's context: the longest task prompt (initial state
+    /// and goal), then `horizon` of the longest steps and `<end>`.
+    pub fn max_plan_sequence(&self, env: &Deployment) -> usize {
+        let longest_prompt = (0..env.tasks.len())
+            .map(|x| self.prompt(env, x, 0).len())
+            .max()
+            .unwrap_or(3);
+        let longest_step = self.action_tokens.iter().map(Vec::len).max().unwrap_or(1);
+        longest_prompt + env.horizon * longest_step + 1
+    }
+
     /// Text of token ids, words joined by spaces, parentheses tight:
     /// `(pick-up b1)`.
     pub fn text(&self, ids: &[u32]) -> String {
