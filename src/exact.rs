@@ -16,8 +16,9 @@
 //! w ≡ 1 with β ≠ π_θ gives the expected SFT gradient of a pool of β's valid
 //! traces; the curation rules of [`crate::curation`] are length weights.
 
-use crate::mdp::{Deployment, StateIndex};
+use crate::mdp::{ActionId, Deployment, StateIndex};
 use crate::policy::Policy;
+use crate::{Error, Result};
 
 /// log π(·|s) for every state of every task, computed once.
 pub struct PolicyTable {
@@ -379,4 +380,85 @@ pub fn trajectory_kl(env: &Deployment, pi: &PolicyTable, rho: &PolicyTable) -> V
                 .sum()
         })
         .collect()
+}
+
+/// Every valid trace of task `x`: decisions (state, action), END last.
+pub fn enumerate_valid_traces(
+    env: &Deployment,
+    x: usize,
+    limit: usize,
+) -> Result<Vec<Vec<(StateIndex, ActionId)>>> {
+    let space = &env.tasks[x];
+    let mut out = Vec::new();
+    let mut path: Vec<(StateIndex, ActionId)> = Vec::new();
+    // Explicit stack of (state, time, next successor to try).
+    let mut stack: Vec<(StateIndex, usize, usize)> = vec![(0, 0, 0)];
+    let mut entered = true;
+    while let Some(&mut (s, t, ref mut k)) = stack.last_mut() {
+        if entered && space.is_goal[s as usize] {
+            let mut trace = path.clone();
+            trace.push((s, env.end()));
+            out.push(trace);
+            if out.len() > limit {
+                return Err(Error::Invalid(format!(
+                    "task `{}` has more than {limit} valid traces within H={}; enumeration is for tiny tasks",
+                    space.name, env.horizon
+                )));
+            }
+        }
+        let succ = &space.successors[s as usize];
+        if t < env.horizon && *k < succ.len() {
+            let (a, next) = succ[*k];
+            *k += 1;
+            path.push((s, a));
+            stack.push((next, t + 1, 0));
+            entered = true;
+        } else {
+            stack.pop();
+            path.pop();
+            entered = false;
+        }
+    }
+    Ok(out)
+}
+
+/// J(θ) and ∇J(θ) by enumerating every valid trace (at most `limit` per
+/// task):
+///
+///   J = Σ_x μ(x) Σ_{y valid} π(y|x),   ∇J = Σ_x μ(x) Σ_{y valid} π(y|x) ∇log π(y|x).
+///
+/// Exact for *any* policy, Markov or not, because R = 0 off the valid
+/// traces: for the plan writer, whose policy is over texts, a valid text is
+/// exactly the IPC text of one valid trace followed by `<end>` (the reader
+/// accepts nothing else), so summing over valid traces sums over every text
+/// with R = 1. For Markov policies it agrees with the dynamic programs
+/// ([`objective`], [`objective_gradient`]; tested).
+pub fn objective_by_enumeration(
+    env: &Deployment,
+    policy: &dyn Policy,
+    limit: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let mut j = 0.0;
+    let mut grad = vec![0.0; policy.num_params()];
+    for x in 0..env.tasks.len() {
+        if env.mu[x] == 0.0 {
+            continue;
+        }
+        let traces: Vec<crate::estimator::Trace> = enumerate_valid_traces(env, x, limit)?
+            .into_iter()
+            .map(|steps| crate::estimator::Trace {
+                task: x,
+                steps,
+                valid: true,
+                tokens: Vec::new(),
+            })
+            .collect();
+        let weighted: Vec<(&crate::estimator::Trace, f64)> = traces
+            .iter()
+            .map(|t| (t, env.mu[x] * policy.trace_log_prob(env, t).exp()))
+            .collect();
+        j += weighted.iter().map(|&(_, w)| w).sum::<f64>();
+        policy.accumulate_trace_scores(env, &weighted, &mut grad);
+    }
+    Ok((j, grad))
 }

@@ -256,46 +256,6 @@ pub fn setting_from_files(
     })
 }
 
-/// Every valid trace of task `x`: decisions (state, action), END last.
-pub fn enumerate_valid_traces(
-    env: &Deployment,
-    x: usize,
-    limit: usize,
-) -> Result<Vec<Vec<(StateIndex, ActionId)>>> {
-    let space = &env.tasks[x];
-    let mut out = Vec::new();
-    let mut path: Vec<(StateIndex, ActionId)> = Vec::new();
-    // Explicit stack of (state, time, next successor to try).
-    let mut stack: Vec<(StateIndex, usize, usize)> = vec![(0, 0, 0)];
-    let mut entered = true;
-    while let Some(&mut (s, t, ref mut k)) = stack.last_mut() {
-        if entered && space.is_goal[s as usize] {
-            let mut trace = path.clone();
-            trace.push((s, env.end()));
-            out.push(trace);
-            if out.len() > limit {
-                return Err(Error::Invalid(format!(
-                    "task `{}` has more than {limit} valid traces within H={}; enumeration is for tiny tasks",
-                    space.name, env.horizon
-                )));
-            }
-        }
-        let succ = &space.successors[s as usize];
-        if t < env.horizon && *k < succ.len() {
-            let (a, next) = succ[*k];
-            *k += 1;
-            path.push((s, a));
-            stack.push((next, t + 1, 0));
-            entered = true;
-        } else {
-            stack.pop();
-            path.pop();
-            entered = false;
-        }
-    }
-    Ok(out)
-}
-
 fn trace_log_prob(
     env: &Deployment,
     table: &PolicyTable,
@@ -521,7 +481,7 @@ impl Ctx<'_> {
     }
 
     fn valid_traces(&self, x: usize) -> Result<Vec<Vec<(StateIndex, ActionId)>>> {
-        enumerate_valid_traces(self.env, x, 200_000)
+        exact::enumerate_valid_traces(self.env, x, 200_000)
     }
 
     /// P01: −∇L_SFT = (N/N⁺)·ĝ_RL on every batch drawn at θ.
@@ -1220,7 +1180,7 @@ impl Ctx<'_> {
 
     /// Few enough valid traces to enumerate N-tuples.
     fn small(&self) -> bool {
-        (0..self.env.tasks.len()).all(|x| enumerate_valid_traces(self.env, x, 40).is_ok())
+        (0..self.env.tasks.len()).all(|x| exact::enumerate_valid_traces(self.env, x, 40).is_ok())
     }
 
     /// E[Σ_x μ_x Σ_{kept} ∇ log π(y)] for N samples drawn at θ itself, by

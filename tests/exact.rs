@@ -75,7 +75,7 @@ fn dp_success_equals_enumeration_and_length_law_sums_to_it() {
     let p = exact::success_probabilities(&env, &table);
     let q = exact::valid_length_distribution(&env, &table);
     for x in 0..env.tasks.len() {
-        let traces = iterdeploy::verify::enumerate_valid_traces(&env, x, 100_000).unwrap();
+        let traces = iterdeploy::exact::enumerate_valid_traces(&env, x, 100_000).unwrap();
         let direct: f64 = traces
             .iter()
             .map(|y| {

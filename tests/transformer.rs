@@ -634,3 +634,153 @@ fn p01_sft_is_scaled_reinforce_on_the_plan_writer() {
     let (abs, rel) = errors(&sft, &rl, EXACT_ABS);
     assert!(abs <= EXACT_ABS || rel <= EXACT_REL, "abs {abs}, rel {rel}");
 }
+
+/// The toy chain of `verify` (2 tasks, H = 5): every valid trace can be
+/// enumerated.
+fn chain_env() -> Deployment {
+    iterdeploy::verify::default_settings()
+        .unwrap()
+        .remove(0)
+        .env
+}
+
+/// Summing π(y)·∇log π(y) over the enumerated valid traces gives the
+/// dynamic program's J and ∇J for a Markov policy (the step transformer),
+/// to f64 precision — the exact route the plan writer's checks rely on.
+#[test]
+fn enumerated_objective_equals_the_dynamic_program() {
+    crate::common::candle_cpu();
+    let env = chain_env();
+    let m = model(&env, 11);
+    let (j, grad) = iterdeploy::exact::objective_by_enumeration(&env, &m, 10_000).unwrap();
+    let table = PolicyTable::new(&m, &env);
+    let dp_j = iterdeploy::exact::objective(&env, &table);
+    let dp_grad = iterdeploy::exact::objective_gradient(&env, &m);
+    assert!(
+        (j - dp_j).abs() <= EXACT_ABS + EXACT_REL * dp_j,
+        "J {j} vs DP {dp_j}"
+    );
+    let (abs, rel) = errors(&grad, &dp_grad, EXACT_ABS);
+    assert!(
+        abs <= EXACT_ABS || rel <= EXACT_REL,
+        "∇J: abs {abs}, rel {rel}"
+    );
+}
+
+/// A writer fine-tuned on the chain's shortest plans until it solves at
+/// least 30% (exact J by enumeration), so Monte-Carlo checks are not vacuous.
+fn warm_writer(env: &Deployment) -> PlanWriter {
+    let mut w = writer(env, 12);
+    let demos = demonstrations(env);
+    let kept: Vec<&Trace> = demos.iter().collect();
+    let mut opt =
+        iterdeploy::optim::Optimizer::new(iterdeploy::optim::OptimizerKind::Adam, 0.01, None);
+    for _ in 0..60 {
+        let (j, _) = iterdeploy::exact::objective_by_enumeration(env, &w, 10_000).unwrap();
+        if j >= 0.3 {
+            return w;
+        }
+        for _ in 0..5 {
+            let g = estimator::sft_gradient(env, &w, &kept);
+            opt.ascend(w.params_mut(), &g);
+        }
+    }
+    panic!("the writer did not reach J ≥ 0.3 on the chain");
+}
+
+/// P07 and P02 on the plan writer, a policy over texts that is not Markov:
+/// against the exact J and ∇J (by enumeration), the sampled validity rate
+/// matches J, and REINFORCE, RLOO and the importance-weighted estimator
+/// from a behaviour at another sampling temperature (τ = 1.3, as a
+/// deployment samples) have batch means within MC_Z standard errors of ∇J
+/// along ∇J and random unit directions.
+#[test]
+fn p07_p02_estimators_are_unbiased_on_the_plan_writer() {
+    use iterdeploy::tolerance::MC_Z;
+    crate::common::candle_cpu();
+    let env = chain_env();
+    let w = warm_writer(&env);
+    let (j, grad_j) = iterdeploy::exact::objective_by_enumeration(&env, &w, 10_000).unwrap();
+    let mut beta = w.clone();
+    beta.set_temperature(1.3);
+    let mut rng = iterdeploy::rng::seeded(13);
+    let normal = rand_distr::Normal::new(0.0, 1.0).unwrap();
+    let unit = |v: Vec<f64>| {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.into_iter().map(|x| x / n).collect::<Vec<f64>>()
+    };
+    let mut dirs = vec![unit(grad_j.clone())];
+    for _ in 0..3 {
+        dirs.push(unit(
+            (0..w.num_params())
+                .map(|_| rand_distr::Distribution::sample(&normal, &mut rng))
+                .collect(),
+        ));
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (per_task, batches) = (8, 300);
+    let n = per_task * env.tasks.len();
+    // sums[estimator][direction] = (Σ v, Σ v²)
+    let mut sums = vec![vec![(0.0f64, 0.0f64); dirs.len()]; 3];
+    let mut valid = 0usize;
+    for b in 0..batches {
+        let draw = |p: &PlanWriter, salt: u64| -> Vec<(Trace, f64)> {
+            (0..env.tasks.len())
+                .flat_map(|x| {
+                    let mut rngs: Vec<_> = (0..per_task)
+                        .map(|i| iterdeploy::rng::stream(salt, (b * 10_000 + x * 100 + i) as u64))
+                        .collect();
+                    p.sample_traces(&env, x, &mut rngs)
+                })
+                .collect()
+        };
+        let on: Vec<Trace> = draw(&w, 14).into_iter().map(|(t, _)| t).collect();
+        valid += on.iter().filter(|t| t.valid).count();
+        let reinforce = estimator::reinforce(&env, &w, &on);
+        let rloo = estimator::rloo(&env, &w, &on);
+        // (1/N) Σ ρ_i R_i ∇log π(y_i), ρ = π(y)/β(y), y ~ β.
+        let off = draw(&beta, 15);
+        let weighted: Vec<(&Trace, f64)> = off
+            .iter()
+            .filter(|(t, _)| t.valid)
+            .map(|(t, log_beta)| (t, (w.trace_log_prob(&env, t) - log_beta).exp() / n as f64))
+            .collect();
+        let mut iw = vec![0.0; w.num_params()];
+        w.accumulate_trace_scores(&env, &weighted, &mut iw);
+        for (e, g) in [reinforce, rloo, iw].iter().enumerate() {
+            for (d, u) in dirs.iter().enumerate() {
+                let v = dot(u, g);
+                sums[e][d].0 += v;
+                sums[e][d].1 += v * v;
+            }
+        }
+    }
+    let total = (batches * n) as f64;
+    let rate = valid as f64 / total;
+    let z_rate = (rate - j).abs() / (j * (1.0 - j) / total).sqrt();
+    assert!(
+        z_rate <= MC_Z,
+        "sampled validity {rate} vs exact J {j}: z = {z_rate:.2}"
+    );
+    let m = batches as f64;
+    for (e, name) in [
+        "REINFORCE",
+        "RLOO",
+        "importance-weighted (τ = 1.3 behaviour)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (d, u) in dirs.iter().enumerate() {
+            let (s, ss) = sums[e][d];
+            let mean = s / m;
+            let se = ((ss / m - mean * mean).max(0.0) / (m - 1.0)).sqrt();
+            let z = (mean - dot(u, &grad_j)).abs() / se;
+            assert!(
+                z <= MC_Z,
+                "{name}, direction {d}: mean {mean} vs exact {} (z = {z:.2})",
+                dot(u, &grad_j)
+            );
+        }
+    }
+}

@@ -302,6 +302,9 @@ impl Policy for PlanWriter {
         weighted: &[(&Trace, f64)],
         grad: &mut [f64],
     ) {
+        if weighted.is_empty() {
+            return; // nothing to add (and candle has no empty batches)
+        }
         let w = self.decoder.weights();
         let shards = rayon::current_num_threads();
         let parts = super::on_row_shards(weighted.len(), shards, |rows| -> R<Vec<f64>> {
