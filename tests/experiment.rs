@@ -157,6 +157,30 @@ fn specs_reject_unknown_fields_and_bad_values_with_their_place() {
         .to_string();
     assert!(e.contains("exactly one"), "{e}");
 
+    // The plan writer has no step logits (no prior) and no exact ∇J (no
+    // gradient_error or drift specs); both are refused with the reason.
+    let writer = SMALL.replace("kind = \"mlp\"", "kind = \"plan-writer\"");
+    assert!(Resolved::parse(&writer, "x.toml").is_ok());
+    let e = Resolved::parse(
+        &writer.replace(
+            "kind = \"plan-writer\"",
+            "kind = \"plan-writer\"\nprior = 2.0",
+        ),
+        "x.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("prior = 2") && e.contains("free text"), "{e}");
+    let i = writer.find("[deployment.defaults]").unwrap();
+    let exact_kind = format!(
+        "{}[drift]\nsamples_per_task = 2\nrules = [\"all\"]\nepochs = 1\nlearning_rate = 0.1\n",
+        &writer[..i]
+    );
+    let e = Resolved::parse(&exact_kind, "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("plan-writer") && e.contains("[drift]"), "{e}");
+
     let bad_param = SMALL.replace("params = { blocks = 3 }", "params = { blocks = 0 }");
     let r = Resolved::parse(&bad_param, "x.toml").unwrap();
     let e = experiment::run(&r, &options(&scratch("badparam")))

@@ -784,3 +784,24 @@ fn p07_p02_estimators_are_unbiased_on_the_plan_writer() {
         }
     }
 }
+
+/// A writer's checkpoint restores the same text probabilities and says
+/// which kind of policy wrote it.
+#[test]
+fn plan_writer_checkpoints_round_trip() {
+    crate::common::candle_cpu();
+    let env = blocks_env(3, 1, 4);
+    let a = writer(&env, 16);
+    let mut b = writer(&env, 17);
+    let dir = std::env::temp_dir().join(format!("iterdeploy-writer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("writer.safetensors");
+    a.save(&path).unwrap();
+    let meta = std::fs::read_to_string(path.with_extension("json")).unwrap();
+    assert!(meta.contains("\"plan-writer\""), "{meta}");
+    b.load(&path).unwrap();
+    assert_eq!(a.params(), b.params());
+    let demo = &demonstrations(&env)[0];
+    assert_eq!(a.trace_log_prob(&env, demo), b.trace_log_prob(&env, demo));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

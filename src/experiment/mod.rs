@@ -164,6 +164,8 @@ pub fn base_policy(
     let p = &spec.policy;
     let env = &work.env;
     let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
+    // Filled in for every kind that has one when the spec was resolved.
+    let prior = p.prior.unwrap_or(spec::DEFAULT_PRIOR);
     let size = crate::policy::transformer::Size {
         d_model: p.d_model,
         heads: p.heads,
@@ -172,25 +174,20 @@ pub fn base_policy(
         f64: p.f64,
     };
     let mut policy: Box<dyn Policy> = match p.kind {
-        spec::PolicyKind::Mlp => Box::new(Mlp::new(
-            env,
-            p.hidden,
-            1.0,
-            p.init_scale,
-            p.prior,
-            &mut init,
-        )),
+        spec::PolicyKind::Mlp => {
+            Box::new(Mlp::new(env, p.hidden, 1.0, p.init_scale, prior, &mut init))
+        }
         spec::PolicyKind::Tabular => {
-            let mut t = Tabular::zeros(env, 1.0, p.prior);
+            let mut t = Tabular::zeros(env, 1.0, prior);
             let normal = Normal::new(0.0, p.init_scale).expect("finite scale");
             for v in t.params_mut() {
                 *v = normal.sample(&mut init);
             }
             Box::new(t)
         }
-        spec::PolicyKind::Transformer => Box::new(
-            crate::policy::Transformer::new(env, size, 1.0, &mut init)?.with_prior(p.prior),
-        ),
+        spec::PolicyKind::Transformer => {
+            Box::new(crate::policy::Transformer::new(env, size, 1.0, &mut init)?.with_prior(prior))
+        }
         spec::PolicyKind::PlanWriter => {
             Box::new(crate::policy::PlanWriter::new(env, size, 1.0, &mut init)?)
         }

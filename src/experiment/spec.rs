@@ -120,10 +120,12 @@ pub struct PolicySpec {
     /// Initial weight scale (MLP: N(0, scale²/fan_in); tabular: N(0, scale²)).
     #[serde(default = "default_init_scale")]
     pub init_scale: f64,
-    /// Fixed logit penalty on inapplicable actions (see `policy`; every
-    /// kind; 0 leaves applicability to the model alone).
-    #[serde(default = "default_prior")]
-    pub prior: f64,
+    /// Fixed logit penalty on inapplicable actions (see `policy`; 0 leaves
+    /// applicability to the model alone). Every kind but `plan-writer`,
+    /// which writes free text and has no step logits to penalise; resolving
+    /// fills in the default (4) for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<f64>,
     /// Transformer: model width, attention heads, blocks, MLP width, and
     /// whether the graph runs in f64 (else f32).
     #[serde(default = "default_d_model")]
@@ -157,9 +159,8 @@ fn default_hidden() -> usize {
 fn default_init_scale() -> f64 {
     1.0
 }
-fn default_prior() -> f64 {
-    4.0
-}
+/// The applicability prior when a spec gives none.
+pub const DEFAULT_PRIOR: f64 = 4.0;
 
 /// Generation 0: SFT on reference (shortest) plans of fresh tasks from the
 /// named buckets — a base model that has seen some planning, mostly small.
@@ -347,8 +348,18 @@ impl Resolved {
 }
 
 impl Spec {
-    fn resolve(self) -> Result<Resolved> {
+    fn resolve(mut self) -> Result<Resolved> {
         let invalid = |m: String| Err(Error::Invalid(m));
+        match (self.policy.kind.is_markov(), self.policy.prior) {
+            (true, None) => self.policy.prior = Some(DEFAULT_PRIOR),
+            (false, Some(p)) => {
+                return invalid(format!(
+                    "policy.prior = {p}: the plan writer writes free text, so there are no step \
+                     logits to penalise; remove `prior`"
+                ));
+            }
+            _ => {}
+        }
         if self.id.is_empty()
             || !self
                 .id
