@@ -13,6 +13,15 @@
 //!   causal softmax (scores of t queries against p + t keys, scaled by s):
 //!                      y_ij = e^{s x_ij} / Σ_{k ≤ p+i} e^{s x_ik} for j ≤ p + i, else 0
 //!                      dx = s · y ⊙ (dy − Σ dy ⊙ y)
+//!   attention (q: t queries, k, v: p + t keys and values, per batch and head):
+//!                      P = causal-softmax(q kᵀ),  o = P v
+//!                      dv = Pᵀ do,  dS = s · P ⊙ (dP − Σ dP ⊙ P) with dP = do vᵀ,
+//!                      dq = dS k,  dk = dSᵀ q
+//!
+//! Attention is one node rather than five (two matmuls, a transpose, the
+//! softmax, and their gradient buffers): its forward keeps P for the
+//! backward pass, which then needs four matmuls and one softmax gradient
+//! and no zero-filled accumulators for scores-sized tensors.
 //!
 //! Each is a candle `CustomOp` on the CPU; other devices (the `cuda`
 //! feature) use the same formulas composed from differentiable candle
@@ -590,6 +599,100 @@ pub fn causal_softmax(scores: &Tensor, scale: f64) -> R<Tensor> {
     }
 }
 
+// ---- attention: causal softmax(q kᵀ) v in one node ------------------------
+
+/// softmax(s · q kᵀ, causal) v for q [b, h, t, d], k and v [b, h, p + t, d]
+/// (contiguous), keeping P for the backward pass.
+struct Attention {
+    scale: f64,
+    /// P from the forward pass (taken by the first backward pass; a second
+    /// one recomputes it).
+    weights: std::sync::Mutex<Option<CpuStorage>>,
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (b, h, t, d) = lq.shape().dims4()?;
+        let n = lk.dims()[2];
+        if !(lq.is_contiguous() && lk.is_contiguous() && lv.is_contiguous()) {
+            candle_core::bail!("{}: inputs must be contiguous", self.name());
+        }
+        let scores = sq.matmul(sk, (b * h, t, n, d), lq, &lk.transpose(2, 3)?)?;
+        let weights = unary!(
+            &scores,
+            &Layout::contiguous((b, h, t, n)),
+            self.name(),
+            causal_softmax_fwd,
+            n,
+            t,
+            self.scale
+        );
+        let out = weights.matmul(sv, (b * h, t, d, n), &Layout::contiguous((b, h, t, n)), lv)?;
+        *self
+            .weights
+            .lock()
+            .expect("no panics while holding the lock") = Some(weights);
+        Ok((out, lq.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _out: &Tensor,
+        dout: &Tensor,
+    ) -> R<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, h, t, _) = q.dims4()?;
+        let n = k.dim(2)?;
+        let saved = self
+            .weights
+            .lock()
+            .expect("no panics while holding the lock")
+            .take();
+        let p = match saved {
+            Some(CpuStorage::F32(w)) => Tensor::from_vec(w, (b, h, t, n), q.device())?,
+            Some(CpuStorage::F64(w)) => Tensor::from_vec(w, (b, h, t, n), q.device())?,
+            _ => causal_softmax(&q.matmul(&k.t()?)?, self.scale)?.detach(),
+        };
+        let dout = dout.contiguous()?;
+        let dv = p.t()?.matmul(&dout)?;
+        let dp = dout.matmul(&v.t()?)?;
+        let ds = p.apply_op2_no_bwd(&dp, &CausalSoftmaxGrad { scale: self.scale })?;
+        let dq = ds.matmul(k)?;
+        let dk = ds.t()?.matmul(q)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Causal attention softmax(`scale` · q kᵀ) v with q [b, h, t, d] at
+/// positions p..p+t and k, v [b, h, p + t, d]: each query sees the keys up
+/// to its own position. One node on the CPU (see the module docs); other
+/// devices compose it from primitives.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> R<Tensor> {
+    if q.device().is_cpu() {
+        let op = Attention {
+            scale,
+            weights: std::sync::Mutex::new(None),
+        };
+        q.contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    } else {
+        causal_softmax(&q.matmul(&k.t()?)?, scale)?.matmul(v)
+    }
+}
+
 /// Added to the scores of hidden keys in the primitive form (finite, so
 /// they get exactly zero weight without NaN gradients).
 const MASKED: f64 = -1e9;
@@ -635,6 +738,20 @@ mod tests {
         assert!((-40.0f32).tanh_() + 1.0 <= f32::EPSILON);
     }
 
+    /// Queries [1, 2, 3, 5] from x [2, 3, 5]; keys and values [1, 2, 5, 5]
+    /// as differentiable functions of g and b [5] (so their gradients reach
+    /// g and b): 3 queries at positions 2..5 of a 5-key sequence.
+    fn attention_inputs(x: &Tensor, g: &Tensor, b: &Tensor) -> R<(Tensor, Tensor, Tensor)> {
+        let q = x.reshape((1, 2, 3, 5))?;
+        let grid = Tensor::arange(0.0, 50.0, x.device())?
+            .reshape((1, 2, 5, 5))?
+            .affine(0.05, -1.0)?
+            .sin()?;
+        let k = grid.broadcast_mul(g)?;
+        let v = grid.cos()?.broadcast_add(b)?;
+        Ok((q, k, v))
+    }
+
     /// Each kernel's value and gradients (of every input) against the
     /// primitive composition other devices use, in f64.
     #[test]
@@ -672,6 +789,21 @@ mod tests {
                 "causal softmax",
                 Box::new(|x, _, _| causal_softmax(x, 0.7)),
                 Box::new(|x, _, _| causal_softmax_primitive(x, 0.7)),
+            ),
+            (
+                // x as queries [1, 2, 3, 5] against a 5-key sequence made
+                // of g (keys) and b (values), 2 of them a cached prefix.
+                "attention",
+                Box::new(|x, g, b| {
+                    let (q, k, v) = attention_inputs(x, g, b)?;
+                    attention(&q, &k, &v, 0.7)?.reshape((2, 3, 5))
+                }),
+                Box::new(|x, g, b| {
+                    let (q, k, v) = attention_inputs(x, g, b)?;
+                    causal_softmax_primitive(&q.matmul(&k.t()?)?, 0.7)?
+                        .matmul(&v)?
+                        .reshape((2, 3, 5))
+                }),
             ),
         ];
         for (name, fused, primitive) in cases {

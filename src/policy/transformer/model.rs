@@ -243,9 +243,7 @@ impl Weights {
                 k = Tensor::cat(&[&pc.keys[l].broadcast_as(shape)?.contiguous()?, &k], 2)?;
                 v = Tensor::cat(&[&pc.values[l].broadcast_as(shape)?.contiguous()?, &v], 2)?;
             }
-            let scores = q.matmul(&k.transpose(2, 3)?)?;
-            let att = kernels::causal_softmax(&scores, scale)?
-                .matmul(&v)?
+            let att = kernels::attention(&q, &k, &v, scale)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b, t, c.d_model))?;
