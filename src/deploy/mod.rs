@@ -10,7 +10,10 @@
 //!    noisy (false accepts / false rejects);
 //! 2. measure π_k (exact success probabilities by dynamic programming,
 //!    sampled any-of-N, plan lengths, diversity, KL to π_{k−1}, and the
-//!    cosine between the arm's update direction at π_k and the true ∇J(π_k));
+//!    cosine between the arm's update direction at π_k and the true ∇J(π_k);
+//!    a policy that reads its own text — the plan writer — has no dynamic
+//!    program, so its success and KL are Monte-Carlo estimates from fresh
+//!    samples and the cosine is undefined, see [`metrics`]);
 //! 3. unless k = G, update to π_{k+1} by the arm's method.
 //!
 //! Methods:
