@@ -54,14 +54,20 @@ fn every_parameter_tensor_gets_a_gradient() {
         .collect();
     let mut grad = vec![0.0; m.num_params()];
     m.backprop_logits(&env, 0, 0, &g, &mut grad);
+    assert_every_tensor_has_gradient(&m.config(), &grad);
+}
+
+/// Each parameter tensor's slice of the flat gradient `grad` (layout of
+/// `cfg.shapes()`) is non-zero, and the slices cover `grad` exactly.
+fn assert_every_tensor_has_gradient(cfg: &iterdeploy::policy::transformer::Config, grad: &[f64]) {
     let mut at = 0;
-    for (name, shape) in m.config().shapes() {
+    for (name, shape) in cfg.shapes() {
         let n: usize = shape.iter().product();
         let norm: f64 = grad[at..at + n].iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!(norm > 0.0, "no gradient reaches `{name}`");
         at += n;
     }
-    assert_eq!(at, m.num_params());
+    assert_eq!(at, grad.len());
 }
 
 /// ∇ log π(trace) by autograd against central differences along random
@@ -474,14 +480,7 @@ fn plan_writer_gets_a_gradient_in_every_parameter_tensor() {
     let weighted: Vec<(&Trace, f64)> = demos.iter().map(|t| (t, 1.0)).collect();
     let mut grad = vec![0.0; w.num_params()];
     w.accumulate_trace_scores(&env, &weighted, &mut grad);
-    let mut at = 0;
-    for (name, shape) in w.decoder().config().shapes() {
-        let n: usize = shape.iter().product();
-        let norm: f64 = grad[at..at + n].iter().map(|v| v * v).sum::<f64>().sqrt();
-        assert!(norm > 0.0, "no gradient reaches `{name}`");
-        at += n;
-    }
-    assert_eq!(at, w.num_params());
+    assert_every_tensor_has_gradient(&w.decoder().config(), &grad);
 }
 
 /// ∇ log π(y | x) of whole completions (free-text samples and planner
