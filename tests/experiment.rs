@@ -205,6 +205,20 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
             assert!(bytes.len() > 20, "{}/{f} is nearly empty", dir.display());
         }
         assert!(!outcome.figures.is_empty());
+        // Whether P(valid) is exact or estimated is said, in the summary
+        // and on the success figure's axis.
+        let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+        let success_svg = std::fs::read_to_string(dir.join("success.svg")).unwrap_or_default();
+        if r.spec.policy.kind.is_markov() {
+            assert!(!summary.contains("Monte-Carlo estimates"), "{}", r.spec.id);
+        } else {
+            assert!(summary.contains("Monte-Carlo estimates"), "{}", r.spec.id);
+            assert!(
+                success_svg.contains("Monte-Carlo estimate") && !success_svg.contains("exact"),
+                "{}: success.svg",
+                r.spec.id
+            );
+        }
         for f in &outcome.figures {
             let png = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
             assert_eq!(&png[1..4], b"PNG", "{f}.png");
