@@ -24,7 +24,13 @@
 //! plan (valid iff the state satisfies the goal); a step that names no
 //! action, an inapplicable action, a step past the horizon, or text that
 //! runs out of room without `<end>` makes the trace invalid. The trace
-//! keeps the completion's tokens, whose probability its score is of.
+//! keeps the completion's tokens, whose probability its score is of. For a
+//! completion closed by `<end>` within the horizon whose every line is a
+//! step, this verdict is the extractor's and validator's on the plan text
+//! (tested); the reader is stricter only where the bridge's extractor is
+//! lenient by design (it skips prose and unreadable lines in real model
+//! output and takes the last block of steps), which this writer's output,
+//! plan text and nothing else, never needs.
 
 use std::path::Path;
 
