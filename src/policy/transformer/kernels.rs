@@ -18,6 +18,9 @@
 //!                      dv = Pᵀ do,  dS = s · P ⊙ (dP − Σ dP ⊙ P) with dP = do vᵀ,
 //!                      dq = dS k,  dk = dSᵀ q
 //!
+//!   token log-probability (rows of V logits z, target c):
+//!                      y = z_c − log Σ_v e^{z_v},  dz_v = dy · (1[v = c] − softmax(z)_v)
+//!
 //! Attention is one node rather than five (two matmuls, a transpose, the
 //! softmax, and their gradient buffers): its forward keeps P for the
 //! backward pass, which then needs four matmuls and one softmax gradient
@@ -693,6 +696,135 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> R<Tensor> {
     }
 }
 
+// ---- log-probability of target tokens -------------------------------------
+
+fn token_log_probs_fwd<T: Real>(z: &[T], targets: &[u32], v: usize) -> Vec<T> {
+    targets
+        .iter()
+        .zip(z.chunks(v))
+        .map(|(&c, row)| {
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, x| m.max(x.f()));
+            let total: f64 = row.iter().map(|&x| (x - T::of(max)).exp_().f()).sum();
+            T::of(row[c as usize].f() - max - total.ln())
+        })
+        .collect()
+}
+
+fn token_log_probs_bwd<T: Real>(z: &[T], targets: &[u32], dy: &[T], v: usize) -> Vec<T> {
+    let mut out = vec![T::of(0.0); z.len()];
+    rows(&mut out, v, |r, o| {
+        let row = &z[r * v..(r + 1) * v];
+        let max = T::of(row.iter().fold(f64::NEG_INFINITY, |m, x| m.max(x.f())));
+        for (o, &x) in o.iter_mut().zip(row) {
+            *o = (x - max).exp_();
+        }
+        let total: f64 = o.iter().map(|p| p.f()).sum();
+        let g = dy[r].f();
+        let scale = T::of(-g / total);
+        for p in o.iter_mut() {
+            *p = *p * scale;
+        }
+        let c = targets[r] as usize;
+        o[c] = o[c] + T::of(g);
+    });
+    out
+}
+
+fn u32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> R<&'a [u32]> {
+    match s {
+        CpuStorage::U32(t) => slice(t, l, op),
+        _ => candle_core::bail!("{op}: targets must be u32"),
+    }
+}
+
+/// log softmax(z)[target] per row of logits (last dimension V).
+struct TokenLogProbs;
+/// Its gradient with respect to the logits, given dy per row.
+struct TokenLogProbsGrad;
+
+impl CustomOp2 for TokenLogProbs {
+    fn name(&self) -> &'static str {
+        "token-log-probs"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        let v = *l1.dims().last().unwrap_or(&1);
+        let targets = u32s(s2, l2, self.name())?;
+        let out = unary!(s1, l1, self.name(), token_log_probs_fwd, targets, v);
+        Ok((out, l2.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        z: &Tensor,
+        targets: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> R<(Option<Tensor>, Option<Tensor>)> {
+        let dz = z.apply_op3_no_bwd(targets, &dy.contiguous()?, &TokenLogProbsGrad)?;
+        Ok((Some(dz), None))
+    }
+}
+
+impl CustomOp3 for TokenLogProbsGrad {
+    fn name(&self) -> &'static str {
+        "token-log-probs-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        let v = *l1.dims().last().unwrap_or(&1);
+        let targets = u32s(s2, l2, self.name())?;
+        let out = binary!(
+            s1,
+            l1,
+            s3,
+            l3,
+            self.name(),
+            token_log_probs_bwd_of,
+            targets,
+            v
+        );
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// [`token_log_probs_bwd`] with its arguments in the dispatch order.
+fn token_log_probs_bwd_of<T: Real>(z: &[T], dy: &[T], targets: &[u32], v: usize) -> Vec<T> {
+    token_log_probs_bwd(z, targets, dy, v)
+}
+
+/// log softmax(logits)[target] for logits [.., V] and u32 targets [..]
+/// (the leading dimensions): each token's log-probability under teacher
+/// forcing, as one node on the CPU; other devices compose it.
+pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> R<Tensor> {
+    if logits.device().is_cpu() {
+        logits
+            .contiguous()?
+            .apply_op2(&targets.contiguous()?, TokenLogProbs)
+    } else {
+        token_log_probs_primitive(logits, targets)
+    }
+}
+
+fn token_log_probs_primitive(logits: &Tensor, targets: &Tensor) -> R<Tensor> {
+    let m = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&m)?;
+    let lp = shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(D::Minus1)?.log()?)?;
+    lp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)
+}
+
 /// Added to the scores of hidden keys in the primitive form (finite, so
 /// they get exactly zero weight without NaN gradients).
 const MASKED: f64 = -1e9;
@@ -752,6 +884,11 @@ mod tests {
         Ok((q, k, v))
     }
 
+    /// Fixed targets [2, 3] among 5 tokens.
+    fn targets(x: &Tensor) -> R<Tensor> {
+        Tensor::new(&[[0u32, 4, 2], [1, 3, 0]], x.device())
+    }
+
     /// Each kernel's value and gradients (of every input) against the
     /// primitive composition other devices use, in f64.
     #[test]
@@ -789,6 +926,21 @@ mod tests {
                 "causal softmax",
                 Box::new(|x, _, _| causal_softmax(x, 0.7)),
                 Box::new(|x, _, _| causal_softmax_primitive(x, 0.7)),
+            ),
+            (
+                // x as logits over 5 tokens at [2, 3] positions; the
+                // result is broadcast back to x's shape to be weighted.
+                "token log-probabilities",
+                Box::new(|x, _, _| {
+                    token_log_probs(x, &targets(x)?)?
+                        .unsqueeze(2)?
+                        .broadcast_as((2, 3, 5))
+                }),
+                Box::new(|x, _, _| {
+                    token_log_probs_primitive(x, &targets(x)?)?
+                        .unsqueeze(2)?
+                        .broadcast_as((2, 3, 5))
+                }),
             ),
             (
                 // x as queries [1, 2, 3, 5] against a 5-key sequence made

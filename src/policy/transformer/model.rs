@@ -301,10 +301,9 @@ impl Weights {
             }
             let inputs = Tensor::from_vec(inputs, (k, w), &self.device)?;
             let (logits, _, _) = self.forward(&inputs, cache.len, Some(&cache))?;
-            let lp = log_softmax_last(&logits)?;
-            let targets = Tensor::from_vec(targets, (k, w, 1), &self.device)?;
+            let targets = Tensor::from_vec(targets, (k, w), &self.device)?;
             let keep = Tensor::from_vec(keep, (k, w), &self.device)?.to_dtype(self.cfg.dtype())?;
-            let picked = lp.gather(&targets, 2)?.squeeze(2)?;
+            let picked = kernels::token_log_probs(&logits, &targets)?;
             total = (total + (picked * keep)?.sum(1)?)?;
         }
         Ok(total)
@@ -315,12 +314,13 @@ impl Weights {
     /// (teacher forcing). This is the training step the throughput
     /// benchmark times beside PyTorch.
     pub fn lm_loss(&self, tokens: &Tensor) -> R<Tensor> {
-        let (b, t) = tokens.dims2()?;
+        let t = tokens.dim(1)?;
         let inputs = tokens.narrow(1, 0, t - 1)?;
-        let targets = tokens.narrow(1, 1, t - 1)?.reshape((b, t - 1, 1))?;
+        let targets = tokens.narrow(1, 1, t - 1)?;
         let (logits, _, _) = self.forward(&inputs, 0, None)?;
-        let picked = log_softmax_last(&logits)?.gather(&targets, 2)?;
-        picked.mean_all()?.neg()
+        kernels::token_log_probs(&logits, &targets)?
+            .mean_all()?
+            .neg()
     }
 
     /// Per row of `tokens` ([B, T] ids), the sum over marked positions of
@@ -329,13 +329,12 @@ impl Weights {
     /// completion's tokens) and 0 elsewhere (prompt, padding). Returns [B]
     /// on the graph, so its backward pass gives ∇θ log π(completion).
     pub fn marked_log_probs(&self, tokens: &Tensor, marked: &Tensor, tau: f64) -> R<Tensor> {
-        let (b, t) = tokens.dims2()?;
+        let t = tokens.dim(1)?;
         let inputs = tokens.narrow(1, 0, t - 1)?;
-        let targets = tokens.narrow(1, 1, t - 1)?.reshape((b, t - 1, 1))?;
+        let targets = tokens.narrow(1, 1, t - 1)?;
         let (logits, _, _) = self.forward(&inputs, 0, None)?;
         let logits = if tau == 1.0 { logits } else { (logits / tau)? };
-        let picked = log_softmax_last(&logits)?.gather(&targets, 2)?.squeeze(2)?;
-        (picked * marked)?.sum(1)
+        (kernels::token_log_probs(&logits, &targets)? * marked)?.sum(1)
     }
 
     /// Overwrites every variable from a flat f64 vector (the layout of
