@@ -6,6 +6,7 @@
 //!
 //!   GELU (tanh form):  y = ½x(1 + tanh u),  u = c(x + 0.044715x³), c = √(2/π)
 //!                      y' = ½(1 + tanh u) + ½x(1 − tanh²u)·c(1 + 3·0.044715x²)
+//!                      (applied to x + b with the bias fused in: db = Σ_rows dx)
 //!   layer norm (last dim, n entries):  y = g ⊙ x̂ + b,  x̂ = (x − μ)/σ,  σ = √(var + ε)
 //!                      dx = (ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)) / σ  with ĝ = g ⊙ dy,
 //!                      dg = Σ_rows dy ⊙ x̂,  db = Σ_rows dy
@@ -187,53 +188,52 @@ fn column_sums<T: Real>(dy: &[T], width: usize) -> Vec<f64> {
 
 // ---- GELU ------------------------------------------------------------------
 
-fn gelu_fwd<T: Real>(x: &[T]) -> Vec<T> {
+/// GELU(u) and its slope GELU'(u) (module docs), in the storage's precision.
+fn gelu_at<T: Real>(u: T) -> T {
     let (c, a, half, one) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5), T::of(1.0));
-    let mut out = x.to_vec();
-    let w = out.len().clamp(1, 4096);
-    rows(&mut out, w, |_, r| {
-        for v in r {
-            let x = *v;
-            let t = (c * (x + a * x * x * x)).tanh_();
-            *v = half * x * (one + t);
-        }
-    });
-    out
+    let t = (c * (u + a * u * u * u)).tanh_();
+    half * u * (one + t)
 }
 
-fn gelu_bwd<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
+fn gelu_slope<T: Real>(u: T) -> T {
     let (c, a, half, one) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5), T::of(1.0));
     let a3 = T::of(3.0 * GELU_A);
-    let mut out = dy.to_vec();
-    let w = out.len().clamp(1, 4096);
-    rows(&mut out, w, |i, r| {
-        for (v, &x) in r.iter_mut().zip(&x[i * w..]) {
-            let t = (c * (x + a * x * x * x)).tanh_();
-            let d = half * (one + t) + half * x * (one - t * t) * c * (one + a3 * x * x);
-            *v = *v * d;
+    let t = (c * (u + a * u * u * u)).tanh_();
+    half * (one + t) + half * u * (one - t * t) * c * (one + a3 * u * u)
+}
+
+/// GELU(x + b) row by row (b: one entry per column).
+fn bias_gelu_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
+    let mut out = vec![T::of(0.0); x.len()];
+    let n = b.len();
+    rows(&mut out, n, |i, r| {
+        for ((o, &x), &b) in r.iter_mut().zip(&x[i * n..]).zip(b) {
+            *o = gelu_at(x + b);
         }
     });
     out
 }
 
-struct Gelu;
-struct GeluGrad;
-
-impl CustomOp1 for Gelu {
-    fn name(&self) -> &'static str {
-        "gelu-tanh"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        Ok((unary!(s, l, self.name(), gelu_fwd), l.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluGrad)?))
-    }
+/// dy ⊙ GELU'(x + b): the gradient of the pre-activation (= dx; db is its
+/// column sums).
+fn bias_gelu_bwd<T: Real>(x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
+    let mut out = vec![T::of(0.0); x.len()];
+    let n = b.len();
+    rows(&mut out, n, |i, r| {
+        let at = i * n;
+        for (j, o) in r.iter_mut().enumerate() {
+            *o = dy[at + j] * gelu_slope(x[at + j] + b[j]);
+        }
+    });
+    out
 }
 
-impl CustomOp2 for GeluGrad {
+struct BiasGelu;
+struct BiasGeluGrad;
+
+impl CustomOp2 for BiasGelu {
     fn name(&self) -> &'static str {
-        "gelu-tanh-grad"
+        "bias-gelu-tanh"
     }
     fn cpu_fwd(
         &self,
@@ -243,18 +243,50 @@ impl CustomOp2 for GeluGrad {
         l2: &Layout,
     ) -> R<(CpuStorage, Shape)> {
         Ok((
-            binary!(s1, l1, s2, l2, self.name(), gelu_bwd),
+            binary!(s1, l1, s2, l2, self.name(), bias_gelu_fwd),
+            l1.shape().clone(),
+        ))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> R<(Option<Tensor>, Option<Tensor>)> {
+        let dz = x.apply_op3_no_bwd(b, &dy.contiguous()?, &BiasGeluGrad)?;
+        let db = dz.apply_op1_no_bwd(&ColumnSums)?;
+        Ok((Some(dz), Some(db)))
+    }
+}
+
+impl CustomOp3 for BiasGeluGrad {
+    fn name(&self) -> &'static str {
+        "bias-gelu-tanh-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> R<(CpuStorage, Shape)> {
+        Ok((
+            ternary!(s1, l1, s2, l2, s3, l3, self.name(), bias_gelu_bwd),
             l1.shape().clone(),
         ))
     }
 }
 
-/// GELU, tanh form.
-pub fn gelu(x: &Tensor) -> R<Tensor> {
+/// GELU(x + b), tanh form, b added to every row: the MLP's first layer
+/// after its matmul, as one node (one pass forward, one backward).
+pub fn bias_gelu(x: &Tensor, b: &Tensor) -> R<Tensor> {
     if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(Gelu)
+        x.contiguous()?.apply_op2(b, BiasGelu)
     } else {
-        gelu_primitive(x)
+        gelu_primitive(&x.broadcast_add(b)?)
     }
 }
 
@@ -908,9 +940,9 @@ mod tests {
         type F = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> R<Tensor>>;
         let cases: Vec<(&str, F, F)> = vec![
             (
-                "gelu",
-                Box::new(|x, _, _| gelu(x)),
-                Box::new(|x, _, _| gelu_primitive(x)),
+                "bias + gelu",
+                Box::new(|x, _, b| bias_gelu(x, b)),
+                Box::new(|x, _, b| gelu_primitive(&x.broadcast_add(b)?)),
             ),
             (
                 "layer norm",

@@ -249,7 +249,7 @@ impl Weights {
                 .reshape((b, t, c.d_model))?;
             x = (x + linear(&att, w(5))?)?;
             let h2 = kernels::layer_norm(&x, w(6), w(7), LN_EPS)?;
-            let hidden = kernels::gelu(&kernels::bias(&linear(&h2, w(8))?, w(9))?)?;
+            let hidden = kernels::bias_gelu(&linear(&h2, w(8))?, w(9))?;
             let m = kernels::bias(&linear(&hidden, w(10))?, w(11))?;
             x = (x + m)?;
             keys.push(k);
