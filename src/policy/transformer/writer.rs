@@ -46,6 +46,8 @@ use crate::mdp::{Deployment, StateIndex};
 use crate::policy::Policy;
 use crate::rng::Rng;
 
+/// The decoder as a whole-plan writer (module docs); θ and checkpoints are
+/// its [`Decoder`]'s, τ its sampling and scoring temperature.
 #[derive(Clone)]
 pub struct PlanWriter {
     decoder: Decoder,
