@@ -118,10 +118,7 @@ pub fn sample_trace_by(
             );
         }
         let next = if t < env.horizon {
-            space.successors[s as usize]
-                .binary_search_by_key(&a, |&(b, _)| b)
-                .ok()
-                .map(|i| space.successors[s as usize][i].1)
+            space.successor(s, a)
         } else {
             None
         };

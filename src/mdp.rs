@@ -163,6 +163,15 @@ impl Deployment {
 }
 
 impl TaskSpace {
+    /// The state action `a` leads to from state `s`, if `a` is applicable
+    /// there (the successor lists are sorted by action id).
+    pub fn successor(&self, s: StateIndex, a: ActionId) -> Option<StateIndex> {
+        let succ = &self.successors[s as usize];
+        succ.binary_search_by_key(&a, |&(b, _)| b)
+            .ok()
+            .map(|i| succ[i].1)
+    }
+
     fn explore(
         &mut self,
         op_action: &[ActionId],

@@ -54,7 +54,7 @@ fn every_parameter_tensor_gets_a_gradient() {
         .collect();
     let mut grad = vec![0.0; m.num_params()];
     m.backprop_logits(&env, 0, 0, &g, &mut grad);
-    assert_every_tensor_has_gradient(&m.config(), &grad);
+    assert_every_tensor_has_gradient(&m.decoder().config(), &grad);
 }
 
 /// Each parameter tensor's slice of the flat gradient `grad` (layout of
@@ -186,7 +186,7 @@ fn plan_text_from_the_model_is_judged_like_model_output() {
     let table = PolicyTable::new(&m, &env);
     let mut rng = iterdeploy::rng::seeded(9);
     let domain = DomainKind::Blocksworld.parse_domain();
-    let vocab = m.vocabulary();
+    let vocab = m.decoder().vocabulary();
     let mut seen = [0usize; 2];
     for _ in 0..200 {
         let t = sample_trace(&env, &table, rng_task(&mut rng), &mut rng);
@@ -249,14 +249,14 @@ fn decoding_writes_the_same_tokens_with_or_without_cache_on_any_thread_count() {
     use iterdeploy::policy::transformer::sampling::{Decode, Sampling, generate};
     let env = blocks_env(3, 1, 4);
     let m = model(&env, 11);
-    let w = m.candle_weights();
-    let prompt = m.vocabulary().prompt(&env, 0, 0);
+    let w = m.decoder().weights();
+    let prompt = m.decoder().vocabulary().prompt(&env, 0, 0);
     let sampling = Sampling {
         temperature: 1.0,
         top_k: Some(8),
         max_new: 7,
     };
-    let stop = [m.vocabulary().id(")").unwrap()];
+    let stop = [m.decoder().vocabulary().id(")").unwrap()];
     let run = |decode| {
         let mut rng = iterdeploy::rng::seeded(12);
         generate(&w, &prompt, 5, &stop, &sampling, decode, &mut rng).unwrap()
@@ -303,9 +303,9 @@ fn free_sampling_follows_the_teacher_forced_distribution() {
     for p in m.params_mut() {
         *p = normal.sample(&mut rng);
     }
-    let w = m.candle_weights();
-    let prompt = m.vocabulary().prompt(&env, 0, 0);
-    let v = m.vocabulary().len() as u32;
+    let w = m.decoder().weights();
+    let prompt = m.decoder().vocabulary().prompt(&env, 0, 0);
+    let v = m.decoder().vocabulary().len() as u32;
     let pairs: Vec<Vec<u32>> = (0..v)
         .flat_map(|a| (0..v).map(move |b| vec![a, b]))
         .collect();

@@ -375,12 +375,11 @@ impl Transformer {
             }
             text += &self.decoder.vocab.text(&step);
             text.push('\n');
-            let next = self.decoder.vocab.action_of(&step).and_then(|a| {
-                task.successors[s as usize]
-                    .iter()
-                    .find(|&&(b, _)| b == a)
-                    .map(|&(_, t)| t)
-            });
+            let next = self
+                .decoder
+                .vocab
+                .action_of(&step)
+                .and_then(|a| task.successor(s, a));
             match next {
                 Some(t) => s = t,
                 None => break,
@@ -404,17 +403,9 @@ impl Transformer {
         self.decoder.load(path)
     }
 
-    pub fn config(&self) -> Config {
-        self.decoder.cfg
-    }
-
-    pub fn vocabulary(&self) -> &Vocabulary {
-        &self.decoder.vocab
-    }
-
-    /// The candle weights (for sampling and benchmarks).
-    pub fn candle_weights(&self) -> std::sync::Arc<Weights> {
-        self.decoder.weights()
+    /// The decoder: config, vocabulary and candle weights.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 }
 

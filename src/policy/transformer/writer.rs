@@ -123,14 +123,12 @@ impl PlanWriter {
                 break false;
             };
             steps.push((s, a));
-            let next = (steps.len() <= env.horizon)
-                .then(|| {
-                    let succ = &space.successors[s as usize];
-                    succ.binary_search_by_key(&a, |&(b, _)| b)
-                        .ok()
-                        .map(|i| succ[i].1)
-                })
-                .flatten();
+            // The step at time t = steps.len() − 1 moves on only if t < H.
+            let next = if steps.len() <= env.horizon {
+                space.successor(s, a)
+            } else {
+                None
+            };
             match next {
                 Some(t) => s = t,
                 None => break false,
