@@ -130,6 +130,11 @@ pub fn pooled_shortest_weights(n: &[usize], q: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let mut out = vec![vec![0.0; len]; gens];
     for l in 0..len {
         for j in 0..gens {
+            // A generation with no samples keeps nothing (and has no
+            // `n_j − 1` other samples to count).
+            if n[j] == 0 {
+                continue;
+            }
             // Polynomial in u: Π_{j'} (r + u q)^{m}, coefficients by degree.
             let mut poly = vec![1.0f64];
             for jj in 0..gens {
@@ -239,6 +244,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A generation with no samples gets weight 0 and does not change the
+    /// others' weights (it used to underflow `n_j − 1` and, in release,
+    /// loop for ever).
+    #[test]
+    fn a_generation_without_samples_keeps_nothing() {
+        let q = vec![vec![0.0, 0.2, 0.1], vec![0.0, 0.3, 0.0]];
+        let w = pooled_shortest_weights(&[0, 2], &q);
+        assert_eq!(w[0], vec![0.0; 3]);
+        let alone = pooled_shortest_weights(&[2], &q[1..]);
+        assert_eq!(w[1], alone[0]);
+        assert_eq!(pooled_shortest_weights(&[0], &q[..1]), vec![vec![0.0; 3]]);
     }
 
     /// The shortest-per-task weight of a length with almost no mass is the

@@ -40,8 +40,13 @@ pub struct TaskSpace {
     /// Reachable states in breadth-first order; `states[0]` is the initial state.
     pub states: Vec<State>,
     /// Applicable actions of each state: (shared action id, successor index),
-    /// sorted by action id.
+    /// sorted by action id. Empty for states first reached at depth H: a
+    /// trace is there only at t = H, where no step can follow.
     pub successors: Vec<Vec<(ActionId, StateIndex)>>,
+    /// The applicable actions (sorted shared ids) of the states first
+    /// reached at depth H, keyed by state; their successors are beyond
+    /// the horizon and never stored. See [`TaskSpace::for_each_applicable`].
+    pub horizon_applicable: HashMap<StateIndex, Vec<ActionId>>,
     pub is_goal: Vec<bool>,
     /// Fewest steps from the initial state.
     pub depth: Vec<u32>,
@@ -139,6 +144,7 @@ impl Deployment {
                 problem: p.clone(),
                 states: Vec::new(),
                 successors: Vec::new(),
+                horizon_applicable: HashMap::new(),
                 is_goal: Vec::new(),
                 depth: Vec::new(),
                 state_features: Vec::new(),
@@ -170,6 +176,17 @@ impl TaskSpace {
         succ.binary_search_by_key(&a, |&(b, _)| b)
             .ok()
             .map(|i| succ[i].1)
+    }
+
+    /// The ground actions applicable in state `s` (sorted shared ids),
+    /// also for states at depth H, whose successor lists are empty. This
+    /// is what the applicability prior reads: it penalises inapplicable
+    /// actions only, wherever the state lies.
+    pub fn for_each_applicable(&self, s: StateIndex, mut f: impl FnMut(ActionId)) {
+        match self.horizon_applicable.get(&s) {
+            Some(list) => list.iter().for_each(|&a| f(a)),
+            None => self.successors[s as usize].iter().for_each(|&(a, _)| f(a)),
+        }
     }
 
     fn explore(
@@ -206,7 +223,16 @@ impl TaskSpace {
             let state = self.states[s as usize].clone();
             let d = self.depth[s as usize];
             let mut succ = Vec::new();
-            if (d as usize) < horizon {
+            if (d as usize) >= horizon {
+                task.applicable(&state, &mut applicable);
+                let mut ids: Vec<ActionId> =
+                    applicable.iter().map(|&o| op_action[o as usize]).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                if !ids.is_empty() {
+                    self.horizon_applicable.insert(s, ids);
+                }
+            } else {
                 task.applicable(&state, &mut applicable);
                 for &o in &applicable {
                     let next = task.apply(&task.operators[o as usize], &state);

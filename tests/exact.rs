@@ -26,6 +26,44 @@ fn blocks_env(blocks: usize, count: usize, horizon: usize) -> Deployment {
     Deployment::build(&domain, &problems, horizon, 1_000_000).unwrap()
 }
 
+/// The applicability prior penalises inapplicable actions only, also in
+/// states first reached at depth H (whose successor lists are empty): there
+/// every applicable action keeps logit 0 under a tabular policy at θ = 0,
+/// and every inapplicable one gets −penalty.
+#[test]
+fn the_prior_spares_applicable_actions_at_the_horizon() {
+    let env = blocks_env(3, 3, 4);
+    let penalty = 4.0;
+    let policy = Tabular::zeros(&env, 1.0, penalty);
+    let mut at_horizon = 0;
+    for (x, space) in env.tasks.iter().enumerate() {
+        for s in 0..space.num_states() {
+            let mut applicable = vec![false; env.num_actions()];
+            space.for_each_applicable(s as u32, |a| applicable[a] = true);
+            if space.depth[s] as usize == env.horizon {
+                assert!(space.successors[s].is_empty());
+                if applicable.iter().any(|&b| b) {
+                    at_horizon += 1;
+                }
+            }
+            applicable[env.end()] = true;
+            let mut logp = vec![0.0; env.num_actions()];
+            policy.log_probs(&env, x, s as u32, &mut logp);
+            let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for (a, &lp) in logp.iter().enumerate() {
+                let want = if applicable[a] { 0.0 } else { -penalty };
+                assert!(
+                    (lp - top - want).abs() < 1e-12,
+                    "task {x} state {s} (depth {}) action {a}: {} vs {want}",
+                    space.depth[s],
+                    lp - top
+                );
+            }
+        }
+    }
+    assert!(at_horizon > 0, "the setting must have non-terminal states at depth H");
+}
+
 /// ∇ log π(trace) against central differences of log π(trace), every
 /// coordinate, for the tabular and the MLP policy (proofs rely on it).
 #[test]

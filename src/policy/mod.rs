@@ -141,7 +141,8 @@ pub trait Policy: Send + Sync {
 }
 
 /// Adds the fixed applicability prior to logits: −`penalty` on every action
-/// that is inapplicable in s (END is always allowed). It is a constant, not
+/// that is inapplicable in s (END is always allowed), in every state,
+/// including those first reached at depth H. It is a constant, not
 /// a parameter, so gradients are unchanged; it models a writer that mostly
 /// proposes applicable steps, giving realistic success rates.
 pub fn add_applicability_prior(
@@ -157,9 +158,10 @@ pub fn add_applicability_prior(
     for v in z.iter_mut() {
         *v -= penalty;
     }
-    for &(a, _) in &env.tasks[x].successors[s as usize] {
-        z[a] += penalty;
-    }
+    // Applicable in s, also where s lies at depth H and has no stored
+    // successors (a step there ends the trace by the horizon, not by
+    // inapplicability, so the prior must not count it as inapplicable).
+    env.tasks[x].for_each_applicable(s, |a| z[a] += penalty);
     z[env.end()] += penalty;
 }
 
