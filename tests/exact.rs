@@ -61,7 +61,10 @@ fn the_prior_spares_applicable_actions_at_the_horizon() {
             }
         }
     }
-    assert!(at_horizon > 0, "the setting must have non-terminal states at depth H");
+    assert!(
+        at_horizon > 0,
+        "the setting must have non-terminal states at depth H"
+    );
 }
 
 /// ∇ log π(trace) against central differences of log π(trace), every
