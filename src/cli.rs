@@ -144,16 +144,20 @@ pub struct CurateArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Only these claims (e.g. `--claim P03`); all by default.
-    #[arg(long = "claim")]
+    /// Only these claims, any case, repeatable or comma-separated
+    /// (`--claim p03`, `--claim P01,P09`); all by default.
+    #[arg(long = "claim", value_delimiter = ',', value_name = "ID")]
     pub claims: Vec<String>,
     /// Run on your own task instead of the built-in settings: DOMAIN then
     /// one or more PROBLEM files of DOMAIN.
     #[arg(long, num_args = 2.., value_name = "FILE")]
     pub task: Vec<PathBuf>,
-    /// Horizon (maximum plan length) for `--task`.
-    #[arg(long, default_value_t = 6)]
-    pub horizon: usize,
+    /// Horizon (maximum plan length) for `--task`; at least the shortest
+    /// plan of every task (verify says which is too short). Default 6.
+    #[arg(long, requires = "task")]
+    pub horizon: Option<usize>,
+    /// Seed of the built-in policies' random initialisation, the
+    /// behaviours' perturbations and the Monte-Carlo batches.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// Write `verify.csv` and `verify.json` here.
@@ -316,7 +320,7 @@ fn main_job(smoke: bool) -> Result<ExitCode> {
     let verified = verify_cmd(&VerifyArgs {
         claims: Vec::new(),
         task: Vec::new(),
-        horizon: 6,
+        horizon: None,
         seed: 2026,
         out: Some(PathBuf::from("plots/verify")),
         transformer: false,
@@ -785,53 +789,98 @@ fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
     let mut settings = match args.task.split_first() {
         None => verify::default_settings()?,
         Some((domain, problems)) => {
-            vec![verify::setting_from_files(domain, problems, args.horizon)?]
+            vec![verify::setting_from_files(
+                domain,
+                problems,
+                args.horizon
+                    .unwrap_or(verify::settings::DEFAULT_TASK_HORIZON),
+            )?]
         }
     };
     for s in &mut settings {
         s.transformer = args.transformer;
     }
     let start = std::time::Instant::now();
-    let checks = verify::run(&args.claims, &settings, args.seed)?;
+    let claims = verify::parse_claims(&args.claims)?;
+    let checks = verify::run(&claims, &settings, args.seed)?;
     println!(
-        "| claim | setting | policy | quantity | max abs err | max rel err (z for MC) | tolerance | pass |"
+        "| claim | setting | policy | quantity | max abs err | max rel err (z for MC) | cosine | tolerance | status |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut csv =
-        String::from("claim,setting,policy,quantity,max_abs_error,max_rel_error,tolerance,pass\n");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut csv = String::from(
+        "claim,setting,policy,quantity,max_abs_error,max_rel_error,cosine,tolerance,status\n",
+    );
+    let num = |v: f64, digits: usize| {
+        if v.is_nan() {
+            "—".to_string()
+        } else {
+            format!("{v:.digits$e}")
+        }
+    };
     for c in &checks {
+        let cosine = if c.cosine.is_nan() {
+            "—".to_string()
+        } else {
+            format!("{:.6}", c.cosine)
+        };
         println!(
-            "| {} | {} | {} | {} | {:.3e} | {:.3e} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {cosine} | {} | {} |",
             c.claim,
             c.setting,
             c.policy,
             c.quantity,
-            c.max_abs_error,
-            c.max_rel_error,
+            num(c.max_abs_error, 3),
+            num(c.max_rel_error, 3),
             c.tolerance,
-            if c.pass { "pass" } else { "FAIL" }
+            c.status.label()
         );
         let q = |s: &str| format!("\"{}\"", s.replace('"', "'"));
         csv += &format!(
-            "{},{},{},{},{:e},{:e},{},{}\n",
+            "{},{},{},{},{:e},{:e},{},{},{}\n",
             c.claim,
             q(&c.setting),
             c.policy,
             q(&c.quantity),
             c.max_abs_error,
             c.max_rel_error,
+            if c.cosine.is_nan() {
+                String::new()
+            } else {
+                format!("{:e}", c.cosine)
+            },
             q(&c.tolerance),
-            c.pass
+            c.status.label()
         );
     }
-    let failed = checks.iter().filter(|c| !c.pass).count();
+    let count = |st: verify::Status| checks.iter().filter(|c| c.status == st).count();
+    let (passed, failed) = (count(verify::Status::Pass), count(verify::Status::Fail));
+    let (reported, skipped) = (
+        count(verify::Status::Reported),
+        count(verify::Status::Skipped),
+    );
     println!(
-        "\n{} checks, {} passed, {} failed ({:.1}s)",
+        "\n{} rows: {passed} passed, {failed} failed, {reported} reported (measured, not asserted), {skipped} skipped ({:.1}s)",
         checks.len(),
-        checks.len() - failed,
-        failed,
         start.elapsed().as_secs_f64()
     );
+    if skipped > 0 {
+        println!("\nSkipped rows:");
+        for c in checks
+            .iter()
+            .filter(|c| c.status == verify::Status::Skipped)
+        {
+            println!(
+                "- {} / {} / {}: {}",
+                c.claim, c.setting, c.policy, c.quantity
+            );
+        }
+    }
+    if passed + failed == 0 {
+        return Err(anyhow::anyhow!(
+            "verify: no check was asserted on these settings ({} reported, {skipped} skipped), so nothing was verified",
+            reported
+        ));
+    }
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         crate::output::write_atomic(&dir.join("verify.csv"), csv.as_bytes())?;

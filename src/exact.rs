@@ -382,6 +382,28 @@ pub fn trajectory_kl(env: &Deployment, pi: &PolicyTable, rho: &PolicyTable) -> V
         .collect()
 }
 
+/// How many valid traces task `x` has within the horizon (plans of length
+/// ≤ H that end in a goal state, each followed by END), counted by dynamic
+/// programming in f64 without listing them: what
+/// [`enumerate_valid_traces`] would return, known before it allocates.
+pub fn count_valid_traces(env: &Deployment, x: usize) -> f64 {
+    let space = &env.tasks[x];
+    let goal = |s: usize| if space.is_goal[s] { 1.0 } else { 0.0 };
+    let mut next: Vec<f64> = (0..space.num_states()).map(goal).collect();
+    for _ in 0..env.horizon {
+        next = (0..space.num_states())
+            .map(|s| {
+                goal(s)
+                    + space.successors[s]
+                        .iter()
+                        .map(|&(_, t)| next[t as usize])
+                        .sum::<f64>()
+            })
+            .collect();
+    }
+    next[0]
+}
+
 /// Every valid trace of task `x`: decisions (state, action), END last.
 pub fn enumerate_valid_traces(
     env: &Deployment,

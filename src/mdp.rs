@@ -26,6 +26,13 @@ use crate::pddl::{Domain, Problem};
 use crate::task::{State, Task};
 use crate::{Error, Result};
 
+/// The largest horizon a deployment accepts. Every exact computation keeps
+/// (H+1) × states numbers per task, and a trace is a plan of at most H
+/// steps; IPC-sized tasks in this project have optimal plans of tens of
+/// steps, so 10,000 is far above any meaningful horizon and keeps
+/// (H+1) from overflowing anything (an error, not a panic, for `2^63`).
+pub const MAX_HORIZON: usize = 10_000;
+
 /// Index of an action in the shared action set (`END` is the last).
 pub type ActionId = usize;
 pub type StateIndex = u32;
@@ -106,6 +113,11 @@ impl Deployment {
             return Err(Error::Invalid(
                 "a deployment needs at least one task".into(),
             ));
+        }
+        if horizon > MAX_HORIZON {
+            return Err(Error::Invalid(format!(
+                "horizon {horizon} is above the largest supported, {MAX_HORIZON} (exact tables hold (H+1) x states numbers per task)"
+            )));
         }
         let mut action_ids: HashMap<String, ActionId> = HashMap::new();
         let mut action_names = Vec::new();

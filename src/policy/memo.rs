@@ -16,9 +16,45 @@ use crate::mdp::{ActionId, Deployment, StateIndex};
 
 type Key = (usize, StateIndex, ActionId);
 
+/// One stored step score. A tabular policy's score touches one state's row
+/// of θ only, so storing it densely cost θ-many numbers per visited step
+/// (2.4 MB each on a 6-block task, gigabytes over a P07 run); scores with
+/// few non-zeros are kept as (index, value) pairs.
+enum Stored {
+    Dense(Vec<f64>),
+    Sparse(Vec<(u32, f64)>),
+}
+
+impl Stored {
+    fn new(g: Vec<f64>) -> Self {
+        let nnz = g.iter().filter(|v| **v != 0.0).count();
+        // (u32, f64) pairs take 16 bytes (with padding) against 8 per
+        // dense entry: sparse pays off below half full.
+        if nnz * 2 < g.len() && g.len() <= u32::MAX as usize {
+            Stored::Sparse(
+                g.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != 0.0)
+                    .map(|(i, &v)| (i as u32, v))
+                    .collect(),
+            )
+        } else {
+            Stored::Dense(g)
+        }
+    }
+
+    /// grad += w · score.
+    fn add_to(&self, w: f64, grad: &mut [f64]) {
+        match self {
+            Stored::Dense(v) => grad.iter_mut().zip(v).for_each(|(g, v)| *g += w * v),
+            Stored::Sparse(pairs) => pairs.iter().for_each(|&(i, v)| grad[i as usize] += w * v),
+        }
+    }
+}
+
 pub struct ScoreMemo {
     inner: Box<dyn Policy>,
-    scores: Mutex<HashMap<Key, Arc<Vec<f64>>>>,
+    scores: Mutex<HashMap<Key, Arc<Stored>>>,
 }
 
 impl ScoreMemo {
@@ -42,7 +78,7 @@ impl ScoreMemo {
         self.scores.get_mut().expect("memo lock").clear();
     }
 
-    fn score(&self, env: &Deployment, x: usize, s: StateIndex, a: ActionId) -> Arc<Vec<f64>> {
+    fn score(&self, env: &Deployment, x: usize, s: StateIndex, a: ActionId) -> Arc<Stored> {
         if let Some(v) = self.scores.lock().expect("memo lock").get(&(x, s, a)) {
             return Arc::clone(v);
         }
@@ -50,7 +86,7 @@ impl ScoreMemo {
         unit[a] = 1.0;
         let mut g = vec![0.0; self.inner.num_params()];
         self.inner.accumulate_score(env, x, s, &unit, &mut g);
-        let g = Arc::new(g);
+        let g = Arc::new(Stored::new(g));
         self.scores
             .lock()
             .expect("memo lock")
@@ -109,11 +145,7 @@ impl Policy for ScoreMemo {
         let mut nonzero = c.iter().enumerate().filter(|(_, v)| **v != 0.0);
         match (nonzero.next(), nonzero.next()) {
             (None, _) => {}
-            (Some((a, &w)), None) => {
-                for (g, v) in grad.iter_mut().zip(self.score(env, x, s, a).iter()) {
-                    *g += w * v;
-                }
-            }
+            (Some((a, &w)), None) => self.score(env, x, s, a).add_to(w, grad),
             _ => self.inner.accumulate_score(env, x, s, c, grad),
         }
     }

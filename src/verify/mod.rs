@@ -44,6 +44,37 @@ pub use settings::{Setting, default_settings, setting_from_files, shortest_plans
 /// Claim ids, in the order of `proofs/README.md`.
 pub const CLAIMS: [&str; 8] = ["P01", "P02", "P03", "P04", "P05", "P06", "P07", "P08"];
 
+/// What a row of the verification table says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Asserted, and within its tolerance.
+    Pass,
+    /// Asserted, and outside its tolerance.
+    Fail,
+    /// Measured and printed, not asserted (e.g. how far the paper's form
+    /// is from the truth where the proof says it differs).
+    Reported,
+    /// Not run on this setting; the quantity says why.
+    Skipped,
+}
+
+impl Status {
+    /// Pass or Fail by an asserted condition.
+    pub fn of(ok: bool) -> Self {
+        if ok { Status::Pass } else { Status::Fail }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Reported => "reported",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 /// One row of the verification table.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Check {
@@ -53,8 +84,27 @@ pub struct Check {
     pub quantity: String,
     pub max_abs_error: f64,
     pub max_rel_error: f64,
+    /// cos(compared, reference) where a direction is the point (NaN
+    /// otherwise; `null` in JSON).
+    #[serde(serialize_with = "nan_as_null")]
+    pub cosine: f64,
     pub tolerance: String,
-    pub pass: bool,
+    pub status: Status,
+}
+
+impl Check {
+    /// Not a failed assertion (passed, reported or skipped).
+    pub fn ok(&self) -> bool {
+        self.status != Status::Fail
+    }
+}
+
+fn nan_as_null<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_none()
+    }
 }
 
 fn trace_log_prob(
@@ -187,16 +237,31 @@ fn fd_directional(
     out
 }
 
-/// Runs the selected claims (all if empty) on `settings`.
+/// Claim ids as a user types them (`p3`, `P03`, ` p03 `) in canonical
+/// form; an unknown id is an error naming the known ones.
+pub fn parse_claims(raw: &[String]) -> Result<Vec<String>> {
+    raw.iter()
+        .map(|c| {
+            let t = c.trim().to_ascii_uppercase();
+            let canonical = t
+                .strip_prefix('P')
+                .and_then(|d| d.parse::<u32>().ok())
+                .map(|n| format!("P{n:02}"));
+            match canonical {
+                Some(id) if CLAIMS.contains(&id.as_str()) => Ok(id),
+                _ => Err(Error::Invalid(format!(
+                    "unknown claim `{c}` (known: {})",
+                    CLAIMS.join(", ")
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Runs the selected claims (all if empty; canonical ids, see
+/// [`parse_claims`]) on `settings`.
 pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Check>> {
-    for c in claims {
-        if !CLAIMS.contains(&c.as_str()) {
-            return Err(Error::Invalid(format!(
-                "unknown claim `{c}` (known: {})",
-                CLAIMS.join(", ")
-            )));
-        }
-    }
+    let claims = parse_claims(claims)?;
     let wants = |c: &str| claims.is_empty() || claims.iter().any(|x| x == c);
     let mut out = Vec::new();
     for setting in settings {
@@ -276,8 +341,24 @@ impl Ctx<'_> {
             quantity: quantity.into(),
             max_abs_error: max_abs,
             max_rel_error: max_rel,
+            cosine: f64::NAN,
             tolerance: format!("rel {rel:.0e}"),
-            pass: max_rel <= rel,
+            status: Status::of(max_rel <= rel),
+        }
+    }
+
+    /// A row that says a check did not run here, and why.
+    fn skipped(&self, claim: &str, quantity: &str, reason: &str) -> Check {
+        Check {
+            claim: claim.into(),
+            setting: self.setting.into(),
+            policy: self.label.into(),
+            quantity: format!("{quantity} — skipped: {reason}"),
+            max_abs_error: f64::NAN,
+            max_rel_error: f64::NAN,
+            cosine: f64::NAN,
+            tolerance: "—".into(),
+            status: Status::Skipped,
         }
     }
 

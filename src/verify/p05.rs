@@ -68,7 +68,8 @@ impl Ctx<'_> {
                 max_abs_error: 0.0,
                 max_rel_error: 0.0,
                 tolerance: "strict order".into(),
-                pass: decreasing,
+                cosine: f64::NAN,
+                status: Status::of(decreasing),
             });
         }
         Ok(checks)

@@ -43,7 +43,8 @@ impl Ctx<'_> {
             max_abs_error: worst_drop.max(0.0),
             max_rel_error: worst_drop.max(0.0),
             tolerance: format!("drop <= {EXACT_ABS:.0e}"),
-            pass: worst_drop <= EXACT_ABS,
+            cosine: f64::NAN,
+            status: Status::of(worst_drop <= EXACT_ABS),
         }];
         // Graded score = −(answer length), threshold −k: a length budget of
         // k = H − 2 steps, valid or not. It admits short invalid answers and
@@ -79,7 +80,8 @@ impl Ctx<'_> {
             max_abs_error: worst.max(0.0),
             max_rel_error: 0.0,
             tolerance: "some p(x) falls, proxy rises".into(),
-            pass: worst > EXACT_ABS && proxy_after >= proxy_before - EXACT_ABS,
+            cosine: f64::NAN,
+            status: Status::of(worst > EXACT_ABS && proxy_after >= proxy_before - EXACT_ABS),
         });
         checks
     }

@@ -3,13 +3,13 @@
 
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::Result;
 use crate::estimator::{self, Trace};
 use crate::exact::{self, PolicyTable};
 use crate::generate::{DomainKind, Params};
 use crate::mdp::{ActionId, Deployment, StateIndex};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::policy::{Mlp, Policy, Tabular, Transformer};
+use crate::{Error, Result};
 
 /// Logit penalty on inapplicable actions for the built-in policies. Without
 /// it a random policy over all ground actions almost never writes a valid
@@ -215,7 +215,69 @@ pub fn default_settings() -> Result<Vec<Setting>> {
     Ok(out)
 }
 
+/// `verify --task` without `--horizon`.
+pub const DEFAULT_TASK_HORIZON: usize = 6;
+
+/// States per task that `verify --task` explores at most (the exact
+/// tables are states × actions per policy).
+pub const MAX_TASK_STATES: usize = 200_000;
+
+/// Memory `verify --task` may plan for, in bytes (a third of the 24 GiB
+/// these machines have, leaving room for the OS and a parallel build).
+pub const MEMORY_BUDGET_BYTES: f64 = 8.0 * (1u64 << 30) as f64;
+
+/// Live policy tables and DP arrays during one claim: the target's table,
+/// up to three behaviours', and per-call occupancy and value arrays.
+const LIVE_TABLES: f64 = 6.0;
+
+/// What one setting will hold in memory, estimated from its state graph
+/// and its valid-trace counts before any claim runs.
+#[derive(Clone, Debug)]
+pub struct SizeEstimate {
+    pub states: usize,
+    pub actions: usize,
+    pub horizon: usize,
+    /// Valid traces per task (what the enumeration rows list).
+    pub valid_traces: Vec<f64>,
+    pub bytes: f64,
+}
+
+impl SizeEstimate {
+    pub fn of(env: &Deployment) -> Self {
+        let states: usize = env.tasks.iter().map(|t| t.num_states()).sum();
+        let actions = env.num_actions();
+        let h1 = (env.horizon + 1) as f64;
+        let valid_traces: Vec<f64> = (0..env.tasks.len())
+            .map(|x| exact::count_valid_traces(env, x))
+            .collect();
+        // Tables: states × actions f64 each; DP: (H+1) × states f64 twice;
+        // enumerated traces (capped at the enumeration limit): (H+1)
+        // (state, action) pairs of 16 bytes each.
+        let listed: f64 = valid_traces
+            .iter()
+            .map(|c| c.min(ENUMERATION_LIMIT as f64))
+            .sum();
+        let bytes =
+            states as f64 * 8.0 * (LIVE_TABLES * actions as f64 + 2.0 * h1) + listed * h1 * 16.0;
+        SizeEstimate {
+            states,
+            actions,
+            horizon: env.horizon,
+            valid_traces,
+            bytes,
+        }
+    }
+}
+
+/// Valid traces per task that the enumeration-based rows list at most;
+/// above it those rows are skipped (and say so).
+pub const ENUMERATION_LIMIT: usize = 200_000;
+
 /// Builds a setting from the user's PDDL files (for `verify --task`).
+/// Refuses, before any claim runs: a horizon above [`crate::mdp::MAX_HORIZON`]
+/// or a task with more than [`MAX_TASK_STATES`] states within it; a task with
+/// no valid plan within the horizon (naming its shortest plan length); and a
+/// setting whose estimated memory exceeds [`MEMORY_BUDGET_BYTES`].
 pub fn setting_from_files(
     domain: &std::path::Path,
     problems: &[std::path::PathBuf],
@@ -226,9 +288,66 @@ pub fn setting_from_files(
         .iter()
         .map(|p| crate::pddl::read_problem(p, &d))
         .collect::<Result<Vec<_>>>()?;
+    let env = Deployment::build(&d, &ps, horizon, MAX_TASK_STATES)?;
+    let size = SizeEstimate::of(&env);
+    let unsolved: Vec<String> = size
+        .valid_traces
+        .iter()
+        .zip(problems)
+        .zip(&env.tasks)
+        .filter(|((c, _), _)| **c == 0.0)
+        .map(|((_, file), space)| {
+            format!(
+                "{} (`{}`): {}",
+                file.display(),
+                space.name,
+                shortest_plan_note(&space.task, horizon)
+            )
+        })
+        .collect();
+    if !unsolved.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no valid plan within the horizon H={horizon}, so every claim would compare zeros:\n  {}",
+            unsolved.join("\n  ")
+        )));
+    }
+    if size.bytes > MEMORY_BUDGET_BYTES {
+        return Err(Error::Invalid(format!(
+            "this setting would need about {:.1} GiB ({} states x {} actions, horizon {}, {:.3e} valid traces), more than the {:.0} GiB verify plans for; use fewer or smaller tasks or a shorter horizon",
+            size.bytes / (1u64 << 30) as f64,
+            size.states,
+            size.actions,
+            size.horizon,
+            size.valid_traces.iter().sum::<f64>(),
+            MEMORY_BUDGET_BYTES / (1u64 << 30) as f64
+        )));
+    }
     Ok(Setting {
         name: format!("{} ({} task(s), H={horizon})", domain.display(), ps.len()),
-        env: Deployment::build(&d, &ps, horizon, 200_000)?,
+        env,
         transformer: false,
     })
+}
+
+/// Why a task has no valid plan within `horizon`: its shortest plan
+/// (breadth-first search, at most a million expansions) is longer, or it
+/// has none.
+fn shortest_plan_note(task: &crate::task::Task, horizon: usize) -> String {
+    use crate::search::{Limits, Outcome, breadth_first};
+    let limits = Limits {
+        time: None,
+        expansions: Some(1_000_000),
+    };
+    let r = breadth_first(task, limits);
+    match r.outcome {
+        Outcome::Solved => format!(
+            "its shortest plan has {} steps; rerun with --horizon {} or more",
+            r.plan.len(),
+            r.plan.len()
+        ),
+        Outcome::Unsolvable => "the task has no plan at all".into(),
+        _ => format!(
+            "no plan within {horizon} steps, and none found within a million breadth-first expansions"
+        ),
+    }
 }
