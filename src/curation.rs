@@ -107,6 +107,16 @@ pub enum Pool {
     Replace,
 }
 
+impl Pool {
+    /// A human label for tables and legends.
+    pub fn label(self) -> &'static str {
+        match self {
+            Pool::Accumulate => "accumulate",
+            Pool::Replace => "replace",
+        }
+    }
+}
+
 /// Length weights per behaviour generation for the paper's rule pooled over
 /// generations: `n[j]` samples per task from generation j (valid-length
 /// laws `q[j][L]`), one trace kept per task — the shortest valid one among

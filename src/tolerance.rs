@@ -23,6 +23,21 @@ pub const FD_REL: f64 = 1e-6;
 pub const FD_ABS: f64 = 1e-8;
 pub const FD_STEP: f64 = 1e-5;
 
+/// Symmetry of a Jacobian computed by central differences of an exact
+/// field (P09). The Jacobian of a gradient field is a Hessian, symmetric;
+/// each finite-difference entry carries truncation error ~h²·F''' ≈ 1e-10
+/// and round-off ~ε/h ≈ 1e-11 relative to the field's scale, so the
+/// relative antisymmetric part ‖(M − Mᵀ)/2‖_F / ‖M‖_F of a gradient's is
+/// ~1e-10 (measured up to 3e-10). 1e-6, as for [`FD_REL`], leaves room.
+pub const SYMMETRY_REL: f64 = 1e-6;
+
+/// A field is declared *not* a gradient only if its relative asymmetry is
+/// at least 10× [`SYMMETRY_REL`], i.e. 1e-5: four orders of magnitude above
+/// the largest asymmetry measured on a true gradient field (1.1e-9), so
+/// "not a gradient" is never a rounding artefact. (The smallest measured
+/// on a shortest-per-task field is 1.5e-4: Sokoban, MLP, N = 5.)
+pub const ASYMMETRY_MIN: f64 = 10.0 * SYMMETRY_REL;
+
 /// Monte Carlo checks: |estimate − exact| ≤ Z · standard error. At 5 SE a
 /// correct unbiased estimator fails with probability ≈ 5.7e-7 per check, so
 /// the fixed-seed suite is stable, while a bias of a few SE is caught.

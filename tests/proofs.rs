@@ -182,6 +182,32 @@ fn p07_mc_estimators_match_their_expectations() {
 
 /// The index in proofs/README.md names every proof file and every pNN test,
 /// and nothing else.
+/// proofs/P09-shortest-per-task-is-no-gradient.md: the gradient fields'
+/// Jacobians are symmetric, the shortest-per-task field's is not, on every
+/// setting and policy, for N = 2, 3, 5.
+#[test]
+fn p09_shortest_per_task_is_no_gradient() {
+    use iterdeploy::tolerance::{ASYMMETRY_MIN, SYMMETRY_REL};
+    let checks = run_claim("P09");
+    let moving: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.quantity.contains("w(L; theta)"))
+        .collect();
+    // 3 settings x 2 policies x N in {2, 3, 5}, all asserted.
+    assert_eq!(moving.len(), 18, "{moving:?}");
+    for c in &moving {
+        assert!(c.max_rel_error >= ASYMMETRY_MIN, "{c:?}");
+    }
+    let gradients: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.tolerance.starts_with("asymmetry <="))
+        .collect();
+    assert_eq!(gradients.len(), 30);
+    for c in &gradients {
+        assert!(c.max_rel_error <= SYMMETRY_REL, "{c:?}");
+    }
+}
+
 #[test]
 fn proofs_index_matches_files_and_tests() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -258,12 +284,13 @@ fn proofs_index_matches_files_and_tests() {
 /// proofs/P08-pooled-curation-across-generations.md, steps 1–6.
 #[test]
 fn p08_pooled_curation_is_length_weighted_reinforce() {
+    use iterdeploy::verify::Status;
     let checks = run_claim("P08");
     let brute = checks
         .iter()
-        .filter(|c| c.quantity.contains("brute force"))
+        .filter(|c| c.quantity.contains("brute force") && c.status == Status::Pass)
         .count();
     // 3 rules × 2 pools × 3 sample-count patterns on the two small
-    // settings, both policies.
+    // settings, both policies (Sokoban has too many valid traces: skipped).
     assert_eq!(brute, 3 * 2 * 3 * 2 * 2);
 }

@@ -13,6 +13,11 @@ impl Ctx<'_> {
             let batch = estimator::sample_batch(self.env, &table, per_task, &mut rng);
             let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
             if kept.is_empty() {
+                checks.push(self.skipped(
+                    "P01",
+                    &format!("batch {b}: N={}", batch.len()),
+                    "no valid trace in the batch (N+ = 0: the SFT loss is undefined)",
+                ));
                 continue;
             }
             let sft = estimator::sft_gradient_from_counts(self.env, policy, &kept);

@@ -1,0 +1,180 @@
+//! P09: shortest-per-task curation is not the gradient of any objective.
+//! The Jacobian of a gradient field is a Hessian, hence symmetric. Measure
+//! the Jacobian of each expected update field by central differences of
+//! the exact field and report its relative asymmetry
+//! ‖(M − Mᵀ)/2‖_F / ‖M‖_F.
+
+use super::prelude::*;
+use super::*;
+use crate::tolerance::{ASYMMETRY_MIN, SYMMETRY_REL};
+
+/// Up to this many parameters the whole Jacobian is formed; above it, its
+/// compression Uᵀ M U onto [`PROJECTIONS`] random orthonormal directions
+/// (symmetric whenever M is, and almost surely not when M is not).
+const FULL_JACOBIAN_MAX: usize = 64;
+const PROJECTIONS: usize = 8;
+
+/// Samples per task of the curation fields.
+const NS: [usize; 3] = [2, 3, 5];
+
+/// An expected update field θ ↦ F(θ) of one policy kind.
+type Field<'a> = dyn Fn(&dyn Policy) -> Vec<f64> + 'a;
+
+/// Orthonormal columns (Gram–Schmidt on Gaussian vectors), or the
+/// coordinate axes when `n` is small enough for the full Jacobian.
+fn basis(n: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
+    if n <= FULL_JACOBIAN_MAX {
+        return (0..n)
+            .map(|i| {
+                let mut e = vec![0.0; n];
+                e[i] = 1.0;
+                e
+            })
+            .collect();
+    }
+    let mut out: Vec<Vec<f64>> = Vec::new();
+    for mut v in random_directions(n, PROJECTIONS, rng) {
+        for u in &out {
+            let d = dot(&v, u);
+            v.iter_mut().zip(u).for_each(|(a, b)| *a -= d * b);
+        }
+        let norm = dot(&v, &v).sqrt();
+        out.push(v.into_iter().map(|a| a / norm).collect());
+    }
+    out
+}
+
+/// M = Uᵀ J U by central differences of `field` along each column of U,
+/// and its relative asymmetry.
+fn asymmetry(policy: &mut dyn Policy, dirs: &[Vec<f64>], field: &Field) -> f64 {
+    let theta = policy.params().to_vec();
+    let k = dirs.len();
+    let mut m = vec![vec![0.0; k]; k];
+    for (j, u) in dirs.iter().enumerate() {
+        let at = |p: &mut dyn Policy, sign: f64| {
+            for (q, (t, d)) in p.params_mut().iter_mut().zip(theta.iter().zip(u)) {
+                *q = t + sign * FD_STEP * d;
+            }
+            field(&*p)
+        };
+        let plus = at(policy, 1.0);
+        let minus = at(policy, -1.0);
+        let col: Vec<f64> = plus
+            .iter()
+            .zip(&minus)
+            .map(|(a, b)| (a - b) / (2.0 * FD_STEP))
+            .collect();
+        for (i, v) in dirs.iter().enumerate() {
+            m[i][j] = dot(v, &col);
+        }
+    }
+    policy.params_mut().copy_from_slice(&theta);
+    let (mut anti, mut total) = (0.0f64, 0.0f64);
+    for i in 0..k {
+        for j in 0..k {
+            anti += (0.5 * (m[i][j] - m[j][i])).powi(2);
+            total += m[i][j].powi(2);
+        }
+    }
+    (anti / total).sqrt()
+}
+
+impl Ctx<'_> {
+    /// A row asserting symmetry (a gradient) or asymmetry (not one).
+    fn symmetry_row(&self, quantity: String, asym: f64, gradient: bool, dims: &str) -> Check {
+        let (tolerance, ok) = if gradient {
+            (
+                format!("asymmetry <= {SYMMETRY_REL:.0e}"),
+                asym <= SYMMETRY_REL,
+            )
+        } else {
+            (
+                format!("asymmetry >= {ASYMMETRY_MIN:.0e}"),
+                asym >= ASYMMETRY_MIN,
+            )
+        };
+        Check {
+            claim: "P09".into(),
+            setting: self.setting.into(),
+            policy: self.label.into(),
+            quantity: format!("{quantity}: relative asymmetry of its Jacobian ({dims})"),
+            max_abs_error: asym,
+            max_rel_error: asym,
+            cosine: f64::NAN,
+            tolerance,
+            status: Status::of(ok),
+        }
+    }
+
+    pub(super) fn p09(&self, policy: &mut dyn Policy) -> Result<Vec<Check>> {
+        let env = self.env;
+        let mut rng = crate::rng::stream(self.seed, 109);
+        let dirs = basis(policy.num_params(), &mut rng);
+        let dims = if dirs.len() == policy.num_params() {
+            format!("full {0}x{0}", dirs.len())
+        } else {
+            format!(
+                "{0}x{0} compression of {1}x{1}",
+                dirs.len(),
+                policy.num_params()
+            )
+        };
+        let mut checks = Vec::new();
+        // Gradient fields: ∇J; one valid per task (∇ Σ_j pass@j/j, P04);
+        // shortest per task with w frozen at θ₀ (∇ Σ_x μ E_θ[w₀(|y|) R]).
+        let grad_j: &Field = &|p| exact::objective_gradient(env, p);
+        checks.push(self.symmetry_row(
+            "grad J (a gradient)".into(),
+            asymmetry(policy, &dirs, grad_j),
+            true,
+            &dims,
+        ));
+        let one: &Field =
+            &|p| curated_expectation(env, &PolicyTable::new(p, env), p, Rule::OnePerTask, 3).1;
+        checks.push(self.symmetry_row(
+            "one valid per task of N=3 (the gradient of sum_j pass@j/j)".into(),
+            asymmetry(policy, &dirs, one),
+            true,
+            &dims,
+        ));
+        let table0 = PolicyTable::new(policy, env);
+        let q0 = exact::valid_length_distribution(env, &table0);
+        // Does any task have two plan lengths with resolvable mass? With a
+        // single valid length, shortest-per-task is one-per-task.
+        let two_lengths = q0
+            .iter()
+            .any(|qx| qx.iter().filter(|&&q| q > ORDER_RESOLUTION).count() >= 2);
+        for n in NS {
+            let w0: Vec<Vec<f64>> = q0
+                .iter()
+                .map(|qx| length_weights(Rule::ShortestPerTask, n, qx).expect("a validity rule"))
+                .collect();
+            let frozen: &Field =
+                &|p| exact::weighted_score(env, &PolicyTable::new(p, env), p, &env.mu, &w0);
+            checks.push(self.symmetry_row(
+                format!("shortest per task, N={n}, weights w(L) frozen at theta_0 (a gradient)"),
+                asymmetry(policy, &dirs, frozen),
+                true,
+                &dims,
+            ));
+            let moving: &Field = &|p| {
+                curated_expectation(env, &PolicyTable::new(p, env), p, Rule::ShortestPerTask, n).1
+            };
+            let asym = asymmetry(policy, &dirs, moving);
+            let quantity =
+                format!("shortest per task, N={n}, weights w(L; theta) (not a gradient)");
+            if two_lengths {
+                checks.push(self.symmetry_row(quantity, asym, false, &dims));
+            } else {
+                checks.push(self.skipped(
+                    "P09",
+                    &quantity,
+                    &format!(
+                        "every task has one valid plan length (asymmetry {asym:.1e}): shortest per task is then one per task, a gradient"
+                    ),
+                ));
+            }
+        }
+        Ok(checks)
+    }
+}
