@@ -362,6 +362,85 @@ fn every_method_spends_the_same_budget() {
     }
 }
 
+/// Generation 0 is one policy, so every arm reports the same generation-0
+/// numbers (common random numbers: each arm deploys π_0 on the same
+/// streams), and the on-policy arms' batches do not change them; later
+/// generations differ between arms. Also: the paper's solved-task
+/// measures are reported, exact and sampled.
+#[test]
+fn every_arm_sees_the_same_generation_zero() {
+    let (work, base) = small_workload();
+    let methods = [
+        Method::CuratedSft,
+        Method::Raft,
+        Method::IwSft,
+        Method::Reinforce,
+        Method::Rloo,
+        Method::Grpo,
+    ];
+    let states: Vec<ArmState> = methods
+        .iter()
+        .map(|&m| {
+            let mut a = arm(m);
+            // Enough samples that batches hold valid traces (p ≈ 0.03).
+            a.samples_per_task = 32;
+            a.rl_batches = 4;
+            // Large enough that a batch's update changes the next batch's
+            // draws (with 0.01 the same uniforms give the same traces).
+            a.learning_rate = 1.0;
+            a.optimizer = OptimizerKind::Sgd;
+            deploy::run_arm(
+                &work,
+                base.as_ref(),
+                &a,
+                3,
+                ArmState::fresh(base.as_ref()),
+                |_| Ok(()),
+            )
+            .unwrap()
+        })
+        .collect();
+    let gen0 = |st: &ArmState| -> Vec<(String, String, u64)> {
+        st.rows
+            .iter()
+            .filter(|r| {
+                r.generation == 0
+                    && !matches!(r.metric.as_str(), "update_cosine" | "training_set_size")
+            })
+            .map(|r| (r.bucket.clone(), r.metric.clone(), r.value.to_bits()))
+            .collect()
+    };
+    let first = gen0(&states[0]);
+    for m in [
+        "solved_sampled",
+        "solved_at_1_sampled",
+        "solved_all_of_3_sampled",
+        "solved_any_of_3_sampled",
+        "solved_all_of_3_exact",
+        "solved_any_of_3_exact",
+        "longest_valid_plan",
+    ] {
+        assert!(first.iter().any(|(_, name, _)| name == m), "no {m}");
+    }
+    for (st, m) in states.iter().zip(methods).skip(1) {
+        assert_eq!(
+            gen0(st),
+            first,
+            "{m:?}: generation-0 rows differ from curated SFT's"
+        );
+    }
+    // The exact all-of-3 is the mean of p(x)^3, never above solved@1.
+    let p = metric(&states[0], 0, "success_prob");
+    let all3 = metric(&states[0], 0, "solved_all_of_3_exact");
+    assert!(all3 <= p && all3 > 0.0, "{all3} vs {p}");
+    // Later generations are not all equal (the arms learn differently).
+    let later: Vec<u64> = states
+        .iter()
+        .map(|st| metric(st, 2, "success_prob").to_bits())
+        .collect();
+    assert!(later.iter().any(|&v| v != later[0]));
+}
+
 /// An update that diverges stops the arm with an error naming the arm,
 /// seed, generation and the knob to turn — not NaN metrics that the
 /// summaries would drop as missing data.

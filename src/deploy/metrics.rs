@@ -2,9 +2,14 @@
 //!
 //! | metric | meaning |
 //! |---|---|
-//! | `success_prob` | mean over tasks of p(x) = π_k(valid trace \| x), exact (DP)† |
-//! | `solved_any_exact` | mean over tasks of 1 − (1 − p(x))^N, exact: the expected fraction of tasks with a valid plan among N samples† |
-//! | `solved_sampled` | fraction of tasks with ≥ 1 truly valid sample this generation |
+//! | `success_prob` | **solved@1**: mean over tasks of p(x) = π_k(valid trace \| x), exact (DP)†: the expected fraction of tasks solved by one plan per task |
+//! | `solved_all_of_3_exact` | **all-of-3** (unanimous@3): mean over tasks of p(x)³, exact†: the expected fraction of tasks solved in each of 3 independent runs of one plan per task (the paper's count over 3 runs) |
+//! | `solved_any_of_3_exact` | **any-of-3**: mean over tasks of 1 − (1 − p(x))³, exact† |
+//! | `solved_any_exact` | **any-of-N**: mean over tasks of 1 − (1 − p(x))^N, exact†: the expected fraction of tasks with a valid plan among N samples |
+//! | `solved_at_1_sampled` | solved@1 from this generation's N samples: mean over tasks of c/N (c = valid samples of the task) |
+//! | `solved_all_of_3_sampled` | all-of-3 from the N samples: mean over tasks of C(c,3)/C(N,3), unbiased for p(x)³ |
+//! | `solved_any_of_3_sampled` | any-of-3 from the N samples: mean over tasks of 1 − C(N−c,3)/C(N,3), unbiased |
+//! | `solved_sampled` | any-of-N from the N samples: fraction of tasks with ≥ 1 truly valid sample this generation |
 //! | `valid_rate` | fraction of this generation's samples that are valid |
 //! | `accepted_rate` | fraction the judge accepted (≠ `valid_rate` only with validator noise) |
 //! | `mean_valid_length` | mean plan length of valid samples |
@@ -19,6 +24,13 @@
 //!
 //! Buckets: `all` (deployed tasks), each size bucket's deployed tasks, and
 //! `held-out` (held-out tasks; the † metrics only).
+//!
+//! The sampled metrics describe π_k's own deployment: N samples per task
+//! from π_k on the streams every arm shares, so arms at the same θ (all of
+//! them at generation 0) see the same samples and their differences are
+//! paired. On-policy arms that split the budget into batches train on the
+//! first batch of that deployment and on later batches drawn from their
+//! updated θ (see `deploy`).
 //!
 //! † Exact for Markov policies. A policy that reads its own earlier text
 //! ([`crate::policy::Policy::is_markov`] false) has no state-wise dynamic
@@ -66,9 +78,16 @@ pub struct Measurement {
     pub success: Vec<f64>,
     /// 1 − (1 − p(x))^N per task.
     pub solved_any: Vec<f64>,
+    /// p(x)^K and 1 − (1 − p(x))^K per task, K = [`RUNS`].
+    pub all_of_runs: Vec<f64>,
+    pub any_of_runs: Vec<f64>,
     /// Mean over deployed tasks of KL(π_k ‖ π_{k−1}) (NaN at k = 0).
     pub kl_from_previous: f64,
 }
+
+/// Independent runs of one plan per task in the paper's solved-task count
+/// (3 runs; a task counts as solved when every run solves it).
+pub const RUNS: usize = 3;
 
 /// Exact measurement from π_k's table (and π_{k−1}'s, both at the sampling
 /// temperature); N = `samples_per_task`.
@@ -81,6 +100,9 @@ pub fn exact_measurement(
     let success = exact::success_probabilities(&work.env, table);
     let n = samples_per_task as i32;
     let solved_any = success.iter().map(|p| 1.0 - (1.0 - p).powi(n)).collect();
+    let k = RUNS as i32;
+    let all_of_runs = success.iter().map(|p| p.powi(k)).collect();
+    let any_of_runs = success.iter().map(|p| 1.0 - (1.0 - p).powi(k)).collect();
     let kl_from_previous = match previous {
         Some(prev) => {
             let per_task = exact::trajectory_kl(&work.env, table, prev);
@@ -92,6 +114,8 @@ pub fn exact_measurement(
     Measurement {
         success,
         solved_any,
+        all_of_runs,
+        any_of_runs,
         kl_from_previous,
     }
 }
@@ -115,6 +139,7 @@ pub fn sampled_measurement(
     let env = &work.env;
     let mut success = Vec::with_capacity(env.tasks.len());
     let mut solved_any = Vec::with_capacity(env.tasks.len());
+    let (mut all_of_runs, mut any_of_runs) = (Vec::new(), Vec::new());
     let mut kl_sum = 0.0;
     for x in 0..env.tasks.len() {
         let mut rngs: Vec<crate::rng::Rng> = (0..m).map(|i| stream(x, i)).collect();
@@ -122,6 +147,8 @@ pub fn sampled_measurement(
         let c = drawn.iter().filter(|(t, _)| t.valid).count();
         success.push(c as f64 / m as f64);
         solved_any.push(1.0 - binomial_ratio(m - c, m, n));
+        all_of_runs.push(all_of(c, m, RUNS));
+        any_of_runs.push(any_of(c, m, RUNS));
         if let (Some(prev), Role::Deployed) = (previous, work.role[x]) {
             kl_sum += drawn
                 .iter()
@@ -138,7 +165,29 @@ pub fn sampled_measurement(
     Measurement {
         success,
         solved_any,
+        all_of_runs,
+        any_of_runs,
         kl_from_previous,
+    }
+}
+
+/// The unbiased estimate of p^k from c valid samples of m (C(c,k)/C(m,k));
+/// NaN when m < k.
+pub fn all_of(c: usize, m: usize, k: usize) -> f64 {
+    if m < k {
+        f64::NAN
+    } else {
+        binomial_ratio(c, m, k)
+    }
+}
+
+/// The unbiased estimate of 1 − (1 − p)^k from c valid samples of m
+/// (1 − C(m−c,k)/C(m,k), the pass@k estimator); NaN when m < k.
+pub fn any_of(c: usize, m: usize, k: usize) -> f64 {
+    if m < k {
+        f64::NAN
+    } else {
+        1.0 - binomial_ratio(m - c, m, k)
     }
 }
 
@@ -198,6 +247,16 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
             tasks.iter().map(|&x| f(x)).sum::<f64>() / tasks.len() as f64
         };
         push(name, "success_prob", mean(&|x| p[x]));
+        push(
+            name,
+            "solved_all_of_3_exact",
+            mean(&|x| g.measured.all_of_runs[x]),
+        );
+        push(
+            name,
+            "solved_any_of_3_exact",
+            mean(&|x| g.measured.any_of_runs[x]),
+        );
         push(name, "solved_any_exact", mean(&|x| any[x]));
         let samples: Vec<&Sample> = g
             .samples
@@ -206,6 +265,37 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
             .collect();
         let valid: Vec<&Sample> = samples.iter().copied().filter(|s| s.trace.valid).collect();
         let solved: HashSet<usize> = valid.iter().map(|s| s.trace.task).collect();
+        // Per task: (valid, drawn) among this generation's samples.
+        let counts = |x: usize| {
+            let of_x = samples.iter().filter(|s| s.trace.task == x);
+            let drawn = of_x.clone().count();
+            (of_x.filter(|s| s.trace.valid).count(), drawn)
+        };
+        let per_task: Vec<(usize, usize)> = tasks.iter().map(|&x| counts(x)).collect();
+        let mean_of = |f: &dyn Fn(usize, usize) -> f64| {
+            per_task.iter().map(|&(c, m)| f(c, m)).sum::<f64>() / per_task.len() as f64
+        };
+        push(
+            name,
+            "solved_at_1_sampled",
+            mean_of(&|c, m| {
+                if m == 0 {
+                    f64::NAN
+                } else {
+                    c as f64 / m as f64
+                }
+            }),
+        );
+        push(
+            name,
+            "solved_all_of_3_sampled",
+            mean_of(&|c, m| all_of(c, m, RUNS)),
+        );
+        push(
+            name,
+            "solved_any_of_3_sampled",
+            mean_of(&|c, m| any_of(c, m, RUNS)),
+        );
         push(
             name,
             "solved_sampled",
@@ -276,6 +366,16 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
             held_out.iter().map(|&x| f(x)).sum::<f64>() / held_out.len() as f64
         };
         push(BUCKET_HELD_OUT, "success_prob", mean(&|x| p[x]));
+        push(
+            BUCKET_HELD_OUT,
+            "solved_all_of_3_exact",
+            mean(&|x| g.measured.all_of_runs[x]),
+        );
+        push(
+            BUCKET_HELD_OUT,
+            "solved_any_of_3_exact",
+            mean(&|x| g.measured.any_of_runs[x]),
+        );
         push(BUCKET_HELD_OUT, "solved_any_exact", mean(&|x| any[x]));
     }
     push(BUCKET_ALL, "update_cosine", g.update_cosine);

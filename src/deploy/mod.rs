@@ -65,6 +65,18 @@ pub enum Method {
 }
 
 impl Method {
+    /// The name a spec uses (`method = "…"`), for tables and legends.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::CuratedSft => "curated-sft",
+            Method::Raft => "raft",
+            Method::IwSft => "iw-sft",
+            Method::Reinforce => "reinforce",
+            Method::Rloo => "rloo",
+            Method::Grpo => "grpo",
+        }
+    }
+
     /// Arms that draw their budget in successive on-policy batches.
     fn on_policy(self) -> bool {
         matches!(
@@ -396,15 +408,27 @@ fn deploy_generation(
     let mut theta = state.theta.clone();
     let mut update_cosine = f64::NAN;
     let mut training_set_size = 0usize;
-    let samples: Vec<Sample>;
+    // π_k's deployment: N samples per task from π_k on the shared streams.
+    // Every arm at the same θ draws exactly these (at generation 0 all arms
+    // do), so the generation's sampled metrics are paired across arms.
+    let deployment = draw(current.as_ref(), 0..arm.samples_per_task);
     if arm.method.on_policy() && !last {
-        // The budget in successive batches, one update after each.
+        // The budget in successive batches, one update after each. The
+        // first batch is the deployment's first samples (θ has not moved
+        // yet); later batches come from the updated θ on their own streams.
         let per_batch = arm.samples_per_task / arm.rl_batches;
-        let mut all = Vec::new();
         let mut opt = arm.optimizer();
         for b in 0..arm.rl_batches {
             let policy = with_params(base, &theta, tau);
-            let batch = draw(policy.as_ref(), b * per_batch..(b + 1) * per_batch);
+            let batch: Vec<Sample> = if b == 0 {
+                deployment
+                    .iter()
+                    .filter(|s| s.index < per_batch)
+                    .cloned()
+                    .collect()
+            } else {
+                draw(policy.as_ref(), b * per_batch..(b + 1) * per_batch)
+            };
             let train = with_params(base, &theta, 1.0);
             let direction = match arm.method {
                 Method::Raft => {
@@ -443,14 +467,13 @@ fn deploy_generation(
             if b == 0 {
                 update_cosine = cosine_to_true(&direction);
             }
-            all.extend(batch);
         }
-        samples = all;
-    } else {
-        samples = draw(current.as_ref(), 0..arm.samples_per_task);
     }
-    state.samples_drawn += samples.len();
-    state.pool.push(samples);
+    // The training budget: N samples per deployed task for every arm (the
+    // on-policy arms' later batches replace, not add to, the deployment's
+    // samples after their first batch).
+    state.samples_drawn += deployment.len();
+    state.pool.push(deployment);
 
     if !last {
         match arm.method {

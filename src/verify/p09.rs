@@ -70,10 +70,10 @@ fn asymmetry(policy: &mut dyn Policy, dirs: &[Vec<f64>], field: &Field) -> f64 {
     }
     policy.params_mut().copy_from_slice(&theta);
     let (mut anti, mut total) = (0.0f64, 0.0f64);
-    for i in 0..k {
-        for j in 0..k {
-            anti += (0.5 * (m[i][j] - m[j][i])).powi(2);
-            total += m[i][j].powi(2);
+    for (i, row) in m.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            anti += (0.5 * (v - m[j][i])).powi(2);
+            total += v * v;
         }
     }
     (anti / total).sqrt()
