@@ -156,7 +156,7 @@ fn p05_shortest_per_task_rewards_short_plans() {
 
 /// proofs/P06-policy-improvement.md, steps 1–5.
 #[test]
-fn p06_exact_fit_improves_success_unless_the_filter_is_a_proxy() {
+fn p06_ml_fit_improves_success_unless_the_filter_is_a_proxy() {
     let checks = run_claim("P06");
     assert!(
         checks

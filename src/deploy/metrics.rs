@@ -20,7 +20,7 @@
 //! | `update_cosine` | cos(the arm's update direction at π_k, ∇J(π_k)) (bucket `all`) |
 //! | `kl_from_previous` | mean over tasks of KL(π_k ‖ π_{k−1}) of trace laws, exact (bucket `all`)† |
 //! | `training_set_size` | traces the update used (bucket `all`) |
-//! | `samples_drawn` | cumulative samples = validator calls (bucket `all`) |
+//! | `samples_drawn` | cumulative samples the arm learns from: N per deployed task per generation (bucket `all`); on-policy arms with several batches also judge the rest of π_k's deployment, for the sampled metrics only |
 //!
 //! Buckets: `all` (deployed tasks), each size bucket's deployed tasks, and
 //! `held-out` (held-out tasks; the † metrics only).

@@ -1,11 +1,14 @@
-//! P06: fitting the valid-filtered trace law exactly with a tabular
+//! P06: the maximum-likelihood projection of the valid-filtered trace law
+//! onto tabular policies (one EM step, reward-weighted regression) never
+//! lowers success; a thresholded graded score can.
 
 use super::prelude::*;
 use super::*;
 
 impl Ctx<'_> {
-    /// P06: fitting the valid-filtered trace law exactly with a tabular
-    /// policy (one EM step) never lowers any task's success probability —
+    /// P06: the maximum-likelihood tabular fit of the valid-filtered trace
+    /// law (one EM step; reward-weighted regression with a binary reward)
+    /// never lowers any task's success probability —
     /// checked over EM_STEPS successive fits; and a counterexample when the
     /// filter is a threshold on a graded score ("answers of at least H−1
     /// steps") instead of validity: the proxy rises, validity falls.
@@ -17,9 +20,13 @@ impl Ctx<'_> {
         let mut p = exact::success_probabilities(env, &table);
         let start = p.clone();
         let mut worst_drop = 0.0f64;
-        for _ in 0..EM_STEPS {
+        let mut after_one = Vec::new();
+        for step in 0..EM_STEPS {
             table = exact::fit_filtered(env, &table, &valid);
             let next = exact::success_probabilities(env, &table);
+            if step == 0 {
+                after_one = next.clone();
+            }
             for (a, b) in p.iter().zip(&next) {
                 worst_drop = worst_drop.max(a - b);
             }
@@ -36,8 +43,9 @@ impl Ctx<'_> {
             setting: self.setting.into(),
             policy: self.label.into(),
             quantity: format!(
-                "{EM_STEPS} exact tabular fits to the valid traces: p(x) {} -> {}; largest drop",
+                "maximum-likelihood tabular fits to the valid traces (EM steps): p(x) {} -> {} after one -> {} after {EM_STEPS}; largest drop",
                 fmt(&start),
+                fmt(&after_one),
                 fmt(&p)
             ),
             max_abs_error: worst_drop.max(0.0),
