@@ -826,9 +826,9 @@ fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
         println!(
             "| {} | {} | {} | {} | {} | {} | {cosine} | {} | {} |",
             c.claim,
-            c.setting,
+            c.setting.replace('|', "\\|"),
             c.policy,
-            c.quantity,
+            c.quantity.replace('|', "\\|"),
             num(c.max_abs_error, 3),
             num(c.max_rel_error, 3),
             c.tolerance,

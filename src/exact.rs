@@ -122,15 +122,27 @@ pub fn expected_reward(env: &Deployment, pi: &PolicyTable, r: EndReward) -> Vec<
 }
 
 /// The tabular policy that fits the reward-filtered trace law of `beh`
-/// exactly (maximum likelihood with full capacity, one EM step):
+/// by maximum likelihood with full capacity (one EM step):
 ///   π'(a|s) = c_s[a] / Σ_b c_s[b]   with c as in [`action_weights`];
 /// states the filtered law never visits keep β's row.
 pub fn fit_filtered(env: &Deployment, beh: &PolicyTable, r: EndReward) -> PolicyTable {
+    fit_filtered_onto(env, beh, r, beh)
+}
+
+/// [`fit_filtered`], with the rows of states the filtered law never
+/// visits taken from `rest` (e.g. the base policy a retraining starts
+/// from) instead of from β.
+pub fn fit_filtered_onto(
+    env: &Deployment,
+    beh: &PolicyTable,
+    r: EndReward,
+    rest: &PolicyTable,
+) -> PolicyTable {
     let n = env.num_actions();
     let logp = (0..env.tasks.len())
         .map(|x| {
             let c = action_weights(env, beh, x, r);
-            let mut out = beh.logp[x].clone();
+            let mut out = rest.logp[x].clone();
             for (s, row) in c.chunks(n).enumerate() {
                 let total: f64 = row.iter().sum();
                 if total > 0.0 {
@@ -146,6 +158,38 @@ pub fn fit_filtered(env: &Deployment, beh: &PolicyTable, r: EndReward) -> Policy
         logp,
         num_actions: n,
     }
+}
+
+/// Per task: the reward-weighted visit counts c_s[a] of `beh`
+/// ([`action_weights`]), row-major states × actions: the expected counts
+/// of a pool of `beh`'s traces filtered by r, which is all an SFT loss on
+/// that pool depends on for a state-based policy.
+pub fn filtered_counts(env: &Deployment, beh: &PolicyTable, r: EndReward) -> Vec<Vec<f64>> {
+    (0..env.tasks.len())
+        .map(|x| action_weights(env, beh, x, r))
+        .collect()
+}
+
+/// Σ_x coef[x] Σ_{s,a} counts[x][s,a] · log π(a|s): the expected
+/// log-likelihood of a pool with these counts under `pi` (pairs with zero
+/// count contribute nothing, even where log π = −∞).
+pub fn pool_log_likelihood(
+    env: &Deployment,
+    counts: &[Vec<f64>],
+    pi: &PolicyTable,
+    coef: &[f64],
+) -> f64 {
+    (0..env.tasks.len())
+        .map(|x| {
+            coef[x]
+                * counts[x]
+                    .iter()
+                    .zip(&pi.logp[x])
+                    .filter(|(c, _)| **c != 0.0)
+                    .map(|(c, lp)| c * lp)
+                    .sum::<f64>()
+        })
+        .sum()
 }
 
 /// Per task: d_t(s), the probability that a trace of `beh` is in s at time

@@ -208,6 +208,45 @@ fn p09_shortest_per_task_is_no_gradient() {
     }
 }
 
+/// proofs/P10-retraining-from-base.md: the exact identities of one epoch
+/// at θ_k and at θ_0, the start-independent limit, and the monotone
+/// approach to it (tabular policies, every built-in setting).
+#[test]
+fn p10_retraining_from_base_is_an_ml_fit_in_the_limit() {
+    use iterdeploy::verify::Status;
+    let settings = verify::default_settings().unwrap();
+    let checks = verify::run(&["P10".to_string()], &settings, 2026).unwrap();
+    assert!(checks.iter().all(|c| c.ok()), "{checks:#?}");
+    for s in &settings {
+        let of = |needle: &str| {
+            checks
+                .iter()
+                .filter(|c| c.setting == s.name && c.quantity.contains(needle))
+                .collect::<Vec<_>>()
+        };
+        for needle in [
+            "one epoch at theta_k",
+            "one epoch from base",
+            "K -> infinity",
+        ] {
+            let rows = of(needle);
+            assert_eq!(rows.len(), 1, "{}: {needle}", s.name);
+            assert_eq!(rows[0].status, Status::Pass);
+        }
+        assert_eq!(of("the ML fit bounds every iterate").len(), 2);
+        // One epoch from base is nowhere near REINFORCE at θ_k; one epoch
+        // at θ_k is close to it.
+        let k1 = |start: &str| {
+            of(&format!("K=1 epochs from {start} "))
+                .first()
+                .map(|c| c.cosine)
+                .unwrap()
+        };
+        assert!(k1("base").abs() < 0.2, "{}: {}", s.name, k1("base"));
+        assert!(k1("theta_k") > 0.9, "{}: {}", s.name, k1("theta_k"));
+    }
+}
+
 /// The index in proofs/README.md names every proof file and every pNN test,
 /// and nothing else.
 #[test]

@@ -38,6 +38,7 @@ mod p06;
 mod p07;
 mod p08;
 mod p09;
+mod p10;
 pub mod settings;
 
 pub use settings::{Setting, default_settings, setting_from_files, shortest_plans, warm_start};
@@ -50,8 +51,8 @@ const SMALL_TRACES: usize = 40;
 const BRUTE_TUPLES: usize = 300_000;
 
 /// Claim ids, in the order of `proofs/README.md`.
-pub const CLAIMS: [&str; 9] = [
-    "P01", "P02", "P03", "P04", "P05", "P06", "P07", "P08", "P09",
+pub const CLAIMS: [&str; 10] = [
+    "P01", "P02", "P03", "P04", "P05", "P06", "P07", "P08", "P09", "P10",
 ];
 
 /// What a row of the verification table says.
@@ -323,6 +324,10 @@ pub fn run(claims: &[String], settings: &[Setting], seed: u64) -> Result<Vec<Che
             }
             if wants("P09") {
                 out.extend(ctx.p09(&mut *policy)?);
+            }
+            // The K → ∞ limit is the tabular ML fit (P06's projection).
+            if wants("P10") && label == "tabular" {
+                out.extend(ctx.p10(&*policy, &make)?);
             }
         }
     }

@@ -132,7 +132,7 @@ impl Ctx<'_> {
             self.enumerate(policy, &pi_table, &none, &|x, p, _| env.mu[x] * p / z_pi[x])?;
         checks.push(self.check(
             "P03",
-            "valid-conditional score E[grad log pi | R=1]: DP vs enumeration",
+            "valid-conditional score E[grad log pi given R=1]: DP vs enumeration",
             &exact::valid_conditional_score(env, &pi_table, policy),
             &conditional,
             EXACT_REL,
