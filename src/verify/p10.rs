@@ -116,7 +116,7 @@ impl Ctx<'_> {
         // One epoch from base is the reverse-importance-weighted field at
         // θ_0 (P02 with the pool's weights): enumeration with θ_0's scores.
         let mut enumerated = vec![0.0; base.num_params()];
-        for x in 0..env.tasks.len() {
+        for (x, wx) in w.iter().enumerate() {
             for y in self.valid_traces(x)? {
                 let l = y.len() - 1;
                 let p_k = trace_log_prob(env, &table_k, x, &y).exp();
@@ -125,7 +125,7 @@ impl Ctx<'_> {
                     &*base,
                     x,
                     &y,
-                    pool.coef[x] * p_k * w[x][l],
+                    pool.coef[x] * p_k * wx[l],
                     &mut enumerated,
                 );
             }
