@@ -267,9 +267,80 @@ fn verify_runs_claims_on_user_tasks_and_rejects_unknown_claims() {
         stdout.contains("| P02 |") && stdout.contains("| P04 |") && !stdout.contains("| P01 |")
     );
     let csv = std::fs::read_to_string(dir.join("verify.csv")).unwrap();
-    assert!(csv.lines().count() > 4 && csv.lines().skip(1).all(|l| l.ends_with(",true")));
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",cosine,tolerance,status")
+    );
+    assert!(
+        csv.lines().count() > 4
+            && csv.lines().skip(1).all(|l| l.ends_with(",pass")
+                || l.ends_with(",reported")
+                || l.ends_with(",skipped"))
+    );
     let out = run(&["verify", "--claim", "P99"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown claim `P99`"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `verify --task` never passes vacuously: no valid trace within the
+/// horizon is an error naming the shortest plan; `--horizon` needs
+/// `--task`; absurd horizons are errors, not panics; claim ids take any case
+/// and comma lists.
+#[test]
+fn verify_refuses_settings_that_would_check_nothing() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bridge/tasks");
+    let domain = fixtures.join("domain.pddl");
+    let bw4 = fixtures.join("bw4.pddl");
+    for h in ["0", "1", "6"] {
+        let out = run(
+            &[
+                "verify",
+                "--task",
+                domain.to_str().unwrap(),
+                bw4.to_str().unwrap(),
+                "--horizon",
+                h,
+            ],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "H={h}: {err}");
+        assert!(
+            err.contains("no valid plan within the horizon")
+                && err.contains("its shortest plan has 8 steps"),
+            "H={h}: {err}"
+        );
+    }
+    let out = run(&["verify", "--horizon", "3"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--task"));
+    let out = run(
+        &[
+            "verify",
+            "--task",
+            domain.to_str().unwrap(),
+            bw4.to_str().unwrap(),
+            "--horizon",
+            "9223372036854775808",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("above the largest supported"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // p03 and comma lists; the summary counts every status.
+    let out = run(&["verify", "--claim", "p3,P09"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("| P03 |") && stdout.contains("| P09 |") && !stdout.contains("| P01 |")
+    );
+    assert!(
+        stdout.contains(" reported (measured, not asserted), "),
+        "{stdout}"
+    );
 }
