@@ -14,6 +14,13 @@ use crate::tolerance::{ASYMMETRY_MIN, SYMMETRY_REL};
 const FULL_JACOBIAN_MAX: usize = 64;
 const PROJECTIONS: usize = 8;
 
+/// The claim is asserted where at least this share of some task's valid
+/// mass lies off its most likely plan length. Below it the field is within
+/// finite-difference precision of the one-per-task gradient (the Sokoban
+/// transformer puts all but 2e-8 of its valid mass on one length, and its
+/// asymmetry is 2e-9); the row is then reported, not asserted.
+const MIXED_LENGTHS: f64 = 1e-3;
+
 /// Samples per task of the curation fields.
 const NS: [usize; 3] = [2, 3, 5];
 
@@ -139,11 +146,19 @@ impl Ctx<'_> {
         ));
         let table0 = PolicyTable::new(policy, env);
         let q0 = exact::valid_length_distribution(env, &table0);
-        // Does any task have two plan lengths with resolvable mass? With a
-        // single valid length, shortest-per-task is one-per-task.
-        let two_lengths = q0
+        // How much of a task's valid mass lies off its most likely plan
+        // length (the largest share over tasks). With all of it on one
+        // length, shortest-per-task is one-per-task, a gradient, and the
+        // asymmetry scales with this share.
+        let off_mode = q0
             .iter()
-            .any(|qx| qx.iter().filter(|&&q| q > ORDER_RESOLUTION).count() >= 2);
+            .map(|qx| {
+                let p: f64 = qx.iter().sum();
+                let top = qx.iter().copied().fold(0.0f64, f64::max);
+                if p > 0.0 { 1.0 - top / p } else { 0.0 }
+            })
+            .fold(0.0f64, f64::max);
+        let mixed = off_mode >= MIXED_LENGTHS;
         for n in NS {
             let w0: Vec<Vec<f64>> = q0
                 .iter()
@@ -161,19 +176,17 @@ impl Ctx<'_> {
                 curated_expectation(env, &PolicyTable::new(p, env), p, Rule::ShortestPerTask, n).1
             };
             let asym = asymmetry(policy, &dirs, moving);
-            let quantity =
-                format!("shortest per task, N={n}, weights w(L; theta) (not a gradient)");
-            if two_lengths {
-                checks.push(self.symmetry_row(quantity, asym, false, &dims));
-            } else {
-                checks.push(self.skipped(
-                    "P09",
-                    &quantity,
-                    &format!(
-                        "every task has one valid plan length (asymmetry {asym:.1e}): shortest per task is then one per task, a gradient"
-                    ),
-                ));
+            let quantity = format!(
+                "shortest per task, N={n}, weights w(L; theta) (not a gradient; {off_mode:.1e} of the valid mass off the modal length)"
+            );
+            let mut row = self.symmetry_row(quantity, asym, false, &dims);
+            if !mixed {
+                // Too little mass off one length to tell the field from a
+                // gradient at finite-difference precision: measured only.
+                row.tolerance = format!("reported: off-modal mass < {MIXED_LENGTHS:.0e}");
+                row.status = Status::Reported;
             }
+            checks.push(row);
         }
         Ok(checks)
     }
