@@ -41,8 +41,13 @@ pub struct Figure {
     pub series: Vec<Series>,
     pub log_x: bool,
     pub log_y: bool,
-    /// Fixed y range (e.g. [0, 1] for probabilities); else from the data.
-    pub y_range: Option<(f64, f64)>,
+    /// Bounds of the y axis (e.g. [0, 1] for probabilities): the axis fits
+    /// the data but never extends past them, and bands are clipped to them
+    /// (a confidence interval of a probability never leaves [0, 1]).
+    pub y_bounds: Option<(f64, f64)>,
+    /// What the shaded bands are, for the legend (e.g. "shaded: 95% CI
+    /// over 5 seeds"); None if no series has a band or it goes unsaid.
+    pub band_note: Option<String>,
     /// x takes integer values (generations): integer tick labels.
     pub integer_x: bool,
 }
@@ -106,21 +111,78 @@ impl Figure {
     ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         root.fill(&WHITE)?;
         let (x0, x1) = self.extent(Axis::X, None, self.log_x);
-        let (y0, y1) = self.extent(Axis::Y, self.y_range, self.log_y);
+        let (y0, y1) = self.extent(Axis::Y, self.y_bounds, self.log_y);
+        let legend = self.legend_corner((x0, x1), (y0, y1));
         match (self.log_x, self.log_y) {
-            (false, false) => self.draw_in(root, x0..x1, y0..y1),
-            (true, false) => self.draw_in(root, (x0..x1).log_scale(), y0..y1),
-            (false, true) => self.draw_in(root, x0..x1, (y0..y1).log_scale()),
-            (true, true) => self.draw_in(root, (x0..x1).log_scale(), (y0..y1).log_scale()),
+            (false, false) => self.draw_in(root, x0..x1, y0..y1, legend),
+            (true, false) => self.draw_in(root, (x0..x1).log_scale(), y0..y1, legend),
+            (false, true) => self.draw_in(root, x0..x1, (y0..y1).log_scale(), legend),
+            (true, true) => self.draw_in(root, (x0..x1).log_scale(), (y0..y1).log_scale(), legend),
         }
+    }
+
+    /// The corner for the legend that covers the fewest plotted points
+    /// and band edges (the legend box is taken as the outer 40% of the
+    /// width and, per series, 7% of the height).
+    fn legend_corner(&self, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+        let frac = |v: f64, (lo, hi): (f64, f64), log: bool| {
+            if log {
+                (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+            } else {
+                (v - lo) / (hi - lo)
+            }
+        };
+        let entries = self.series.len() + usize::from(self.band_note.is_some());
+        let height = (0.07 * entries as f64 + 0.04).min(0.9);
+        let mut marks: Vec<(f64, f64)> = Vec::new();
+        for s in &self.series {
+            for (i, &(px, py)) in s.points.iter().enumerate() {
+                let fx = frac(px, x, self.log_x);
+                marks.push((fx, frac(py, y, self.log_y)));
+                if let Some((l, h)) = s.band.as_ref().and_then(|b| b.get(i)) {
+                    marks.push((fx, frac(*l, y, self.log_y)));
+                    marks.push((fx, frac(*h, y, self.log_y)));
+                }
+                // Segments between points cover the space between them.
+                if let Some(&(qx, qy)) = s.points.get(i + 1) {
+                    for t in [0.25, 0.5, 0.75] {
+                        marks.push((
+                            frac(px + t * (qx - px), x, self.log_x),
+                            frac(py + t * (qy - py), y, self.log_y),
+                        ));
+                    }
+                }
+            }
+        }
+        let covered = |right: bool, upper: bool| {
+            marks
+                .iter()
+                .filter(|(fx, fy)| fx.is_finite() && fy.is_finite())
+                .filter(|&&(fx, fy)| {
+                    (if right { fx >= 0.6 } else { fx <= 0.4 })
+                        && (if upper {
+                            fy >= 1.0 - height
+                        } else {
+                            fy <= height
+                        })
+                })
+                .count()
+        };
+        [
+            (SeriesLabelPosition::UpperRight, covered(true, true)),
+            (SeriesLabelPosition::LowerRight, covered(true, false)),
+            (SeriesLabelPosition::UpperLeft, covered(false, true)),
+            (SeriesLabelPosition::LowerLeft, covered(false, false)),
+        ]
+        .into_iter()
+        .min_by_key(|&(_, n)| n)
+        .map(|(p, _)| p)
+        .expect("four corners")
     }
 
     /// Data range along one axis (bands included), padded; positive for
     /// log axes.
     fn extent(&self, axis: Axis, fixed: Option<(f64, f64)>, log: bool) -> (f64, f64) {
-        if let Some(r) = fixed {
-            return r;
-        }
         let mut values: Vec<f64> = Vec::new();
         for s in &self.series {
             match axis {
@@ -140,13 +202,24 @@ impl Figure {
             (a.min(v), b.max(v))
         });
         if !lo.is_finite() {
-            return if log { (0.1, 10.0) } else { (0.0, 1.0) };
+            return fixed.unwrap_or(if log { (0.1, 10.0) } else { (0.0, 1.0) });
         }
-        if log {
+        let (lo, hi) = if log {
             (lo / 1.5, hi * 1.5)
         } else {
             let pad = ((hi - lo) * 0.05).max(1e-9);
             (lo - pad, hi + pad)
+        };
+        match fixed {
+            // Within the bounds; an axis that starts near a bound (0 for a
+            // probability) starts at it.
+            Some((a, b)) => {
+                let near = 0.25 * (b - a);
+                let lo = if lo - a < near { a } else { lo.max(a) };
+                let hi = if b - hi < near { b } else { hi.min(b) };
+                (lo, hi)
+            }
+            None => (lo, hi),
         }
     }
 
@@ -155,6 +228,7 @@ impl Figure {
         root: &DrawingArea<DB, Shift>,
         x: X,
         y: Y,
+        legend: SeriesLabelPosition,
     ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>
     where
         DB: DrawingBackend,
@@ -207,9 +281,13 @@ impl Figure {
                     run.clear();
                     Ok(())
                 };
+                let clip = |v: f64| match self.y_bounds {
+                    Some((a, b)) => v.clamp(a, b),
+                    None => v,
+                };
                 for (&(x, _), &(l, h)) in s.points.iter().zip(band) {
                     if ok(&l) && ok(&h) {
-                        run.push((x, l, h));
+                        run.push((x, clip(l), clip(h)));
                     } else {
                         flush(&mut run)?;
                     }
@@ -238,18 +316,21 @@ impl Figure {
                 }
             }
         }
+        if let Some(note) = &self.band_note {
+            // A legend entry for the bands: a grey swatch and what they are.
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+                .label(note)
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.18).filled())
+                });
+        }
         chart
             .configure_series_labels()
             .label_font((FONT, 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            // Log-log error curves fall to the lower right; elsewhere
-            // curves rise and leave the lower right free.
-            .position(if self.log_y {
-                SeriesLabelPosition::UpperRight
-            } else {
-                SeriesLabelPosition::LowerRight
-            })
+            .position(legend)
             .draw()?;
         Ok(())
     }

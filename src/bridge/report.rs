@@ -250,7 +250,8 @@ pub fn report(
         series: solved_series,
         log_x: false,
         log_y: false,
-        y_range: Some((0.0, 1.0)),
+        y_bounds: Some((0.0, 1.0)),
+        band_note: None,
         integer_x: true,
     }
     .write(&out, "solved")?;
@@ -261,7 +262,8 @@ pub fn report(
         series: length_series,
         log_x: false,
         log_y: false,
-        y_range: None,
+        y_bounds: None,
+        band_note: None,
         integer_x: true,
     }
     .write(&out, "lengths")?;

@@ -175,7 +175,8 @@ pub(super) fn gradient_error(
         series,
         log_x: true,
         log_y: true,
-        y_range: None,
+        y_bounds: None,
+        band_note: super::report::band_note(spec.seeds.len()),
         integer_x: false,
     }
     .write(dir, "gradient_error")?;
@@ -368,7 +369,8 @@ pub(super) fn drift(
         series,
         log_x: false,
         log_y: false,
-        y_range: Some((-1.0, 1.0)),
+        y_bounds: Some((-1.0, 1.0)),
+        band_note: super::report::band_note(spec.seeds.len()),
         integer_x: false,
     }
     .write(dir, "cosine_vs_kl")?;
@@ -385,7 +387,8 @@ pub(super) fn drift(
         series: objective,
         log_x: false,
         log_y: false,
-        y_range: None,
+        y_bounds: None,
+        band_note: super::report::band_note(spec.seeds.len()),
         integer_x: true,
     }
     .write(dir, "objective")?;

@@ -195,7 +195,8 @@ pub(super) fn write_deployment(
             series,
             log_x: false,
             log_y: false,
-            y_range: f.unit_interval.then_some((0.0, 1.0)),
+            y_bounds: f.unit_interval.then_some((0.0, 1.0)),
+            band_note: band_note(spec.seeds.len()),
             integer_x: true,
         };
         fig.write(dir, f.stem)?;
@@ -221,7 +222,8 @@ pub(super) fn write_deployment(
             series,
             log_x: false,
             log_y: false,
-            y_range: Some((0.0, 1.0)),
+            y_bounds: Some((0.0, 1.0)),
+            band_note: band_note(spec.seeds.len()),
             integer_x: true,
         }
         .write(dir, &stem)?;
@@ -235,6 +237,12 @@ pub(super) fn write_deployment(
         summary,
         figures,
     })
+}
+
+/// The legend note for bands of mean ± 95% t-interval over seeds (none
+/// with one seed, where no interval is drawn).
+pub(super) fn band_note(seeds: usize) -> Option<String> {
+    (seeds >= 2).then(|| format!("shaded: 95% CI over {seeds} seeds"))
 }
 
 /// A label that says "exact" says "Monte-Carlo estimate" instead for a
@@ -479,6 +487,15 @@ fn split_csv(line: &str) -> Vec<String> {
     out
 }
 
+/// A metric's readable name: the title of its per-arm figure, or the raw
+/// name for metrics no figure plots.
+fn metric_title(metric: &str) -> String {
+    PER_ARM_FIGURES
+        .iter()
+        .find(|f| f.metric == metric)
+        .map_or_else(|| metric.replace('_', " "), |f| f.title.to_string())
+}
+
 /// `iterdeploy compare`: one figure with every arm of several deployment
 /// experiments (e.g. the same spec run with different policy kinds), and
 /// the plotted numbers as CSV.
@@ -512,13 +529,17 @@ pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     crate::output::write_atomic(&out.join(format!("{metric}.csv")), csv.as_bytes())?;
     Figure {
-        title: format!("{metric} across experiments"),
+        title: format!("{} across experiments", metric_title(metric)),
         x_label: "generation".into(),
-        y_label: format!("{metric} (mean over seeds, 95% CI)"),
+        y_label: format!("{} (mean over seeds)", metric_title(metric)),
         series,
         log_x: false,
         log_y: false,
-        y_range: None,
+        y_bounds: PER_ARM_FIGURES
+            .iter()
+            .find(|f| f.metric == metric)
+            .and_then(|f| f.unit_interval.then_some((0.0, 1.0))),
+        band_note: Some("shaded: 95% CI over each run's seeds".into()),
         integer_x: true,
     }
     .write(out, metric)?;
