@@ -17,6 +17,18 @@ pub struct Interval {
     pub high: f64,
 }
 
+impl Interval {
+    /// The interval intersected with [lo, hi], for a quantity that cannot
+    /// leave it (a probability's t-interval over 2 seeds can reach −0.3).
+    pub fn clipped(self, lo: f64, hi: f64) -> Interval {
+        Interval {
+            low: self.low.clamp(lo, hi),
+            high: self.high.clamp(lo, hi),
+            ..self
+        }
+    }
+}
+
 pub fn mean_ci95(values: &[f64]) -> Interval {
     let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     let n = v.len();

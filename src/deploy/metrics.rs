@@ -43,6 +43,26 @@ use std::collections::HashSet;
 use super::{Role, Sample, Workload};
 use crate::exact::{self, PolicyTable};
 
+/// Metrics that are probabilities or fractions, so every interval drawn
+/// or written for them is clipped to [0, 1].
+pub fn is_probability(metric: &str) -> bool {
+    metric == "success_prob"
+        || metric.starts_with("solved_")
+        || metric == "valid_rate"
+        || metric == "accepted_rate"
+}
+
+/// The mean and 95% interval over seeds of `metric`'s values, clipped to
+/// [0, 1] where the metric is a probability.
+pub fn summarise(metric: &str, values: &[f64]) -> crate::stats::Interval {
+    let i = crate::stats::mean_ci95(values);
+    if is_probability(metric) {
+        i.clipped(0.0, 1.0)
+    } else {
+        i
+    }
+}
+
 /// One measured number of a generation.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetricRow {
@@ -387,7 +407,21 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
 
 #[cfg(test)]
 mod tests {
-    use super::binomial_ratio;
+    use super::{binomial_ratio, summarise};
+
+    /// A probability's interval over two seeds stays in [0, 1]; other
+    /// metrics keep the plain t-interval.
+    #[test]
+    fn probability_intervals_stay_in_the_unit_interval() {
+        let values = [0.0, 0.01];
+        let raw = crate::stats::mean_ci95(&values);
+        assert!(raw.low < 0.0, "the plain interval leaves [0, 1]: {raw:?}");
+        for m in ["success_prob", "solved_all_of_3_exact", "solved_sampled", "valid_rate"] {
+            let i = summarise(m, &values);
+            assert_eq!((i.low, i.mean, i.high), (0.0, raw.mean, raw.high), "{m}");
+        }
+        assert_eq!(summarise("mean_valid_length", &values), raw);
+    }
 
     /// C(a, n)/C(m, n) against the factorial formula on small arguments,
     /// and the pass@N estimator's edge cases.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{Resolved, RunOutcome};
-use crate::deploy::metrics::BUCKET_ALL;
+use crate::deploy::metrics::{BUCKET_ALL, summarise};
 use crate::deploy::{ArmState, Workload};
 use crate::output::csv_field;
 use crate::plot::{Figure, LineKind, Series};
@@ -23,7 +23,7 @@ impl Collected {
     pub fn interval(&self, series: usize, x: usize, bucket: &str, metric: &str) -> Interval {
         self.values
             .get(&(series, x, bucket.to_string(), metric.to_string()))
-            .map_or(mean_ci95(&[]), |v| mean_ci95(v))
+            .map_or(mean_ci95(&[]), |v| summarise(metric, v))
     }
 
     /// One line of a figure: mean with CI band at every x present.
@@ -32,7 +32,7 @@ impl Collected {
         let mut band = Vec::new();
         for ((s, x, b, m), v) in &self.values {
             if *s == series && b == bucket && m == metric {
-                let i = mean_ci95(v);
+                let i = summarise(metric, v);
                 points.push((*x as f64, i.mean));
                 band.push((i.low, i.high));
             }
@@ -155,7 +155,7 @@ pub(super) fn write_deployment(
     crate::output::write_atomic(&dir.join("results.csv"), results.as_bytes())?;
     let mut summary_csv = String::from("arm,generation,bucket,metric,seeds,mean,ci_low,ci_high\n");
     for ((a, g, b, m), v) in &collected.values {
-        let i = mean_ci95(v);
+        let i = summarise(m, v);
         let _ = writeln!(
             summary_csv,
             "{},{g},{},{m},{},{},{},{}",
