@@ -634,13 +634,12 @@ fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
     } else {
         args.algorithm
     };
-    if let Some(t) = args.time_limit {
-        if !(t.is_finite() && t > 0.0) {
-            anyhow::bail!("--time-limit must be a positive number of seconds, got {t}");
-        }
-    }
+    let time = args
+        .time_limit
+        .map(|t| crate::limits::time_limit("--time-limit", t))
+        .transpose()?;
     let limits = Limits {
-        time: args.time_limit.map(std::time::Duration::from_secs_f64),
+        time,
         expansions: args.expansion_limit,
     };
     let domain = read_domain(&args.domain)?;
@@ -721,12 +720,7 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
     if args.count == 0 {
         anyhow::bail!("--count must be at least 1");
     }
-    if !(args.time_limit.is_finite() && args.time_limit > 0.0) {
-        anyhow::bail!(
-            "--time-limit must be a positive number of seconds, got {}",
-            args.time_limit
-        );
-    }
+    let time_limit = crate::limits::time_limit("--time-limit", args.time_limit)?;
     let mut params = Params::from_pairs(kind, &args.params)?;
     let tasks = generate(kind, &mut params, args.count, args.seed)?;
     std::fs::create_dir_all(&args.out)
@@ -749,7 +743,7 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
         if !args.no_plan {
             let problem = crate::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain)?;
             let limits = Limits {
-                time: Some(std::time::Duration::from_secs_f64(args.time_limit)),
+                time: Some(time_limit),
                 expansions: None,
             };
             let mut sol = solve(&domain, &problem, Algorithm::AstarHmax, limits)?;

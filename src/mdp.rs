@@ -26,12 +26,7 @@ use crate::pddl::{Domain, Problem};
 use crate::task::{State, Task};
 use crate::{Error, Result};
 
-/// The largest horizon a deployment accepts. Every exact computation keeps
-/// (H+1) × states numbers per task, and a trace is a plan of at most H
-/// steps; IPC-sized tasks in this project have optimal plans of tens of
-/// steps, so 10,000 is far above any meaningful horizon and keeps
-/// (H+1) from overflowing anything (an error, not a panic, for `2^63`).
-pub const MAX_HORIZON: usize = 10_000;
+pub use crate::limits::MAX_HORIZON;
 
 /// Index of an action in the shared action set (`END` is the last).
 pub type ActionId = usize;

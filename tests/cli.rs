@@ -344,3 +344,54 @@ fn verify_refuses_settings_that_would_check_nothing() {
         "{stdout}"
     );
 }
+
+/// Absurd time limits are clear errors, not panics, and `generate` writes
+/// nothing when it refuses one (issue 15, item 1).
+#[test]
+fn absurd_time_limits_are_refused_before_any_work() {
+    let (domain, problem, _) = examples();
+    for t in ["1e20", "1e300", "nan", "0", "-3"] {
+        let flag = format!("--time-limit={t}");
+        let out = run(
+            &[
+                "plan",
+                domain.to_str().unwrap(),
+                problem.to_str().unwrap(),
+                &flag,
+            ],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "plan --time-limit {t}: {err}");
+        assert!(
+            err.contains("--time-limit") && !err.contains("panicked"),
+            "{err}"
+        );
+        let dir = scratch(&format!("gen-time-{t}"));
+        let target = dir.join("out");
+        let out = run(
+            &[
+                "generate",
+                "blocksworld",
+                "--count",
+                "2",
+                &flag,
+                "--out",
+                target.to_str().unwrap(),
+            ],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "generate --time-limit {t}: {err}"
+        );
+        assert!(
+            err.contains("--time-limit") && !err.contains("panicked"),
+            "{err}"
+        );
+        assert!(!target.exists(), "generate wrote files before refusing");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -190,6 +190,111 @@ fn specs_reject_unknown_fields_and_bad_values_with_their_place() {
     assert!(e.contains("3 blocks") && e.contains("blocks"), "{e}");
 }
 
+/// Values a user can type that used to panic, abort, race or give wrong
+/// statistics are refused when the spec is read, naming the field and the
+/// value (issue 15, items 1 and 2).
+#[test]
+fn specs_refuse_values_that_would_panic_or_mislead() {
+    let refused = |text: &str, needles: &[&str]| {
+        let e = Resolved::parse(text, "x.toml").unwrap_err().to_string();
+        for n in needles {
+            assert!(e.contains(n), "expected `{n}` in: {e}");
+        }
+    };
+    let mlp = |extra: &str| SMALL.replace("hidden = 16", &format!("hidden = 16\n{extra}"));
+    for v in ["nan", "inf", "-1.0", "0.0"] {
+        refused(&mlp(&format!("init_scale = {v}")), &["policy.init_scale"]);
+    }
+    refused(&mlp("prior = nan"), &["policy.prior = NaN"]);
+    refused(&mlp("prior = -1.0"), &["policy.prior"]);
+    let tf = SMALL.replace("kind = \"mlp\"\nhidden = 16", "kind = \"transformer\"");
+    assert!(Resolved::parse(&tf, "x.toml").is_ok());
+    refused(
+        &format!("{}", tf.replace("[base]", "d_model = 0\n[base]")),
+        &["d_model = 0"],
+    );
+    refused(&tf.replace("[base]", "d_ff = 0\n[base]"), &["d_ff = 0"]);
+    refused(
+        &SMALL.replace("horizon = 10", "horizon = 9223372036854775807"),
+        &["tasks.horizon", "largest supported"],
+    );
+    refused(
+        &SMALL.replace("horizon = 10", "horizon = 100000"),
+        &["tasks.horizon = 100000"],
+    );
+    refused(
+        &SMALL.replace("samples_per_task = 4", "samples_per_task = 100000000000"),
+        &["samples_per_task = 100000000000", "GiB"],
+    );
+    for v in ["1e-300", "0.0", "nan", "1e9"] {
+        refused(
+            &SMALL.replace(
+                "samples_per_task = 4",
+                &format!("samples_per_task = 4\ntemperature = {v}"),
+            ),
+            &["temperature", "arm `paper`"],
+        );
+    }
+    refused(
+        &SMALL.replace("seeds = [1, 2]", "seeds = [1, 1]"),
+        &["seeds: 1 is listed twice"],
+    );
+    refused(
+        &SMALL.replace("name = \"4 blocks\"", "name = \"3 blocks\""),
+        &["two buckets are named `3 blocks`"],
+    );
+    refused(
+        &SMALL.replace("learning_rate = 0.01", "learning_rate = nan"),
+        &["base: learning_rate = NaN"],
+    );
+    let i = SMALL.find("[deployment.defaults]").unwrap();
+    let drift = |lr: &str| {
+        format!(
+            "{}[drift]\nsamples_per_task = 2\nrules = [\"all\"]\nepochs = 1\nlearning_rate = {lr}\n",
+            &SMALL[..i]
+        )
+    };
+    assert!(Resolved::parse(&drift("0.1"), "x.toml").is_ok());
+    for lr in ["nan", "-1.0", "0.0"] {
+        refused(&drift(lr), &["drift: learning_rate"]);
+    }
+    let grad = format!(
+        "{}[gradient_error]\nsamples_per_task = [2, 4]\nrepetitions = 3\nestimators = []\n",
+        &SMALL[..i]
+    );
+    refused(&grad, &["gradient_error.estimators: give at least one"]);
+    // Sizes that would not fit are refused with the estimate, before any
+    // allocation (here: when generation 0 is built).
+    let huge = SMALL.replace("hidden = 16", "hidden = 100000000000");
+    let r = Resolved::parse(&huge, "x.toml").unwrap();
+    let e = experiment::run(&r, &options(&scratch("huge")))
+        .err()
+        .expect("hidden = 1e11 is refused")
+        .to_string();
+    assert!(
+        e.contains("policy.hidden = 100000000000") && e.contains("parameters"),
+        "{e}"
+    );
+    let wide = tf.replace("[base]", "d_model = 4000000\nheads = 4\n[base]");
+    let r = Resolved::parse(&wide, "x.toml").unwrap();
+    let e = experiment::run(&r, &options(&scratch("wide")))
+        .err()
+        .expect("d_model = 4e6 is refused")
+        .to_string();
+    assert!(e.contains("policy.d_model = 4000000"), "{e}");
+    // A diverged generation 0 blames the base, not an arm.
+    let hot = SMALL.replace("learning_rate = 0.01", "learning_rate = 1e308");
+    let r = Resolved::parse(&hot, "x.toml").unwrap();
+    let e = experiment::run(&r, &options(&scratch("hot")))
+        .err()
+        .expect("a diverged base is an error")
+        .to_string();
+    assert!(
+        e.contains("base.learning_rate") && !e.contains("arm `"),
+        "{e}"
+    );
+}
+
 #[test]
 fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
     crate::common::candle_cpu();

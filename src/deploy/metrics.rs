@@ -416,7 +416,12 @@ mod tests {
         let values = [0.0, 0.01];
         let raw = crate::stats::mean_ci95(&values);
         assert!(raw.low < 0.0, "the plain interval leaves [0, 1]: {raw:?}");
-        for m in ["success_prob", "solved_all_of_3_exact", "solved_sampled", "valid_rate"] {
+        for m in [
+            "success_prob",
+            "solved_all_of_3_exact",
+            "solved_sampled",
+            "valid_rate",
+        ] {
             let i = summarise(m, &values);
             assert_eq!((i.low, i.mean, i.high), (0.0, raw.mean, raw.high), "{m}");
         }

@@ -141,8 +141,16 @@ impl ArmConfig {
         if self.samples_per_task == 0 {
             return bad("samples_per_task", "must be at least 1");
         }
-        if !positive(self.temperature) {
-            return bad("temperature", "must be a positive number");
+        if crate::limits::check_temperature("temperature", self.temperature).is_err() {
+            return bad(
+                "temperature",
+                &format!(
+                    "= {} must be in [{:e}, {:e}]",
+                    self.temperature,
+                    crate::limits::MIN_TEMPERATURE,
+                    crate::limits::MAX_TEMPERATURE
+                ),
+            );
         }
         if !positive(self.learning_rate) {
             return bad("learning_rate", "must be a positive number");

@@ -136,6 +136,14 @@ pub fn build_workload(spec: &Spec) -> Result<(Workload, Vec<Trace>)> {
         }
     }
     let env = crate::mdp::Deployment::build(&domain, &problems, t.horizon, t.max_states)?;
+    // The exact measurement keeps per-task occupancy and value tables,
+    // (H+1) × states each, and a policy table of states × actions.
+    let states: usize = env.tasks.iter().map(|s| s.num_states()).sum();
+    crate::limits::check_memory(
+        &format!("tasks.horizon = {} over {states} states", t.horizon),
+        states as f64 * 8.0 * (4.0 * (t.horizon + 1) as f64 + 2.0 * env.num_actions() as f64),
+        "states x (4 (H+1) + 2 actions) x 8 bytes",
+    )?;
     let names = t.buckets.iter().map(|b| b.name.clone()).collect();
     let work = Workload::new(env, role, bucket, names)?;
     let demos = crate::verify::shortest_plans(&work.env)
@@ -153,6 +161,48 @@ fn bucket_seed(seed: u64, bucket: usize) -> u64 {
 const BASE_INIT_STREAM: u64 = 0xBA5E;
 const BASE_TRAIN_STREAM: u64 = 0xBA5F;
 
+/// Refuses a policy whose parameters (with gradient and optimiser state)
+/// would not fit in memory, before any is allocated.
+fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Result<()> {
+    let actions = env.num_actions() as f64;
+    let (params, field) = match p.kind {
+        spec::PolicyKind::Mlp => {
+            let h = p.hidden as f64;
+            (
+                h * (2.0 * env.num_features as f64 + 1.0 + actions) + actions,
+                format!("policy.hidden = {}", p.hidden),
+            )
+        }
+        spec::PolicyKind::Tabular => {
+            let states: usize = env.tasks.iter().map(|s| s.num_states()).sum();
+            (
+                states as f64 * actions,
+                format!("the tabular policy over {states} states"),
+            )
+        }
+        spec::PolicyKind::Transformer | spec::PolicyKind::PlanWriter => {
+            let (d, ff, l) = (p.d_model as f64, p.d_ff as f64, p.layers as f64);
+            // Per block: attention 4d², MLP 2·d·d_ff; embeddings at least
+            // one row per action name.
+            (
+                l * (4.0 * d * d + 2.0 * d * ff) + actions * d,
+                format!(
+                    "policy.d_model = {}, d_ff = {}, layers = {}",
+                    p.d_model, p.d_ff, p.layers
+                ),
+            )
+        }
+    };
+    crate::limits::check_memory(
+        &field,
+        params * crate::limits::BYTES_PER_PARAMETER,
+        &format!(
+            "{params:.3e} parameters x {} bytes",
+            crate::limits::BYTES_PER_PARAMETER
+        ),
+    )
+}
+
 /// Generation 0 for `seed`: initial weights from our generator, then SFT
 /// on the demonstrations.
 pub fn base_policy(
@@ -166,6 +216,7 @@ pub fn base_policy(
     let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
     // Filled in for every kind that has one when the spec was resolved.
     let prior = p.prior.unwrap_or(spec::DEFAULT_PRIOR);
+    check_policy_size(p, env)?;
     let size = crate::policy::transformer::Size {
         d_model: p.d_model,
         heads: p.heads,
@@ -204,6 +255,16 @@ pub fn base_policy(
         b.batch_size,
         &mut crate::rng::stream(seed, BASE_TRAIN_STREAM),
     );
+    // A diverged generation 0 is the base's fault: say so here, before an
+    // arm inherits NaN parameters and the error blames the arm.
+    if let Some(i) = policy.params().iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "seed {seed}: generation 0 diverged while training on the demonstrations (parameter {i} became {}); lower `base.learning_rate` (now {:e}) or `base.epochs` (now {})",
+            policy.params()[i],
+            b.learning_rate,
+            b.epochs
+        )));
+    }
     Ok(policy)
 }
 

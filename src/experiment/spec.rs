@@ -374,6 +374,36 @@ impl Spec {
         if self.seeds.is_empty() {
             return invalid("seeds: give at least one seed".into());
         }
+        // Two jobs with one seed would write the same checkpoint, and the
+        // summaries would count one run twice.
+        if let Some(s) = self
+            .seeds
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| self.seeds[..i].contains(s).then_some(s))
+        {
+            return invalid(format!(
+                "seeds: {s} is listed twice; every seed must be distinct"
+            ));
+        }
+        if self.tasks.horizon > crate::limits::MAX_HORIZON {
+            return invalid(format!(
+                "tasks.horizon = {} is above the largest supported, {} (exact tables hold (H+1) x states numbers per task)",
+                self.tasks.horizon,
+                crate::limits::MAX_HORIZON
+            ));
+        }
+        if !(self.policy.init_scale.is_finite() && self.policy.init_scale > 0.0) {
+            return invalid(format!(
+                "policy.init_scale = {} must be a positive number",
+                self.policy.init_scale
+            ));
+        }
+        if let Some(p) = self.policy.prior
+            && !(p.is_finite() && p >= 0.0)
+        {
+            return invalid(format!("policy.prior = {p} must be a number ≥ 0"));
+        }
         crate::generate::DomainKind::from_name(&self.tasks.domain)?;
         if self.tasks.horizon == 0 {
             return invalid("tasks.horizon must be at least 1".into());
@@ -387,7 +417,15 @@ impl Spec {
         if self.tasks.buckets.is_empty() {
             return invalid("tasks.buckets: give at least one bucket".into());
         }
-        for b in &self.tasks.buckets {
+        for (i, b) in self.tasks.buckets.iter().enumerate() {
+            // Buckets are keyed by name in every summary: two with one name
+            // would be pooled into one, with twice the seeds.
+            if self.tasks.buckets[..i].iter().any(|o| o.name == b.name) {
+                return invalid(format!(
+                    "tasks.buckets: two buckets are named `{}`; names must be distinct",
+                    b.name
+                ));
+            }
             if b.files.is_empty() && b.count == 0 {
                 return invalid(format!("bucket `{}`: count must be at least 1", b.name));
             }
@@ -422,18 +460,23 @@ impl Spec {
             }
         }
         if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
-            return invalid("base: learning_rate must be > 0 and batch_size ≥ 1".into());
+            return invalid(format!(
+                "base: learning_rate = {} must be a positive number and batch_size = {} ≥ 1",
+                self.base.learning_rate, self.base.batch_size
+            ));
         }
         if matches!(
             self.policy.kind,
             PolicyKind::Transformer | PolicyKind::PlanWriter
         ) && (self.policy.heads == 0
+            || self.policy.d_model == 0
             || self.policy.d_model % self.policy.heads != 0
-            || self.policy.layers == 0)
+            || self.policy.layers == 0
+            || self.policy.d_ff == 0)
         {
             return invalid(format!(
-                "policy: d_model = {} must be a positive multiple of heads = {}, and layers ≥ 1",
-                self.policy.d_model, self.policy.heads
+                "policy: d_model = {} must be a positive multiple of heads = {}, and layers = {} and d_ff = {} ≥ 1",
+                self.policy.d_model, self.policy.heads, self.policy.layers, self.policy.d_ff
             ));
         }
         if self.policy.kind == PolicyKind::Mlp && self.policy.hidden == 0 {
@@ -498,12 +541,34 @@ impl Spec {
                 arms.push(config);
             }
         }
+        // The accumulate pool keeps every sample of every generation.
+        let tasks: usize = self.tasks.buckets.iter().map(|b| b.count).sum();
+        for a in &arms {
+            crate::limits::check_memory(
+                &format!(
+                    "arm `{}`: samples_per_task = {}",
+                    a.name, a.samples_per_task
+                ),
+                a.samples_per_task as f64
+                    * tasks as f64
+                    * (a.generations + 1) as f64
+                    * (self.tasks.horizon + 1) as f64
+                    * 16.0,
+                "samples x tasks x generations x (H+1) steps x 16 bytes",
+            )?;
+        }
         if let Some(g) = &self.gradient_error {
             if g.samples_per_task.is_empty() || g.samples_per_task.contains(&0) {
                 return invalid("gradient_error.samples_per_task: give counts ≥ 1".into());
             }
             if g.repetitions < 2 {
                 return invalid("gradient_error.repetitions must be at least 2".into());
+            }
+            if g.estimators.is_empty() {
+                return invalid(format!(
+                    "gradient_error.estimators: give at least one of {}",
+                    GRADIENT_ESTIMATORS.join(", ")
+                ));
             }
             for e in &g.estimators {
                 if !GRADIENT_ESTIMATORS.contains(&e.as_str()) {
@@ -522,6 +587,12 @@ impl Spec {
             }
             if d.rules.contains(&Rule::None) {
                 return invalid("drift.rules: `none` has no validity-weighted expectation".into());
+            }
+            if !crate::deploy::positive(d.learning_rate) || d.batch_size == 0 {
+                return invalid(format!(
+                    "drift: learning_rate = {} must be a positive number and batch_size = {} ≥ 1",
+                    d.learning_rate, d.batch_size
+                ));
             }
         }
         Ok(Resolved { spec: self, arms })
