@@ -210,7 +210,7 @@ fn specs_refuse_values_that_would_panic_or_mislead() {
     let tf = SMALL.replace("kind = \"mlp\"\nhidden = 16", "kind = \"transformer\"");
     assert!(Resolved::parse(&tf, "x.toml").is_ok());
     refused(
-        &format!("{}", tf.replace("[base]", "d_model = 0\n[base]")),
+        &tf.replace("[base]", "d_model = 0\n[base]"),
         &["d_model = 0"],
     );
     refused(&tf.replace("[base]", "d_ff = 0\n[base]"), &["d_ff = 0"]);
