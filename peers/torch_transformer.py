@@ -122,7 +122,8 @@ def main():
         start = time.perf_counter()
         n = sample(w["sample_batch"], cached)
         rates[name] = n / (time.perf_counter() - start)
-    print(json.dumps({"train": train, **rates}))
+    isa = torch.backends.cpu.get_cpu_capability()
+    print(json.dumps({"train": train, **rates, "isa": isa, "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

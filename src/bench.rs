@@ -705,11 +705,47 @@ pub const BENCH_TRANSFORMER: crate::policy::transformer::Config =
     };
 
 /// Throughput of one side of the transformer benchmark, tokens per second.
-#[derive(Clone, Copy, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct TransformerRates {
     pub train: f64,
     pub sample_cached: f64,
     pub sample_recompute: f64,
+    /// The instruction set the side's kernels use (PyTorch:
+    /// `torch.backends.cpu.get_cpu_capability()`).
+    #[serde(default)]
+    pub isa: String,
+}
+
+/// The CPU as /proc/cpuinfo names it (or the architecture elsewhere).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The widest vector instructions our matrix multiply (gemm, chosen at run
+/// time) uses on this CPU.
+pub fn our_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX512 (gemm x86-v4 kernels)";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "AVX2+FMA (gemm x86-v3 kernels)";
+        }
+        "SSE2 (gemm baseline kernels)"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
+    }
 }
 
 /// Workload of `bench transformer` (the same numbers go to the PyTorch
@@ -798,6 +834,7 @@ pub fn transformer_ours(work: &TransformerWorkload) -> Result<TransformerRates> 
         sample_cached: rate(Decode::KvCache)?,
         sample_recompute: rate(Decode::Recompute)?,
         train,
+        isa: our_isa().to_string(),
     })
 }
 
@@ -852,6 +889,7 @@ pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
         work.top_k,
         TRANSFORMER_ROUNDS
     );
+    println!("CPU: {}; iterdeploy: {}", cpu_model(), our_isa());
     let mut rounds = Vec::new();
     for _ in 0..TRANSFORMER_ROUNDS {
         let ours = transformer_ours(&work)?;
@@ -859,6 +897,12 @@ pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
             .map(|py| transformer_torch(py, &work))
             .transpose()?;
         rounds.push((ours, peer));
+    }
+    match rounds.iter().find_map(|(_, p)| p.as_ref()) {
+        Some(p) => println!("PyTorch: get_cpu_capability() = {}", p.isa),
+        None => println!(
+            "PyTorch: not run (no --peer-python); the columns below show iterdeploy alone"
+        ),
     }
     println!(
         "| measure | iterdeploy (candle) tokens/s | PyTorch tokens/s | candle / PyTorch | ratio per round |"
