@@ -737,7 +737,8 @@ pub fn our_isa() -> &'static str {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return "AVX512 (gemm x86-v4 kernels)";
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return "AVX2+FMA (gemm x86-v3 kernels)";
         }
         "SSE2 (gemm baseline kernels)"
@@ -900,9 +901,9 @@ pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
     }
     match rounds.iter().find_map(|(_, p)| p.as_ref()) {
         Some(p) => println!("PyTorch: get_cpu_capability() = {}", p.isa),
-        None => println!(
-            "PyTorch: not run (no --peer-python); the columns below show iterdeploy alone"
-        ),
+        None => {
+            println!("PyTorch: not run (no --peer-python); the columns below show iterdeploy alone")
+        }
     }
     println!(
         "| measure | iterdeploy (candle) tokens/s | PyTorch tokens/s | candle / PyTorch | ratio per round |"

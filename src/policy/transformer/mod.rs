@@ -154,6 +154,23 @@ pub fn prepare_cpu_process() {
     }
 }
 
+/// Row shards of the batched transformer work (training, scoring and
+/// decoding): one per [`SHARD_ROWS`] rows, at most [`MAX_SHARDS`]. The
+/// partition depends on the batch alone, never on the thread count, so the
+/// same seed gives the same bytes on 1 thread or 64 (f32 batch shapes and
+/// the order shard results are summed in are fixed); rayon runs the shards
+/// on however many threads there are.
+pub(crate) fn shard_count(rows: usize) -> usize {
+    (rows / SHARD_ROWS).clamp(1, MAX_SHARDS)
+}
+
+/// Rows per shard: two shards for the benchmark's batch of 8 (what the two
+/// cores here ran side by side before the partition was fixed).
+pub(crate) const SHARD_ROWS: usize = 4;
+/// Beyond this many shards the per-shard graph costs more than the extra
+/// parallelism gains on the machines this runs on.
+pub(crate) const MAX_SHARDS: usize = 8;
+
 /// Runs `job` on up to `shards` contiguous row ranges of `0..rows` (sizes
 /// differing by at most one) — on the rayon pool when there is more than
 /// one — and returns each range with its result, in row order, so callers

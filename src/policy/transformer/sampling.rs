@@ -144,7 +144,7 @@ pub fn generate_rows(
         sampling,
         decode,
     };
-    let chunk = batch.div_ceil(rayon::current_num_threads().max(1));
+    let chunk = batch.div_ceil(super::shard_count(batch));
     let parts: Vec<R<Vec<Row>>> = if chunk == batch {
         vec![job.decode(rngs)]
     } else {

@@ -60,7 +60,7 @@ impl LmTrainer {
     /// One step on `batch` sequences of equal length (`tokens` row-major),
     /// sharded over the rayon pool; returns the loss before the step.
     pub fn step(&mut self, tokens: &[u32], batch: usize) -> R<f64> {
-        let shards = rayon::current_num_threads();
+        let shards = super::shard_count(batch);
         let loss = lm_gradient(&self.weights, tokens, batch, shards, &mut self.grad)?;
         // The optimiser ascends; the loss is minimised.
         self.grad.iter_mut().for_each(|g| *g = -*g);

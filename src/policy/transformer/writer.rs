@@ -312,7 +312,7 @@ impl Policy for PlanWriter {
             return; // nothing to add (and candle has no empty batches)
         }
         let w = self.decoder.weights();
-        let shards = rayon::current_num_threads();
+        let shards = super::shard_count(weighted.len());
         let parts = super::on_row_shards(weighted.len(), shards, |rows| -> R<Vec<f64>> {
             let part = &weighted[rows];
             let traces: Vec<&Trace> = part.iter().map(|&(t, _)| t).collect();
