@@ -1,7 +1,6 @@
 //! Command-line front end: clap types and their conversion into library
 //! calls. No planning logic lives here.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -380,13 +379,10 @@ fn main_job(smoke: bool) -> Result<ExitCode> {
 
 fn read_input(path: &Path) -> Result<Vec<u8>> {
     if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading a plan from standard input")?;
-        Ok(buf)
+        crate::input::read_bounded(std::io::stdin(), "standard input")
+            .context("reading a plan from standard input")
     } else {
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        Ok(crate::input::read_file(path)?)
     }
 }
 
@@ -424,6 +420,11 @@ fn human_line(name: &str, v: &Verdict, extraction: Option<&Extraction>) -> Strin
 }
 
 fn validate_cmd(args: &ValidateArgs) -> Result<ExitCode> {
+    // Standard input can be read once; a second `-` would silently judge
+    // an empty plan.
+    if args.plans.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        anyhow::bail!("`-` (standard input) is given more than once; it can be read only once");
+    }
     let (domain, problem) = load_task(&args.domain, &args.problem)?;
     let validator = Validator::new(&domain, &problem);
     let mut all_valid = true;
@@ -896,8 +897,7 @@ fn load_template(path: &Option<PathBuf>) -> Result<crate::bridge::prompt::Templa
     Ok(match path {
         None => Template::default_template(),
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading template {}", p.display()))?;
+            let text = crate::input::read_text(p)?;
             Template::new(&text, &p.display().to_string())?
         }
     })

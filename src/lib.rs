@@ -31,6 +31,7 @@ pub mod experiment;
 pub mod extract;
 pub mod generate;
 mod hashing;
+pub mod input;
 pub mod limits;
 pub mod mdp;
 pub mod optim;

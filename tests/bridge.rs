@@ -216,3 +216,29 @@ fn report_summarises_a_real_run_and_overlays_a_simulation() {
         .to_string();
     assert!(e.contains("--tasks"), "{e}");
 }
+
+/// A UTF-8 byte-order mark before the first line changes nothing: the
+/// JSONL file, a template and a spec read as without it (issue 15, item 4).
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_text() {
+    let set = TaskSet::load(&fixture("tasks")).unwrap();
+    let judge = Judge::new(&set);
+    let plain = std::fs::read(fixture("gen0.jsonl")).unwrap();
+    let dir = std::env::temp_dir().join(format!("iterdeploy-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_bom = dir.join("gen0.jsonl");
+    std::fs::write(&with_bom, [b"\xEF\xBB\xBF".as_slice(), &plain].concat()).unwrap();
+    let (a, bad_a) = read_generation(&fixture("gen0.jsonl"), 0, &judge).unwrap();
+    let (b, bad_b) = read_generation(&with_bom, 0, &judge).unwrap();
+    let lines =
+        |v: &[iterdeploy::bridge::curate::BadLine]| v.iter().map(|x| x.line).collect::<Vec<_>>();
+    assert_eq!(lines(&bad_a), lines(&bad_b));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.reason == y.reason));
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/headline.toml");
+    let text = std::fs::read(&spec).unwrap();
+    let spec_bom = dir.join("headline.toml");
+    std::fs::write(&spec_bom, [b"\xEF\xBB\xBF".as_slice(), &text].concat()).unwrap();
+    iterdeploy::experiment::Resolved::read(&spec_bom).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

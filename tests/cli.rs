@@ -434,3 +434,68 @@ fn the_plan_writer_gives_the_same_bytes_on_any_thread_count() {
     assert_eq!(results[0], results[1], "1 vs 2 threads");
     assert_eq!(results[0], results[2], "1 vs 3 threads");
 }
+
+/// A byte-order mark in PDDL and plan files is accepted (the plan stays
+/// valid); standard input is read once; an endless input is refused, not
+/// read until memory runs out (issue 15, item 4).
+#[test]
+fn inputs_with_a_bom_read_and_endless_or_repeated_inputs_are_refused() {
+    let (domain, problem, plan) = examples();
+    let dir = scratch("bom");
+    let bom = |from: &Path, name: &str| {
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            [b"\xEF\xBB\xBF".as_slice(), &std::fs::read(from).unwrap()].concat(),
+        )
+        .unwrap();
+        p
+    };
+    let (d, p, pl) = (
+        bom(&domain, "d.pddl"),
+        bom(&problem, "p.pddl"),
+        bom(&plan, "x.plan"),
+    );
+    let out = run(
+        &[
+            "validate",
+            d.to_str().unwrap(),
+            p.to_str().unwrap(),
+            pl.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let out = run(
+        &[
+            "validate",
+            d.to_str().unwrap(),
+            p.to_str().unwrap(),
+            "-",
+            "-",
+        ],
+        Some(&text),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("more than once"), "{err}");
+    let out = run(
+        &[
+            "validate",
+            d.to_str().unwrap(),
+            p.to_str().unwrap(),
+            "/dev/zero",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("larger than 256 MiB"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -20,11 +20,11 @@ use std::path::Path;
 
 use super::TaskSet;
 use super::prompt::{Template, messages};
+use crate::Result;
 use crate::curation::{Pool, Rule};
 use crate::extract::extract_plan;
 use crate::plan::StepSyntax;
 use crate::validate::Validator;
-use crate::{Error, Result};
 
 /// A sample with its verdict.
 #[derive(Clone, Debug)]
@@ -129,7 +129,8 @@ pub fn read_generation(
     generation: usize,
     judge: &Judge,
 ) -> Result<(Vec<Judged>, Vec<BadLine>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::input::read_file(path)?;
+    let bytes = crate::input::strip_bom(&bytes);
     let file = path.display().to_string();
     let mut samples = Vec::new();
     let mut bad = Vec::new();

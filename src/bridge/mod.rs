@@ -50,14 +50,13 @@ impl TaskSet {
             (dir, files)
         };
         let domain_file = dir.join("domain.pddl");
-        let domain_text =
-            std::fs::read_to_string(&domain_file).map_err(|e| Error::io(&domain_file, e))?;
+        let domain_text = crate::input::read_text(&domain_file)?;
         let domain =
             crate::pddl::parse_domain(domain_text.as_bytes(), &domain_file.display().to_string())?;
         let mut tasks = Vec::with_capacity(problem_files.len());
         let mut seen = std::collections::HashSet::new();
         for f in problem_files {
-            let text = std::fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?;
+            let text = crate::input::read_text(&f)?;
             let problem =
                 crate::pddl::parse_problem(text.as_bytes(), &f.display().to_string(), &domain)?;
             let id = f

@@ -272,7 +272,7 @@ impl Resolved {
     /// Reads and checks `path`; errors name the file (and, for TOML
     /// syntax or unknown fields, the line).
     pub fn read(path: &Path) -> Result<Resolved> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input::read_text(path)?;
         let mut r = Self::parse(&text, &path.display().to_string())?;
         // Problem files are relative to the spec; the resolved spec names
         // them absolutely, so it reads back from anywhere.

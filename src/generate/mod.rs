@@ -242,7 +242,7 @@ impl Manifest {
     }
 
     pub fn read(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input::read_text(path)?;
         let bad =
             |line: usize, what: &str| Error::Invalid(format!("{}:{line}: {what}", path.display()));
         let mut lines = text.lines().enumerate();

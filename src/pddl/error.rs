@@ -136,6 +136,8 @@ impl ErrorSite<'_> {
 /// Rejects text that cannot be PDDL before the reader sees it, pointing at
 /// the first bad byte.
 pub(crate) fn check_text<'a>(bytes: &'a [u8], file: &str) -> Result<&'a str, PddlError> {
+    // A byte-order mark is not text (offsets below count from after it).
+    let bytes = crate::input::strip_bom(bytes);
     let bad_at = |offset: usize| {
         let before = &bytes[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;

@@ -263,12 +263,12 @@ impl Problem {
 
 /// Reads a domain file from disk; errors name the path.
 pub fn read_domain(path: &std::path::Path) -> Result<Domain, crate::Error> {
-    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+    let bytes = crate::input::read_file(path)?;
     Ok(parse_domain(&bytes, &path.display().to_string())?)
 }
 
 /// Reads a problem file from disk against its domain; errors name the path.
 pub fn read_problem(path: &std::path::Path, domain: &Domain) -> Result<Problem, crate::Error> {
-    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+    let bytes = crate::input::read_file(path)?;
     Ok(parse_problem(&bytes, &path.display().to_string(), domain)?)
 }
