@@ -904,6 +904,9 @@ fn load_template(path: &Option<PathBuf>) -> Result<crate::bridge::prompt::Templa
 }
 
 fn prompts_cmd(args: &PromptsArgs) -> Result<ExitCode> {
+    let mut inputs = vec![args.tasks.as_path()];
+    inputs.extend(args.template.as_deref());
+    crate::output::refuse_overwriting_inputs(&[&args.out], &inputs)?;
     let set = crate::bridge::TaskSet::load(&args.tasks)?;
     let template = load_template(&args.template)?;
     let text = crate::bridge::prompt::prompts_jsonl(&template, &set);
@@ -918,6 +921,11 @@ fn prompts_cmd(args: &PromptsArgs) -> Result<ExitCode> {
 
 fn curate_cmd(args: &CurateArgs) -> Result<ExitCode> {
     use crate::bridge::curate::{Judge, read_generation, select, sft_jsonl, statistics};
+    let stats_path = PathBuf::from(format!("{}.stats.json", args.out.display()));
+    let mut inputs: Vec<&Path> = vec![args.tasks.as_path()];
+    inputs.extend(args.generations.iter().map(PathBuf::as_path));
+    inputs.extend(args.template.as_deref());
+    crate::output::refuse_overwriting_inputs(&[&args.out, &stats_path], &inputs)?;
     let set = crate::bridge::TaskSet::load(&args.tasks)?;
     let template = load_template(&args.template)?;
     let judge = Judge::new(&set);
@@ -939,7 +947,6 @@ fn curate_cmd(args: &CurateArgs) -> Result<ExitCode> {
     }
     let kept = select(&generations, args.rule, args.pool, args.seed);
     crate::output::write_atomic(&args.out, sft_jsonl(&kept, &set, &template).as_bytes())?;
-    let stats_path = PathBuf::from(format!("{}.stats.json", args.out.display()));
     crate::output::write_atomic(
         &stats_path,
         serde_json::to_string_pretty(&stats)?.as_bytes(),

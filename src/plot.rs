@@ -95,14 +95,21 @@ impl Figure {
         crate::output::write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
         // The PNG encoder picks the format from the extension, so the
         // temporary file keeps `.png`; the rename makes the write atomic.
-        let tmp = dir.join(format!(".{stem}.tmp.png"));
-        {
+        let dest = dir.join(format!("{stem}.png"));
+        // Created new under an unpredictable name (see `output`), so the
+        // encoder writes a file of ours, never a planted link.
+        let (tmp, _) =
+            crate::output::create_temp(&dest, ".png").map_err(|e| Error::io(&dest, e))?;
+        let drawn = (|| {
             let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
             self.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
             root.present().map_err(|e| plot_error(dir, stem, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+        })();
+        if drawn.is_err() {
+            std::fs::remove_file(&tmp).ok();
         }
-        let dest = dir.join(format!("{stem}.png"));
-        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+        drawn
     }
 
     fn draw<DB: DrawingBackend>(

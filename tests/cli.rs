@@ -499,3 +499,80 @@ fn inputs_with_a_bom_read_and_endless_or_repeated_inputs_are_refused() {
     assert!(err.contains("larger than 256 MiB"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An `--out` that is, or lies inside, an input is refused before anything
+/// is written, and the input is left as it was (issue 15, item 3).
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bridge");
+    let dir = scratch("overwrite");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    };
+    let tasks = dir.join("tasks");
+    for e in std::fs::read_dir(fixtures.join("tasks")).unwrap() {
+        let e = e.unwrap();
+        copy(&e.path(), &tasks.join(e.file_name()));
+    }
+    let gen0 = dir.join("gen0.jsonl");
+    copy(&fixtures.join("gen0.jsonl"), &gen0);
+    let before = std::fs::read(&gen0).unwrap();
+    let domain_before = std::fs::read(tasks.join("domain.pddl")).unwrap();
+    let (t, g) = (tasks.to_str().unwrap(), gen0.to_str().unwrap());
+    for out in [
+        g.to_string(),
+        tasks.join("domain.pddl").to_str().unwrap().to_string(),
+        format!("{}/../gen0.jsonl", t),
+    ] {
+        let o = run(
+            &["curate", "--tasks", t, "--generations", g, "--out", &out],
+            None,
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "curate --out {out}: {err}");
+        assert!(err.contains("would overwrite the input"), "{err}");
+    }
+    let o = run(
+        &[
+            "prompts",
+            "--tasks",
+            t,
+            "--out",
+            tasks.join("prompts.jsonl").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&gen0).unwrap(), before);
+    assert_eq!(
+        std::fs::read(tasks.join("domain.pddl")).unwrap(),
+        domain_before
+    );
+    assert!(!tasks.join("prompts.jsonl").exists());
+    // A fresh output next to the inputs is fine.
+    let o = run(
+        &[
+            "curate",
+            "--tasks",
+            t,
+            "--generations",
+            g,
+            "--out",
+            dir.join("sft.jsonl").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -93,6 +93,17 @@ fn task_info(set: &TaskSet, tasks: &Path) -> Result<Vec<(String, Option<usize>)>
         .collect())
 }
 
+/// The files `report` writes into its output directory.
+const REPORT_FILES: [&str; 7] = [
+    "results.csv",
+    "lengths.csv",
+    "summary.md",
+    "solved.png",
+    "solved.svg",
+    "lengths.png",
+    "lengths.svg",
+];
+
 /// Reads, judges and reports a run; writes `out` (default `RUN_DIR/report`).
 pub fn report(
     run: &Path,
@@ -117,6 +128,17 @@ pub fn report(
     let info = task_info(&set, &tasks_path)?;
     let judge = Judge::new(&set);
     let files = generation_files(run)?;
+    let out = out.map_or_else(|| run.join("report"), Path::to_path_buf);
+    // Before anything is written: no output file may be an input (the
+    // default RUN_DIR/report sits beside the generation files, not on them).
+    let outputs: Vec<PathBuf> = REPORT_FILES.iter().map(|f| out.join(f)).collect();
+    let mut inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    inputs.push(&tasks_path);
+    inputs.extend(overlay.iter().map(PathBuf::as_path));
+    crate::output::refuse_overwriting_inputs(
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &inputs,
+    )?;
     let mut generations: Vec<Vec<Judged>> = Vec::new();
     let mut bad_lines = 0;
     for (g, f) in files.iter().enumerate() {
@@ -128,7 +150,6 @@ pub fn report(
         generations.push(samples);
     }
     let buckets: BTreeSet<String> = info.iter().map(|(b, _)| b.clone()).collect();
-    let out = out.map_or_else(|| run.join("report"), Path::to_path_buf);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let mut results = String::from("generation,bucket,metric,value\n");

@@ -298,6 +298,7 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     }
     let dir = opts.out_root.join(&resolved.spec.id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::output::remove_stale_temps(&dir);
     crate::output::write_atomic(&dir.join("spec.toml"), resolved.to_toml().as_bytes())?;
     let (with_base, demos) = build_workload(&resolved.spec)?;
     let spec = &resolved.spec;
@@ -352,6 +353,7 @@ fn run_arms(
 ) -> Result<Vec<Vec<ArmState>>> {
     let ck_dir = dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
+    crate::output::remove_stale_temps(&ck_dir);
     let jobs: Vec<(usize, usize)> = (0..spec.seeds.len())
         .flat_map(|s| (0..arms.len()).map(move |a| (s, a)))
         .collect();

@@ -270,9 +270,16 @@ impl Decoder {
             .zip(&w.vars)
             .map(|((name, _), v)| (name, v.as_tensor().clone()))
             .collect();
-        let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&tensors, &tmp).map_err(candle)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        // A temporary file of ours (created new, unpredictable name), then
+        // renamed over the checkpoint.
+        let (tmp, _) = crate::output::create_temp(path, "").map_err(|e| Error::io(path, e))?;
+        let saved = candle_core::safetensors::save(&tensors, &tmp)
+            .map_err(candle)
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+        if saved.is_err() {
+            std::fs::remove_file(&tmp).ok();
+        }
+        saved?;
         let meta = serde_json::json!({
             "config": self.cfg,
             "policy": policy,
