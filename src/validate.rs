@@ -76,6 +76,9 @@ pub enum FailureKind {
     UndefinedCost {
         function: String,
     },
+    /// The total cost passes 2⁶⁴ − 1: it cannot be represented, so no cost
+    /// (and no verdict of validity with a cost) is given.
+    CostOverflow,
     GoalNotReached,
 }
 
@@ -90,6 +93,7 @@ impl FailureKind {
             FailureKind::TypeMismatch { .. } => "type_mismatch",
             FailureKind::UnsatisfiedPrecondition => "unsatisfied_precondition",
             FailureKind::UndefinedCost { .. } => "undefined_cost",
+            FailureKind::CostOverflow => "cost_overflow",
             FailureKind::GoalNotReached => "goal_not_reached",
         }
     }
@@ -122,6 +126,9 @@ impl std::fmt::Display for Failure {
             FailureKind::UndefinedCost { function } => write!(
                 f,
                 "the step's cost uses `{function}`, undefined in the problem"
+            )?,
+            FailureKind::CostOverflow => f.write_str(
+                "the total cost passes 18446744073709551615 (2^64 - 1) and cannot be represented",
             )?,
             FailureKind::GoalNotReached => f.write_str("goal not reached")?,
         }
@@ -223,8 +230,11 @@ impl<'a> Validator<'a> {
             if !unsatisfied.is_empty() {
                 return invalid(i, step, FailureKind::UnsatisfiedPrecondition, unsatisfied);
             }
-            match self.step_cost(action, &binding) {
-                Ok(c) => cost += c,
+            match self
+                .step_cost(action, &binding)
+                .and_then(|c| cost.checked_add(c).ok_or(FailureKind::CostOverflow))
+            {
+                Ok(c) => cost = c,
                 Err(kind) => return invalid(i, step, kind, vec![]),
             }
             // Deletes before adds: an atom deleted and added ends true.
@@ -337,9 +347,9 @@ impl<'a> Validator<'a> {
         if !self.domain.has_action_costs {
             return Ok(1);
         }
-        let mut total = 0;
+        let mut total = 0u64;
         for term in &action.cost {
-            total += match term {
+            let c = match term {
                 CostTerm::Constant(c) => *c,
                 CostTerm::Function { function, args } => {
                     let key = (
@@ -353,6 +363,7 @@ impl<'a> Validator<'a> {
                     })?
                 }
             };
+            total = total.checked_add(c).ok_or(FailureKind::CostOverflow)?;
         }
         Ok(total)
     }

@@ -275,3 +275,43 @@ fn grounded_task_replays_every_easy_reference_plan() {
     }
     assert_eq!(replayed, 10 * 30 + 99 * 7 + 98 + 97 + 89);
 }
+
+/// Cost arithmetic is checked: a total past 2⁶⁴ − 1 is a `cost_overflow`
+/// failure, not a wrapped total reported as valid; and an `increase` of
+/// total-cost in a domain without `(total-cost)` among its functions is an
+/// error, not silently ignored (issue 15, item 4).
+#[test]
+fn costs_never_wrap_and_undeclared_costs_are_errors() {
+    let domain = |functions: &str, amount: &str| {
+        format!(
+            "(define (domain d) (:requirements :strips :action-costs) (:predicates (p)) {functions}
+               (:action a :parameters () :precondition () :effect (and (p) (increase (total-cost) {amount}))))"
+        )
+    };
+    let problem = "(define (problem q) (:domain d) (:init (= (total-cost) 0)) (:goal (p)))";
+    let d = parse_domain(
+        domain("(:functions (total-cost))", "1000000000000000").as_bytes(),
+        "d.pddl",
+    )
+    .unwrap();
+    let p = parse_problem(problem.as_bytes(), "q.pddl", &d).unwrap();
+    let plan = |n: usize| parse_ipc_plan("(a)\n".repeat(n).as_bytes(), "plan").unwrap();
+    // 18,446 steps of 1e15 fit in u64 (max ≈ 1.8447e19); the 18,447th
+    // passes it; 20,002 steps (the case found) used to wrap.
+    let fits = Validator::new(&d, &p).validate(&plan(18_446).steps);
+    assert!(
+        fits.valid && fits.cost == Some(18_446_000_000_000_000_000),
+        "{fits:?}"
+    );
+    for n in [18_447, 20_002] {
+        let v = Validator::new(&d, &p).validate(&plan(n).steps);
+        assert!(!v.valid && v.cost.is_none(), "{n}");
+        let f = v.failure.unwrap();
+        assert_eq!((f.step, f.kind.name()), (Some(18_447), "cost_overflow"));
+        assert!(f.to_string().contains("cannot be represented"));
+    }
+    let e = parse_domain(domain("", "5").as_bytes(), "d.pddl")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("d.pddl:") && e.contains("total-cost"), "{e}");
+}

@@ -375,6 +375,18 @@ fn read_effect(
                 let [_, target, amount] = items else {
                     return Err(site.expected(e.pos(), "`(increase (total-cost) N)`", e));
                 };
+                // Without `(total-cost)` among the functions the domain has
+                // no action costs, and the increase would be silently
+                // ignored (a plan's cost would read as its length).
+                if !d.has_action_costs {
+                    return Err(site.at(
+                        e.pos(),
+                        PddlErrorKind::Undefined {
+                            what: "function (declare `(:functions (total-cost))` and `:action-costs`)",
+                            name: "total-cost".to_string(),
+                        },
+                    ));
+                }
                 if target.as_list().map(|l| l.len()) != Some(1)
                     || target.head() != Some("total-cost")
                 {
