@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     #[error(transparent)]
     Pddl(#[from] crate::pddl::PddlError),
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message, not a `source` in the error
+    /// chain: a chain-printing caller (the binary prints `{:#}`) would
+    /// otherwise print its text twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A value given by the user (argument, parameter, spec field) is not
     /// acceptable; the message names it.
@@ -22,7 +25,7 @@ impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }

@@ -59,6 +59,8 @@ enum Axis {
 }
 
 const SIZE: (u32, u32) = (1000, 650);
+/// Most tick labels on an integer x axis.
+const MAX_X_LABELS: usize = 25;
 const FONT: &str = "sans-serif";
 
 fn register_font() {
@@ -253,8 +255,10 @@ impl Figure {
         let integer = |v: &f64| format!("{v:.0}");
         let mut mesh = chart.configure_mesh();
         if self.integer_x && !self.log_x {
+            // One label per integer, up to a readable count (a label per
+            // integer of a 4M-wide axis made a 5.4 GB SVG).
             let (lo, hi) = self.extent(Axis::X, None, false);
-            mesh.x_labels((hi - lo).round().max(1.0) as usize + 1)
+            mesh.x_labels(((hi - lo).round().max(1.0) as usize + 1).min(MAX_X_LABELS))
                 .x_label_formatter(&integer);
         }
         if self.log_y {

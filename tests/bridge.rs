@@ -242,3 +242,57 @@ fn a_byte_order_mark_is_not_part_of_the_text() {
     iterdeploy::experiment::Resolved::read(&spec_bom).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Generation files are named strictly: `gen00.jsonl` beside `gen0.jsonl`
+/// (one generation twice) and malformed names are errors naming the file,
+/// never a silently dropped generation (issue 15, item 6).
+#[test]
+fn generation_file_names_are_strict() {
+    use iterdeploy::bridge::report::generation_files;
+    let dir = std::env::temp_dir().join(format!("iterdeploy-gens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["gen0.jsonl", "gen1.jsonl", "notes.txt"] {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    assert_eq!(generation_files(&dir).unwrap().len(), 2);
+    for bad in ["gen00.jsonl", "gen1a.jsonl", "gen-1.jsonl", "gen.jsonl"] {
+        std::fs::write(dir.join(bad), "").unwrap();
+        let e = generation_files(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains(bad) && e.contains("no leading zeros"),
+            "{bad}: {e}"
+        );
+        std::fs::remove_file(dir.join(bad)).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A figure's size does not grow with the width of an integer axis: a
+/// 4M-step plan length used to put 4M tick labels into the SVG.
+#[test]
+fn an_integer_axis_of_millions_stays_a_small_figure() {
+    use iterdeploy::plot::{Figure, LineKind, Series};
+    let dir = std::env::temp_dir().join(format!("iterdeploy-wide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Figure {
+        title: "wide".into(),
+        x_label: "plan length".into(),
+        y_label: "fraction".into(),
+        series: vec![Series {
+            name: "g0".into(),
+            points: vec![(1.0, 0.5), (4_000_000.0, 0.5)],
+            band: None,
+            style: LineKind::Solid,
+        }],
+        log_x: false,
+        log_y: false,
+        y_bounds: Some((0.0, 1.0)),
+        band_note: None,
+        integer_x: true,
+    }
+    .write(&dir, "wide")
+    .unwrap();
+    let svg = std::fs::metadata(dir.join("wide.svg")).unwrap().len();
+    assert!(svg < 200_000, "{svg} bytes");
+    std::fs::remove_dir_all(&dir).ok();
+}

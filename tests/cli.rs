@@ -576,3 +576,23 @@ fn outputs_never_overwrite_inputs() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An I/O error is printed once, with the path (its text used to appear
+/// twice: once in the message, once more as the error's source).
+#[test]
+fn io_errors_print_their_message_once() {
+    let (domain, problem, _) = examples();
+    let out = run(
+        &[
+            "validate",
+            domain.to_str().unwrap(),
+            problem.to_str().unwrap(),
+            "/nonexistent/p.plan",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/nonexistent/p.plan"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -32,12 +32,24 @@ pub fn generation_files(run: &Path) -> Result<Vec<PathBuf>> {
     for e in std::fs::read_dir(run).map_err(|e| Error::io(run, e))? {
         let name = e.map_err(|e| Error::io(run, e))?.file_name();
         let name = name.to_string_lossy();
-        if let Some(k) = name
+        let Some(digits) = name
             .strip_prefix("gen")
             .and_then(|r| r.strip_suffix(".jsonl"))
-            .and_then(|k| k.parse::<usize>().ok())
-        {
-            found.insert(k, run.join(name.as_ref()));
+        else {
+            continue;
+        };
+        // Only canonical names: `gen00.jsonl` beside `gen0.jsonl` would
+        // otherwise be one generation, and one of them silently dropped.
+        match digits.parse::<usize>() {
+            Ok(k) if digits == k.to_string() => {
+                found.insert(k, run.join(name.as_ref()));
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{}: `{name}` is not a generation file name; name them gen0.jsonl, gen1.jsonl, … (no leading zeros)",
+                    run.display()
+                )));
+            }
         }
     }
     if found.is_empty() {
@@ -91,6 +103,26 @@ fn task_info(set: &TaskSet, tasks: &Path) -> Result<Vec<(String, Option<usize>)>
             })
         })
         .collect())
+}
+
+/// At most this many points per generation in `lengths.png`: the figure's
+/// size must not grow with the longest plan (a 4M-step plan once gave a
+/// 5.4 GB SVG). lengths.csv keeps every length exactly.
+const LENGTH_BINS: usize = 60;
+
+/// Valid-plan counts by length, merged into at most [`LENGTH_BINS`] bins
+/// of equal integer width (a bin is drawn at its first length).
+fn binned(counts: &BTreeMap<usize, usize>) -> Vec<(f64, usize)> {
+    let (Some((&lo, _)), Some((&hi, _))) = (counts.first_key_value(), counts.last_key_value())
+    else {
+        return Vec::new();
+    };
+    let width = (hi - lo) / LENGTH_BINS + 1;
+    let mut bins: BTreeMap<usize, usize> = BTreeMap::new();
+    for (&l, &c) in counts {
+        *bins.entry(lo + (l - lo) / width * width).or_default() += c;
+    }
+    bins.into_iter().map(|(l, c)| (l as f64, c)).collect()
 }
 
 /// The files `report` writes into its output directory.
@@ -231,9 +263,9 @@ pub fn report(
                 let total = valid.len().max(1) as f64;
                 length_series.push(Series {
                     name: format!("generation {g}"),
-                    points: counts
-                        .iter()
-                        .map(|(&l, &c)| (l as f64, c as f64 / total))
+                    points: binned(&counts)
+                        .into_iter()
+                        .map(|(l, c)| (l, c as f64 / total))
                         .collect(),
                     band: None,
                     style: LineKind::Solid,
@@ -306,4 +338,22 @@ pub fn report(
         table,
         bad_lines,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BTreeMap, LENGTH_BINS, binned};
+
+    /// The plotted lengths keep every valid plan, in at most LENGTH_BINS
+    /// points, and short ranges stay one point per length.
+    #[test]
+    fn lengths_are_binned_without_losing_plans() {
+        let short: BTreeMap<usize, usize> = [(3, 2), (5, 1)].into();
+        assert_eq!(binned(&short), vec![(3.0, 2), (5.0, 1)]);
+        let long: BTreeMap<usize, usize> = (0..10_000).map(|l| (l * 400, 1)).collect();
+        let b = binned(&long);
+        assert!(b.len() <= LENGTH_BINS + 1, "{}", b.len());
+        assert_eq!(b.iter().map(|&(_, c)| c).sum::<usize>(), 10_000);
+        assert!(binned(&BTreeMap::new()).is_empty());
+    }
 }
