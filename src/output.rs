@@ -91,6 +91,62 @@ fn temp_owner(name: &str) -> Option<u32> {
         .flatten()
 }
 
+/// An exclusive claim on an output directory for one process: the file
+/// `<dir>/.iterdeploy.lock` holding the owner's pid, created new (so two
+/// processes cannot both create it) and removed when the claim is
+/// dropped. A lock left by a process that no longer exists (a killed run)
+/// is taken over; one of a live process is an error.
+pub struct DirLock {
+    path: PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+/// Claims `dir` (which must exist) for this process; see [`DirLock`].
+pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+    let path = dir.join(".iterdeploy.lock");
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(std::process::id().to_string().as_bytes())
+                    .map_err(|e| Error::io(&path, e))?;
+                return Ok(DirLock { path });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                let alive = owner.trim().parse::<u32>().ok().is_some_and(|pid| {
+                    pid == std::process::id()
+                        || !Path::new("/proc/self").exists()
+                        || Path::new(&format!("/proc/{pid}")).exists()
+                });
+                if alive {
+                    return Err(Error::Invalid(format!(
+                        "{} is in use by another iterdeploy run (pid {}); wait for it to finish, or write elsewhere with --out",
+                        dir.display(),
+                        owner.trim()
+                    )));
+                }
+                // The owner is gone: a killed run's lock.
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Err(Error::Invalid(format!(
+        "{}: could not take the lock {}",
+        dir.display(),
+        path.display()
+    )))
+}
+
 /// The absolute, symlink-free form of `p`, also for a file that does not
 /// exist yet (its directory is resolved, its name kept).
 fn resolved(p: &Path) -> PathBuf {

@@ -754,3 +754,37 @@ fn compare_overlays_the_arms_of_several_runs() {
         .to_string();
     assert!(e.contains("no_such_metric"), "{e}");
 }
+
+/// A run takes a lock on its output directory: a second run into the same
+/// directory while the first holds it fails at once, naming the owner,
+/// and a lock left by a killed run is taken over (issue 15, item 3).
+#[test]
+fn a_run_directory_has_one_writer_at_a_time() {
+    let r = Resolved::parse(SMALL, "small").unwrap();
+    let root = scratch("lock");
+    let dir = root.join("small-smoke");
+    let dir = if dir.exists() {
+        dir
+    } else {
+        root.join("small")
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = dir.join(".iterdeploy.lock");
+    // Held by a live process (this one stands in for it).
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let e = experiment::run(&r, &options(&root))
+        .err()
+        .expect("the directory is locked")
+        .to_string();
+    assert!(
+        e.contains("in use by another iterdeploy run")
+            && e.contains(&std::process::id().to_string()),
+        "{e}"
+    );
+    assert!(lock.exists(), "the other run's lock must stay");
+    // Left by a process that no longer exists (above Linux's pid_max).
+    std::fs::write(&lock, "4194304").unwrap();
+    experiment::run(&r, &options(&root)).unwrap();
+    assert!(!lock.exists(), "the run releases its lock");
+    std::fs::remove_dir_all(&root).ok();
+}

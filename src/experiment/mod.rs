@@ -298,6 +298,9 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     }
     let dir = opts.out_root.join(&resolved.spec.id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // One run per directory at a time: a second one would rewrite the
+    // first's checkpoints under it. Held until this function returns.
+    let _lock = crate::output::lock_dir(&dir)?;
     crate::output::remove_stale_temps(&dir);
     crate::output::write_atomic(&dir.join("spec.toml"), resolved.to_toml().as_bytes())?;
     let (with_base, demos) = build_workload(&resolved.spec)?;
