@@ -174,17 +174,25 @@ pub struct GenerateArgs {
     /// Generator parameters, e.g. `--param blocks=5` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+    /// How many tasks to generate.
     #[arg(long, default_value_t = 10)]
     pub count: usize,
+    /// Seed of the generator: task i uses its own stream of this seed, so
+    /// the same seed and parameters give the same files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Directory for domain.pddl, the problems, their plans and
+    /// manifest.csv (created if missing; written only once all succeed).
     #[arg(long)]
     pub out: PathBuf,
     /// Skip planning (no plans, no lengths in the manifest).
     #[arg(long)]
     pub no_plan: bool,
-    /// Seconds of optimal search per task before falling back to greedy search.
-    #[arg(long, default_value_t = 10.0)]
+    /// A safety limit in seconds per planner run. Exceeding it is an
+    /// error and writes nothing: whether a plan is optimal (A*) or from
+    /// the greedy fallback is decided by an expansion limit (2,000,000),
+    /// so the files never depend on the machine's speed or load.
+    #[arg(long, default_value_t = 600.0)]
     pub time_limit: f64,
 }
 
@@ -713,6 +721,11 @@ fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
     })
 }
 
+/// Expansions each planner may use per generated task: what decides
+/// whether the manifest's plan is optimal (A*) or the greedy fallback's,
+/// independently of the machine's speed or load.
+const GENERATE_EXPANSIONS: u64 = 2_000_000;
+
 fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
     use crate::generate::{DomainKind, Manifest, ManifestRow, Params, generate};
     use crate::output::write_atomic;
@@ -723,17 +736,18 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
     }
     let time_limit = crate::limits::time_limit("--time-limit", args.time_limit)?;
     let mut params = Params::from_pairs(kind, &args.params)?;
-    let tasks = generate(kind, &mut params, args.count, args.seed)?;
+    // The output directory exists before any work, and nothing is written
+    // into it until every task is generated and planned: a failure leaves
+    // no task set without its manifest.
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    write_atomic(&args.out.join("domain.pddl"), kind.domain_pddl().as_bytes())?;
+    let tasks = generate(kind, &mut params, args.count, args.seed)?;
     let domain = kind.parse_domain();
     let mut manifest = Manifest::default();
+    let mut plans: Vec<Option<String>> = Vec::with_capacity(tasks.len());
     for (i, t) in tasks.iter().enumerate() {
-        let file = format!("{}.pddl", t.name);
-        write_atomic(&args.out.join(&file), t.pddl.as_bytes())?;
         let mut row = ManifestRow {
-            file,
+            file: format!("{}.pddl", t.name),
             domain: kind.name().to_string(),
             seed: args.seed,
             index: i,
@@ -741,26 +755,45 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
             plan_length: None,
             plan_optimal: false,
         };
+        let mut plan_text = None;
         if !args.no_plan {
             let problem = crate::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain)?;
+            // Expansion limits decide what is written (optimal or not), so
+            // the set is a function of the seed and parameters alone; the
+            // time limit only aborts, with an error, never changes a plan.
             let limits = Limits {
                 time: Some(time_limit),
-                expansions: None,
+                expansions: Some(GENERATE_EXPANSIONS),
             };
+            let timed_out =
+                |outcome: &crate::search::Outcome| *outcome == crate::search::Outcome::TimeLimit;
             let mut sol = solve(&domain, &problem, Algorithm::AstarHmax, limits)?;
+            if timed_out(&sol.result.outcome) {
+                anyhow::bail!(
+                    "{}: planning hit --time-limit {}s before its expansion limit; nothing was written (raise --time-limit)",
+                    t.name,
+                    args.time_limit
+                );
+            }
             row.plan_optimal = sol.ipc_text.is_some();
             if sol.ipc_text.is_none() {
                 sol = solve(&domain, &problem, Algorithm::GbfsFf, limits)?;
+                if timed_out(&sol.result.outcome) {
+                    anyhow::bail!(
+                        "{}: planning hit --time-limit {}s before its expansion limit; nothing was written (raise --time-limit)",
+                        t.name,
+                        args.time_limit
+                    );
+                }
             }
             let text = sol.ipc_text.ok_or_else(|| {
                 anyhow::anyhow!(
-                    "{}: no plan found within {}s (is the task solvable?)",
-                    t.name,
-                    args.time_limit
+                    "{}: no plan found within {GENERATE_EXPANSIONS} expansions (is the task solvable?); nothing was written",
+                    t.name
                 )
             })?;
             row.plan_length = Some(sol.result.plan.len());
-            write_atomic(&args.out.join(format!("{}.plan", t.name)), text.as_bytes())?;
+            plan_text = Some(text);
         }
         eprintln!(
             "{}: plan length {}{}",
@@ -769,6 +802,17 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
             if row.plan_optimal { " (optimal)" } else { "" }
         );
         manifest.rows.push(row);
+        plans.push(plan_text);
+    }
+    write_atomic(&args.out.join("domain.pddl"), kind.domain_pddl().as_bytes())?;
+    for (t, plan) in tasks.iter().zip(&plans) {
+        write_atomic(
+            &args.out.join(format!("{}.pddl", t.name)),
+            t.pddl.as_bytes(),
+        )?;
+        if let Some(text) = plan {
+            write_atomic(&args.out.join(format!("{}.plan", t.name)), text.as_bytes())?;
+        }
     }
     write_atomic(&args.out.join("manifest.csv"), manifest.to_csv().as_bytes())?;
     println!(
@@ -794,6 +838,9 @@ fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
     };
     for s in &mut settings {
         s.transformer = args.transformer;
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let start = std::time::Instant::now();
     let claims = verify::parse_claims(&args.claims)?;
@@ -903,10 +950,20 @@ fn load_template(path: &Option<PathBuf>) -> Result<crate::bridge::prompt::Templa
     })
 }
 
+/// Creates the directory an output file goes into, before any work, so a
+/// missing directory fails at once instead of after the work is done.
+fn create_parent(out: &Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn prompts_cmd(args: &PromptsArgs) -> Result<ExitCode> {
     let mut inputs = vec![args.tasks.as_path()];
     inputs.extend(args.template.as_deref());
     crate::output::refuse_overwriting_inputs(&[&args.out], &inputs)?;
+    create_parent(&args.out)?;
     let set = crate::bridge::TaskSet::load(&args.tasks)?;
     let template = load_template(&args.template)?;
     let text = crate::bridge::prompt::prompts_jsonl(&template, &set);
@@ -926,6 +983,7 @@ fn curate_cmd(args: &CurateArgs) -> Result<ExitCode> {
     inputs.extend(args.generations.iter().map(PathBuf::as_path));
     inputs.extend(args.template.as_deref());
     crate::output::refuse_overwriting_inputs(&[&args.out, &stats_path], &inputs)?;
+    create_parent(&args.out)?;
     let set = crate::bridge::TaskSet::load(&args.tasks)?;
     let template = load_template(&args.template)?;
     let judge = Judge::new(&set);

@@ -596,3 +596,72 @@ fn io_errors_print_their_message_once() {
     assert!(err.contains("/nonexistent/p.plan"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// `generate` is a function of the seed and parameters alone: the time
+/// limit never changes what is written (two very different limits give the
+/// same bytes), and a limit too short to finish is an error that writes
+/// nothing (issue 15, item 5).
+#[test]
+fn generated_sets_do_not_depend_on_the_clock() {
+    let dir = scratch("gen-clock");
+    let generate = |t: &str, out: &str| {
+        run(
+            &[
+                "generate",
+                "sokoban",
+                "--param",
+                "size=7",
+                "--param",
+                "boxes=2",
+                "--count",
+                "3",
+                "--seed",
+                "4",
+                &format!("--time-limit={t}"),
+                "--out",
+                dir.join(out).to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let a = generate("600", "a");
+    let b = generate("30", "b");
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let mut names: Vec<_> = std::fs::read_dir(dir.join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for n in &names {
+        assert_eq!(
+            std::fs::read(dir.join("a").join(n)).unwrap(),
+            std::fs::read(dir.join("b").join(n)).unwrap(),
+            "{n:?}"
+        );
+    }
+    let c = generate("0.000001", "c");
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert_eq!(c.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--time-limit") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("c")).unwrap().count(),
+        0,
+        "files were written"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
