@@ -21,7 +21,7 @@
 //!    different steps exist, that is reported as an ambiguity. No candidate
 //!    means an empty plan, reported as "no plan found".
 
-use crate::plan::{PlanStep, StepSyntax, col_of, parse_action, split_groups};
+use crate::plan::{Columns, PlanStep, StepSyntax, parse_action, split_groups};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Extraction {
@@ -135,11 +135,12 @@ fn find_blocks(lines: &[(u32, &str)], prose: &mut usize) -> Vec<Block> {
                 block.last = line_no;
                 // Column of `code` inside the raw line.
                 let base = raw.find(code).unwrap_or(0);
+                let mut cols = Columns::new(raw);
                 for (offset, group) in groups {
                     block.steps.push(PlanStep {
                         text: group.to_string(),
                         line: line_no,
-                        col: col_of(raw, base + offset),
+                        col: cols.at(base + offset),
                         syntax: parse_action(group),
                     });
                 }
