@@ -207,7 +207,7 @@ mod tests {
     use super::*;
 
     /// The linear column cursor agrees with counting from the line start,
-    /// with multi-byte characters before, between and after the steps.
+    /// with multi-byte characters inside and between the steps.
     #[test]
     fn columns_agree_with_counting_from_the_start() {
         let line = "(ä b) (é)  (∀ d e f)\t (g)";
@@ -218,8 +218,6 @@ mod tests {
         }
         assert_eq!(groups.len(), 4);
     }
-
-    use super::*;
 
     #[test]
     fn reads_ipc_plans_with_comments_footer_and_quirks() {
