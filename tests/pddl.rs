@@ -184,3 +184,60 @@ proptest! {
         }
     }
 }
+
+/// Arguments of predicates are type-checked in action literals (variables
+/// and constants), in `:init` and in the goal: an argument of another type
+/// is an error at its position, as unified-planning has it, not an atom
+/// that can never hold (issue 15, item 4).
+#[test]
+fn predicate_arguments_are_type_checked_everywhere() {
+    let domain = |pre: &str| {
+        format!(
+            "(define (domain t) (:requirements :strips :typing)
+               (:types block table)
+               (:constants floor - table)
+               (:predicates (on ?b - block ?t - table) (clear ?b - block))
+               (:action put :parameters (?b - block ?t - table)
+                 :precondition {pre} :effect (on ?b ?t)))"
+        )
+    };
+    let ok = iterdeploy::pddl::parse_domain(domain("(clear ?b)").as_bytes(), "t.pddl").unwrap();
+    for (pre, bad) in [
+        ("(clear ?t)", "?t"),
+        ("(on ?t ?t)", "?t"),
+        ("(clear floor)", "floor"),
+    ] {
+        let e = iterdeploy::pddl::parse_domain(domain(pre).as_bytes(), "t.pddl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.pddl:") && e.contains(&format!("`{bad}` has type")),
+            "{pre}: {e}"
+        );
+    }
+    let problem = |init: &str, goal: &str| {
+        format!(
+            "(define (problem p) (:domain t) (:objects a - block) (:init {init}) (:goal {goal}))"
+        )
+    };
+    iterdeploy::pddl::parse_problem(
+        problem("(clear a)", "(on a floor)").as_bytes(),
+        "p.pddl",
+        &ok,
+    )
+    .unwrap();
+    for (init, goal, bad) in [
+        ("(clear floor)", "(clear a)", "floor"),
+        ("(clear a)", "(on a a)", "a"),
+    ] {
+        let e = iterdeploy::pddl::parse_problem(problem(init, goal).as_bytes(), "p.pddl", &ok)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.pddl:")
+                && e.contains(&format!("`{bad}` has type"))
+                && e.contains("which is not a"),
+            "{init} / {goal}: {e}"
+        );
+    }
+}

@@ -195,6 +195,7 @@ fn read_functions(d: &mut Domain, items: &[Sexpr], site: ErrorSite) -> Result<()
 /// Resolves names inside one action: its parameters and domain constants.
 struct ActionScope<'a> {
     params: &'a [String],
+    param_types: &'a [TypeId],
     constants: &'a HashMap<String, ObjectId>,
     site: ErrorSite<'a>,
 }
@@ -254,9 +255,30 @@ impl ActionScope<'_> {
                 },
             ));
         }
+        let expected_types = &d.predicates[predicate as usize].param_types;
         let args = args
             .into_iter()
-            .map(|(a, p)| self.term(a, p))
+            .zip(expected_types)
+            .map(|((a, p), &want)| {
+                let term = self.term(a, p)?;
+                // A variable or constant of another type can never make the
+                // literal true (or, in an effect, a well-typed fact).
+                let has = match term {
+                    Term::Param(i) => self.param_types[i as usize],
+                    Term::Object(o) => d.constants[o as usize].1,
+                };
+                if !d.types.is_subtype(has, want) {
+                    return Err(self.site.at(
+                        p,
+                        PddlErrorKind::TypeMismatch {
+                            object: a.to_string(),
+                            object_type: d.types.names[has as usize].clone(),
+                            expected: d.types.names[want as usize].clone(),
+                        },
+                    ));
+                }
+                Ok(term)
+            })
             .collect::<Result<_, _>>()?;
         Ok(AtomSchema { predicate, args })
     }
@@ -312,13 +334,14 @@ fn read_action(
     }
     let scope = ActionScope {
         params: &param_names,
+        param_types: &param_types,
         constants,
         site,
     };
     let mut a = ActionSchema {
         name: name.to_string(),
         param_names: param_names.clone(),
-        param_types,
+        param_types: param_types.clone(),
         pre_pos: Vec::new(),
         pre_neg: Vec::new(),
         pre_eq: Vec::new(),

@@ -183,17 +183,34 @@ fn ground_atom(
             },
         )
     })?;
-    let args = resolve_args(p, atom_args(atom, site)?, site)?;
-    let expected = d.predicates[predicate as usize].param_types.len();
-    if args.len() != expected {
+    let named = atom_args(atom, site)?;
+    let positions: Vec<Pos> = named.iter().map(|&(_, p)| p).collect();
+    let args = resolve_args(p, named, site)?;
+    let expected_types = &d.predicates[predicate as usize].param_types;
+    if args.len() != expected_types.len() {
         return Err(site.at(
             pos,
             PddlErrorKind::Arity {
                 predicate: name.to_string(),
-                expected,
+                expected: expected_types.len(),
                 found: args.len(),
             },
         ));
+    }
+    // An object of another type can never satisfy the predicate: a fact or
+    // goal that names one is an error, not a silently unreachable atom.
+    for ((&o, &want), &at) in args.iter().zip(expected_types).zip(&positions) {
+        let has = p.objects[o as usize].ty;
+        if !d.types.is_subtype(has, want) {
+            return Err(site.at(
+                at,
+                PddlErrorKind::TypeMismatch {
+                    object: p.object_name(o).to_string(),
+                    object_type: d.types.names[has as usize].clone(),
+                    expected: d.types.names[want as usize].clone(),
+                },
+            ));
+        }
     }
     Ok(GroundAtom { predicate, args })
 }
