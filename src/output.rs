@@ -147,6 +147,86 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
     )))
 }
 
+/// The file that marks a run directory's outputs as one complete set.
+pub const COMPLETE: &str = "complete.json";
+
+/// One file of a complete set: its name, size and content hash.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    name: String,
+    bytes: u64,
+    hash: String,
+}
+
+fn content_hash(bytes: &[u8]) -> String {
+    use std::hash::Hasher;
+    let mut h = crate::hashing::FxHasher::default();
+    h.write(bytes);
+    h.write_u64(bytes.len() as u64);
+    format!("{:016x}", h.finish())
+}
+
+fn entry(dir: &Path, name: &str) -> Result<Entry> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(Entry {
+        name: name.to_string(),
+        bytes: bytes.len() as u64,
+        hash: content_hash(&bytes),
+    })
+}
+
+/// Starts replacing the set in `dir`: removes its completion mark first,
+/// so a run killed from here on leaves a directory that readers refuse
+/// instead of a mix of old and new files that looks whole.
+pub fn begin_set(dir: &Path) -> Result<()> {
+    let mark = dir.join(COMPLETE);
+    match std::fs::remove_file(&mark) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&mark, e)),
+    }
+}
+
+/// Marks `files` (names in `dir`, all written) as one complete set: their
+/// sizes and hashes go to `complete.json`, written last.
+pub fn finish_set(dir: &Path, files: &[String]) -> Result<()> {
+    let entries = files
+        .iter()
+        .map(|f| entry(dir, f))
+        .collect::<Result<Vec<_>>>()?;
+    let text = serde_json::to_string_pretty(&entries).expect("entries serialise");
+    write_atomic(&dir.join(COMPLETE), text.as_bytes())
+}
+
+/// Refuses a run directory whose outputs are not the complete set its
+/// `complete.json` lists (missing: a run was killed or is still writing;
+/// a size or hash that differs: files of two runs are mixed).
+pub fn check_set(dir: &Path) -> Result<()> {
+    let mark = dir.join(COMPLETE);
+    let incomplete = |why: String| {
+        Error::Invalid(format!(
+            "{}: not a complete run ({why}); rerun `iterdeploy run` for it",
+            dir.display()
+        ))
+    };
+    let text = std::fs::read_to_string(&mark)
+        .map_err(|_| incomplete(format!("no {COMPLETE}: killed, or still running")))?;
+    let entries: Vec<Entry> = serde_json::from_str(&text)
+        .map_err(|e| incomplete(format!("{COMPLETE} is unreadable: {e}")))?;
+    for want in &entries {
+        let have =
+            entry(dir, &want.name).map_err(|_| incomplete(format!("{} is missing", want.name)))?;
+        if have != *want {
+            return Err(incomplete(format!(
+                "{} differs from the set {COMPLETE} lists: files of two runs are mixed",
+                want.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The absolute, symlink-free form of `p`, also for a file that does not
 /// exist yet (its directory is resolved, its name kept).
 fn resolved(p: &Path) -> PathBuf {

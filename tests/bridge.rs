@@ -184,6 +184,13 @@ fn report_summarises_a_real_run_and_overlays_a_simulation() {
         "arm,generation,bucket,metric,seeds,mean,ci_low,ci_high\n\"paper, curated\",0,all,solved_sampled,3,0.2,0.1,0.3\n\"paper, curated\",1,all,solved_sampled,3,0.4,0.3,0.5\n",
     )
     .unwrap();
+    // Not yet marked complete (as after a killed run): refused.
+    let e = iterdeploy::bridge::report::report(&run, None, std::slice::from_ref(&sim), Some(&out))
+        .err()
+        .expect("an unmarked overlay is refused")
+        .to_string();
+    assert!(e.contains("not a complete run"), "{e}");
+    iterdeploy::output::finish_set(&sim, &["summary.csv".to_string()]).unwrap();
     iterdeploy::bridge::report::report(&run, None, std::slice::from_ref(&sim), Some(&out)).unwrap();
     let svg = std::fs::read_to_string(out.join("solved.svg")).unwrap();
     assert!(
@@ -191,6 +198,7 @@ fn report_summarises_a_real_run_and_overlays_a_simulation() {
         "overlay series missing"
     );
     std::fs::write(sim.join("summary.csv"), "not,a,summary\n").unwrap();
+    iterdeploy::output::finish_set(&sim, &["summary.csv".to_string()]).unwrap();
     let e = iterdeploy::bridge::report::report(&run, None, &[sim], Some(&out))
         .err()
         .unwrap()

@@ -788,3 +788,32 @@ fn a_run_directory_has_one_writer_at_a_time() {
     assert!(!lock.exists(), "the run releases its lock");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A run directory is one complete set or refused: a run marks its outputs
+/// complete last; a reader (compare, report --overlay) refuses a directory
+/// whose mark is missing (a killed run) or whose files differ from it (a new
+/// results.csv beside an old summary.csv) (issue 15, item 3).
+#[test]
+fn readers_refuse_a_run_directory_that_is_not_one_complete_set() {
+    let r = Resolved::parse(SMALL, "small").unwrap();
+    let root = scratch("complete");
+    let out = experiment::run(&r, &options(&root)).unwrap();
+    let dir = out.dir.clone();
+    experiment::summary_series(&dir, "success_prob", "").unwrap();
+    // A file of another run beside this one's.
+    let csv = dir.join("summary.csv");
+    let original = std::fs::read(&csv).unwrap();
+    std::fs::write(&csv, [&original[..], b"x"].concat()).unwrap();
+    let e = experiment::summary_series(&dir, "success_prob", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("files of two runs are mixed"), "{e}");
+    std::fs::write(&csv, &original).unwrap();
+    // A run killed after it started replacing the set.
+    iterdeploy::output::begin_set(&dir).unwrap();
+    let e = experiment::summary_series(&dir, "success_prob", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a complete run"), "{e}");
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -302,6 +302,7 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     // first's checkpoints under it. Held until this function returns.
     let _lock = crate::output::lock_dir(&dir)?;
     crate::output::remove_stale_temps(&dir);
+    crate::output::begin_set(&dir)?;
     crate::output::write_atomic(&dir.join("spec.toml"), resolved.to_toml().as_bytes())?;
     let (with_base, demos) = build_workload(&resolved.spec)?;
     let spec = &resolved.spec;
@@ -341,6 +342,17 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         spec::Kind::Drift(d) => analysis::drift(&dir, &resolved, &work, &bases, d)?,
     };
     crate::output::write_atomic(&dir.join("summary.md"), outcome.summary.as_bytes())?;
+    // Written last: the outputs of this run are now one set.
+    let mut files: Vec<String> = ["spec.toml", "results.csv", "summary.csv", "summary.md"]
+        .into_iter()
+        .filter(|f| dir.join(f).is_file())
+        .map(String::from)
+        .collect();
+    for stem in &outcome.figures {
+        files.push(format!("{stem}.png"));
+        files.push(format!("{stem}.svg"));
+    }
+    crate::output::finish_set(&dir, &files)?;
     Ok(RunOutcome { dir, ..outcome })
 }
 

@@ -416,6 +416,7 @@ fn headline_checks(resolved: &Resolved, states: &[Vec<ArmState>]) -> String {
 /// (`metric`, bucket `all`): mean over seeds with its 95% band, labelled
 /// `<label><arm>`.
 pub fn summary_series(dir: &Path, metric: &str, label: &str) -> Result<Vec<Series>> {
+    crate::output::check_set(dir)?;
     let path = dir.join("summary.csv");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let mut lines = text.lines();
