@@ -9,6 +9,7 @@ mod exact;
 mod experiment;
 mod pddl;
 mod proofs;
+mod robustness;
 mod search;
 mod transformer;
 mod validate;
