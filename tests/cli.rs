@@ -32,6 +32,18 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Asserts the exit code and returns stderr (shown when the code differs).
+fn exits(out: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{err}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("iterdeploy-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -465,12 +477,7 @@ fn inputs_with_a_bom_read_and_endless_or_repeated_inputs_are_refused() {
         ],
         None,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&out, 0);
     let text = std::fs::read_to_string(&plan).unwrap();
     let out = run(
         &[
@@ -543,12 +550,7 @@ fn outputs_never_overwrite_inputs() {
         ],
         None,
     );
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 2);
     assert_eq!(std::fs::read(&gen0).unwrap(), before);
     assert_eq!(
         std::fs::read(tasks.join("domain.pddl")).unwrap(),
@@ -568,12 +570,7 @@ fn outputs_never_overwrite_inputs() {
         ],
         None,
     );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 0);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -626,18 +623,8 @@ fn generated_sets_do_not_depend_on_the_clock() {
     };
     let a = generate("600", "a");
     let b = generate("30", "b");
-    assert_eq!(
-        a.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&a.stderr)
-    );
-    assert_eq!(
-        b.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&b.stderr)
-    );
+    exits(&a, 0);
+    exits(&b, 0);
     let mut names: Vec<_> = std::fs::read_dir(dir.join("a"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

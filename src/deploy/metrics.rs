@@ -235,11 +235,26 @@ pub struct GenerationInputs<'a> {
 pub const BUCKET_ALL: &str = "all";
 pub const BUCKET_HELD_OUT: &str = "held-out";
 
+/// Averages a per-task value over a group of tasks.
+type GroupMean<'a> = dyn Fn(&dyn Fn(usize) -> f64) -> f64 + 'a;
+
+/// The † metrics of a group of tasks, `mean` averaging a per-task value
+/// over the group: solved@1, all-of-3, any-of-3, any-of-N.
+fn measured_rows(
+    m: &Measurement,
+    mean: &GroupMean,
+) -> [(&'static str, f64); 4] {
+    [
+        ("success_prob", mean(&|x| m.success[x])),
+        ("solved_all_of_3_exact", mean(&|x| m.all_of_runs[x])),
+        ("solved_any_of_3_exact", mean(&|x| m.any_of_runs[x])),
+        ("solved_any_exact", mean(&|x| m.solved_any[x])),
+    ]
+}
+
 /// The rows of one generation, in a fixed order (bucket `all`, size
 /// buckets in spec order, `held-out`; metrics in the order of the table).
 pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRow> {
-    let p = &g.measured.success;
-    let any = &g.measured.solved_any;
     let mut rows = Vec::new();
     let mut push = |bucket: &str, metric: &str, value: f64| {
         rows.push(MetricRow {
@@ -266,18 +281,9 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
         let mean = |f: &dyn Fn(usize) -> f64| {
             tasks.iter().map(|&x| f(x)).sum::<f64>() / tasks.len() as f64
         };
-        push(name, "success_prob", mean(&|x| p[x]));
-        push(
-            name,
-            "solved_all_of_3_exact",
-            mean(&|x| g.measured.all_of_runs[x]),
-        );
-        push(
-            name,
-            "solved_any_of_3_exact",
-            mean(&|x| g.measured.any_of_runs[x]),
-        );
-        push(name, "solved_any_exact", mean(&|x| any[x]));
+        for (metric, value) in measured_rows(g.measured, &mean) {
+            push(name, metric, value);
+        }
         let samples: Vec<&Sample> = g
             .samples
             .iter()
@@ -385,18 +391,9 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
         let mean = |f: &dyn Fn(usize) -> f64| {
             held_out.iter().map(|&x| f(x)).sum::<f64>() / held_out.len() as f64
         };
-        push(BUCKET_HELD_OUT, "success_prob", mean(&|x| p[x]));
-        push(
-            BUCKET_HELD_OUT,
-            "solved_all_of_3_exact",
-            mean(&|x| g.measured.all_of_runs[x]),
-        );
-        push(
-            BUCKET_HELD_OUT,
-            "solved_any_of_3_exact",
-            mean(&|x| g.measured.any_of_runs[x]),
-        );
-        push(BUCKET_HELD_OUT, "solved_any_exact", mean(&|x| any[x]));
+        for (metric, value) in measured_rows(g.measured, &mean) {
+            push(BUCKET_HELD_OUT, metric, value);
+        }
     }
     push(BUCKET_ALL, "update_cosine", g.update_cosine);
     push(BUCKET_ALL, "kl_from_previous", g.measured.kl_from_previous);
