@@ -141,7 +141,7 @@ impl Figure {
                 (v - lo) / (hi - lo)
             }
         };
-        let entries = self.series.len() + usize::from(self.band_note.is_some());
+        let entries = self.series.len() + 1;
         let height = (0.07 * entries as f64 + 0.04).min(0.9);
         let mut marks: Vec<(f64, f64)> = Vec::new();
         for s in &self.series {
@@ -327,7 +327,13 @@ impl Figure {
                 }
             }
         }
-        if let Some(note) = &self.band_note {
+        // The note only where a band is drawn.
+        let banded = self.series.iter().any(|s| {
+            s.band
+                .as_ref()
+                .is_some_and(|b| b.iter().any(|&(l, h)| l.is_finite() && h.is_finite()))
+        });
+        if let Some(note) = self.band_note.as_ref().filter(|_| banded) {
             // A legend entry for the bands: a grey swatch and what they are.
             chart
                 .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
