@@ -240,10 +240,7 @@ type GroupMean<'a> = dyn Fn(&dyn Fn(usize) -> f64) -> f64 + 'a;
 
 /// The † metrics of a group of tasks, `mean` averaging a per-task value
 /// over the group: solved@1, all-of-3, any-of-3, any-of-N.
-fn measured_rows(
-    m: &Measurement,
-    mean: &GroupMean,
-) -> [(&'static str, f64); 4] {
+fn measured_rows(m: &Measurement, mean: &GroupMean) -> [(&'static str, f64); 4] {
     [
         ("success_prob", mean(&|x| m.success[x])),
         ("solved_all_of_3_exact", mean(&|x| m.all_of_runs[x])),
