@@ -166,7 +166,7 @@ pub fn sampled_measurement(
         let drawn = current.sample_traces(env, x, &mut rngs);
         let c = drawn.iter().filter(|(t, _)| t.valid).count();
         success.push(c as f64 / m as f64);
-        solved_any.push(1.0 - binomial_ratio(m - c, m, n));
+        solved_any.push(any_of(c, m, n));
         all_of_runs.push(all_of(c, m, RUNS));
         any_of_runs.push(any_of(c, m, RUNS));
         if let (Some(prev), Role::Deployed) = (previous, work.role[x]) {

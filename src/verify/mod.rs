@@ -18,6 +18,7 @@ mod prelude {
     pub(super) use rand_distr::{Distribution, StandardNormal};
 
     pub(super) use crate::curation::{Rule, length_weights};
+    pub(super) use crate::deploy::cosine;
     pub(super) use crate::estimator::{self, Trace};
     pub(super) use crate::exact::{self, PolicyTable};
     pub(super) use crate::mdp::{ActionId, Deployment, StateIndex};

@@ -56,10 +56,6 @@ fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
-}
-
 /// `form` scaled by the positive factor that brings it closest to `truth`
 /// (least squares): what "equal up to scale" is measured with.
 fn best_scaled(form: &[f64], truth: &[f64]) -> Vec<f64> {
@@ -127,9 +123,9 @@ impl Ctx<'_> {
         let z_pi = exact::success_probabilities(env, &pi_table);
         let mut checks = Vec::new();
         // The valid-conditional law itself: Σ_x μ E_{π(·|x,R=1)}[∇log π_θ].
-        let none = PolicyTable::new(policy, env);
-        let conditional =
-            self.enumerate(policy, &pi_table, &none, &|x, p, _| env.mu[x] * p / z_pi[x])?;
+        let conditional = self.enumerate(policy, &pi_table, &pi_table, &|x, p, _| {
+            env.mu[x] * p / z_pi[x]
+        })?;
         checks.push(self.check(
             "P03",
             "valid-conditional score E[grad log pi given R=1]: DP vs enumeration",

@@ -35,7 +35,7 @@ impl Ctx<'_> {
             // The implicit reward is strictly decreasing in plan length
             // (over lengths that occur), hence no function of validity alone.
             let grad_j = exact::objective_gradient(env, policy);
-            let cos = dot(&dp, &grad_j) / (dot(&dp, &dp).sqrt() * dot(&grad_j, &grad_j).sqrt());
+            let cos = cosine(&dp, &grad_j);
             let mut decreasing = true;
             let mut spread = 1.0f64;
             let (mut resolved, mut pairs) = (0usize, 0usize);
