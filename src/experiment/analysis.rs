@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use super::report::Collected;
+use super::report::{Collected, UNDEFINED_NOTE, fmt_value};
 use super::spec::{DriftSpec, GradientErrorSpec};
 use super::{Resolved, RunOutcome};
 use crate::Result;
@@ -197,9 +197,13 @@ pub(super) fn gradient_error(
         let _ = write!(summary, "| {name} |");
         for &n in &g.samples_per_task {
             let i = collected.interval(e, n, "all", "rms_relative_error");
-            let _ = write!(summary, " {:.3} |", i.mean);
+            let _ = write!(summary, " {} |", fmt_value(i.mean, 3));
         }
         summary += "\n";
+    }
+    if summary.contains('–') {
+        summary += "\n";
+        summary += UNDEFINED_NOTE;
     }
     summary += "\nFigure: `gradient_error.png` (log-log, dashed: 1/√n). Numbers: `summary.csv`, per repetition: `results.csv`.\n";
     Ok(RunOutcome {
@@ -402,16 +406,18 @@ pub(super) fn drift(
                 .iter()
                 .map(|m| collected.interval(r, e, "all", m).mean)
                 .collect();
+            let cells: Vec<String> = v.iter().map(|&x| fmt_value(x, 4)).collect();
             let _ = writeln!(
                 summary,
-                "| {} | {e} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                "| {} | {e} | {} |",
                 rule_name(r),
-                v[0],
-                v[1],
-                v[2],
-                v[3]
+                cells.join(" | ")
             );
         }
+    }
+    if summary.contains('–') {
+        summary += "\n";
+        summary += UNDEFINED_NOTE;
     }
     summary += "\nFigures: `cosine_vs_kl.png`, `objective.png`. Numbers: `summary.csv`, per seed: `results.csv`.\n";
     Ok(RunOutcome {

@@ -9,8 +9,9 @@
 //! | `*.png`, `*.svg` | the figures |
 //! | `summary.md` | the question, headline numbers, figure list |
 //!
-//! Long runs: a progress bar on stderr; after every generation each job
-//! writes a checkpoint under `plots/<id>/checkpoints/`, and a rerun of the
+//! Long runs: a progress bar on stderr; each seed's trained generation 0,
+//! and after every generation each job, writes a checkpoint under
+//! `plots/<id>/checkpoints/`, and a rerun of the
 //! same spec resumes from it (a checkpoint of another spec is ignored);
 //! all files are written atomically. Randomness comes from streams keyed by
 //! seed and generation, so the same spec gives byte-identical CSVs, resumed
@@ -211,38 +212,8 @@ pub fn base_policy(
     demos: &[Trace],
     seed: u64,
 ) -> Result<Box<dyn Policy>> {
-    let p = &spec.policy;
+    let mut policy = untrained_policy(spec, work, seed)?;
     let env = &work.env;
-    let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
-    // Filled in for every kind that has one when the spec was resolved.
-    let prior = p.prior.unwrap_or(spec::DEFAULT_PRIOR);
-    check_policy_size(p, env)?;
-    let size = crate::policy::transformer::Size {
-        d_model: p.d_model,
-        heads: p.heads,
-        layers: p.layers,
-        d_ff: p.d_ff,
-        f64: p.f64,
-    };
-    let mut policy: Box<dyn Policy> = match p.kind {
-        spec::PolicyKind::Mlp => {
-            Box::new(Mlp::new(env, p.hidden, 1.0, p.init_scale, prior, &mut init))
-        }
-        spec::PolicyKind::Tabular => {
-            let mut t = Tabular::zeros(env, 1.0, prior);
-            let normal = Normal::new(0.0, p.init_scale).expect("finite scale");
-            for v in t.params_mut() {
-                *v = normal.sample(&mut init);
-            }
-            Box::new(t)
-        }
-        spec::PolicyKind::Transformer => {
-            Box::new(crate::policy::Transformer::new(env, size, 1.0, &mut init)?.with_prior(prior))
-        }
-        spec::PolicyKind::PlanWriter => {
-            Box::new(crate::policy::PlanWriter::new(env, size, 1.0, &mut init)?)
-        }
-    };
     let kept: Vec<&Trace> = demos.iter().collect();
     let b = &spec.base;
     let mut opt = Optimizer::new(b.optimizer, b.learning_rate, None);
@@ -266,6 +237,86 @@ pub fn base_policy(
         )));
     }
     Ok(policy)
+}
+
+/// The spec's policy at its seeded initial weights, before any training.
+fn untrained_policy(spec: &Spec, work: &Workload, seed: u64) -> Result<Box<dyn Policy>> {
+    let p = &spec.policy;
+    let env = &work.env;
+    let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
+    // Filled in for every kind that has one when the spec was resolved.
+    let prior = p.prior.unwrap_or(spec::DEFAULT_PRIOR);
+    check_policy_size(p, env)?;
+    let size = crate::policy::transformer::Size {
+        d_model: p.d_model,
+        heads: p.heads,
+        layers: p.layers,
+        d_ff: p.d_ff,
+        f64: p.f64,
+    };
+    let policy: Box<dyn Policy> = match p.kind {
+        spec::PolicyKind::Mlp => {
+            Box::new(Mlp::new(env, p.hidden, 1.0, p.init_scale, prior, &mut init))
+        }
+        spec::PolicyKind::Tabular => {
+            let mut t = Tabular::zeros(env, 1.0, prior);
+            let normal = Normal::new(0.0, p.init_scale).expect("finite scale");
+            for v in t.params_mut() {
+                *v = normal.sample(&mut init);
+            }
+            Box::new(t)
+        }
+        spec::PolicyKind::Transformer => {
+            Box::new(crate::policy::Transformer::new(env, size, 1.0, &mut init)?.with_prior(prior))
+        }
+        spec::PolicyKind::PlanWriter => {
+            Box::new(crate::policy::PlanWriter::new(env, size, 1.0, &mut init)?)
+        }
+    };
+    Ok(policy)
+}
+
+/// Generation 0 of `seed`, trained once: its parameters are checkpointed
+/// as `base-seed<seed>.json` in `ck_dir`, so a run killed after (or during
+/// the first generation after) a long base training resumes without
+/// retraining. A checkpoint of another spec is ignored and replaced.
+fn checkpointed_base(
+    spec: &Spec,
+    work: &Workload,
+    demos: &[Trace],
+    seed: u64,
+    ck_dir: &Path,
+    fingerprint: &str,
+) -> Result<Box<dyn Policy>> {
+    let path = ck_dir.join(format!("base-seed{seed}.json"));
+    let saved = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BaseCheckpoint>(&b).ok())
+        .filter(|c| c.fingerprint == fingerprint);
+    if let Some(c) = saved {
+        // The untrained policy fixes the shape; the saved θ replaces its
+        // initial weights (a θ of the wrong length is not this spec's).
+        let mut policy = untrained_policy(spec, work, seed)?;
+        if c.theta.len() == policy.params().len() && c.theta.iter().all(|v| v.is_finite()) {
+            policy.params_mut().copy_from_slice(&c.theta);
+            return Ok(policy);
+        }
+    }
+    let policy = base_policy(spec, work, demos, seed)?;
+    let c = BaseCheckpoint {
+        fingerprint: fingerprint.to_string(),
+        theta: policy.params().to_vec(),
+    };
+    let bytes = serde_json::to_vec(&c).map_err(|e| Error::Invalid(format!("{e}")))?;
+    crate::output::write_atomic(&path, &bytes)?;
+    Ok(policy)
+}
+
+/// A trained generation 0 on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BaseCheckpoint {
+    fingerprint: String,
+    theta: Vec<f64>,
 }
 
 /// A checkpoint on disk: the spec fingerprint and the arm's state.
@@ -307,16 +358,22 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let (with_base, demos) = build_workload(&resolved.spec)?;
     let spec = &resolved.spec;
     let work = with_base.without_base()?;
+    let fp = fingerprint(&resolved, opts.smoke);
+    let ck_dir = dir.join("checkpoints");
+    std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
+    crate::output::remove_stale_temps(&ck_dir);
     let bases: Vec<Box<dyn Policy>> = spec
         .seeds
         .par_iter()
-        .map(|&seed| Ok(base_policy(spec, &with_base, &demos, seed)?.for_task_prefix(&work.env)))
+        .map(|&seed| {
+            let base = checkpointed_base(spec, &with_base, &demos, seed, &ck_dir, &fp)?;
+            Ok(base.for_task_prefix(&work.env))
+        })
         .collect::<Result<_>>()?;
     drop(with_base);
     let outcome = match resolved.kind() {
         spec::Kind::Deployment(arms) => {
-            let fp = fingerprint(&resolved, opts.smoke);
-            let states = run_arms(&work, spec, arms, &bases, &dir, &fp, opts)?;
+            let states = run_arms(&work, spec, arms, &bases, &ck_dir, &fp, opts)?;
             if states
                 .iter()
                 .flatten()
@@ -329,18 +386,14 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                     figures: Vec::new(),
                 });
             }
-            let out = report::write_deployment(&dir, &resolved, &work, &states)?;
-            let ck = dir.join("checkpoints");
-            if ck.exists() {
-                std::fs::remove_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
-            }
-            out
+            report::write_deployment(&dir, &resolved, &work, &states)?
         }
         spec::Kind::GradientError(g) => {
             analysis::gradient_error(&dir, &resolved, &work, &bases, g)?
         }
         spec::Kind::Drift(d) => analysis::drift(&dir, &resolved, &work, &bases, d)?,
     };
+    std::fs::remove_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
     crate::output::write_atomic(&dir.join("summary.md"), outcome.summary.as_bytes())?;
     // Written last: the outputs of this run are now one set.
     let mut files: Vec<String> = ["spec.toml", "results.csv", "summary.csv", "summary.md"]
@@ -362,13 +415,10 @@ fn run_arms(
     spec: &Spec,
     arms: &[deploy::ArmConfig],
     bases: &[Box<dyn Policy>],
-    dir: &Path,
+    ck_dir: &Path,
     fingerprint: &str,
     opts: &RunOptions,
 ) -> Result<Vec<Vec<ArmState>>> {
-    let ck_dir = dir.join("checkpoints");
-    std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
-    crate::output::remove_stale_temps(&ck_dir);
     let jobs: Vec<(usize, usize)> = (0..spec.seeds.len())
         .flat_map(|s| (0..arms.len()).map(move |a| (s, a)))
         .collect();
@@ -443,4 +493,83 @@ fn run_arms(
         out[*s].push(r?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+id = "base-ck"
+title = "t"
+question = "q"
+seeds = [3]
+[tasks]
+domain = "blocksworld"
+horizon = 8
+seed = 5
+[[tasks.buckets]]
+name = "3 blocks"
+count = 2
+params = { blocks = 3 }
+[policy]
+kind = "mlp"
+hidden = 8
+[base]
+buckets = ["3 blocks"]
+tasks = 3
+seed = 9
+epochs = 3
+learning_rate = 0.01
+[deployment.defaults]
+generations = 1
+samples_per_task = 4
+[[deployment.arms]]
+name = "paper"
+method = "curated-sft"
+"#;
+
+    fn write(path: &Path, fingerprint: &str, theta: Vec<f64>) {
+        let c = BaseCheckpoint {
+            fingerprint: fingerprint.into(),
+            theta,
+        };
+        std::fs::write(path, serde_json::to_vec(&c).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn generation_zero_is_trained_once_and_restored_from_its_checkpoint() {
+        let r = Resolved::parse(SPEC, "base-ck").unwrap();
+        let (work, demos) = build_workload(&r.spec).unwrap();
+        let dir = std::env::temp_dir().join(format!("iterdeploy-base-ck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("base-seed3.json");
+        let trained = base_policy(&r.spec, &work, &demos, 3).unwrap();
+        let first = checkpointed_base(&r.spec, &work, &demos, 3, &dir, "fp").unwrap();
+        assert_eq!(first.params(), trained.params());
+        assert!(path.is_file(), "the trained base is checkpointed");
+        // A checkpoint of this spec is loaded, not retrained: planted
+        // parameters come back as they were written.
+        let n = trained.params().len();
+        let planted: Vec<f64> = (0..n).map(|i| 0.25 + i as f64 * 1e-3).collect();
+        write(&path, "fp", planted.clone());
+        let resumed = checkpointed_base(&r.spec, &work, &demos, 3, &dir, "fp").unwrap();
+        assert_eq!(resumed.params(), &planted[..]);
+        // Another spec's checkpoint, a wrong length or a non-finite value
+        // is retrained (and the file replaced with this spec's base).
+        for (fp, theta) in [
+            ("other", planted.clone()),
+            ("fp", planted[1..].to_vec()),
+            ("fp", vec![f64::NAN; n]),
+        ] {
+            write(&path, fp, theta);
+            let again = checkpointed_base(&r.spec, &work, &demos, 3, &dir, "fp").unwrap();
+            assert_eq!(again.params(), trained.params());
+        }
+        let saved: BaseCheckpoint = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(saved.fingerprint, "fp");
+        assert_eq!(saved.theta, trained.params());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -256,12 +256,25 @@ fn measured_how(label: &str, kind: super::spec::PolicyKind) -> String {
 }
 
 fn fmt_interval(i: Interval, digits: usize) -> String {
-    if i.low.is_finite() {
+    if i.mean.is_finite() && i.low.is_finite() {
         format!("{:.d$} [{:.d$}, {:.d$}]", i.mean, i.low, i.high, d = digits)
     } else {
-        format!("{:.d$}", i.mean, d = digits)
+        fmt_value(i.mean, digits)
     }
 }
+
+/// A number for a summary table: "–" where it is undefined for every seed
+/// (NaN: e.g. a cosine with no valid sample to form a direction).
+pub(super) fn fmt_value(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "–".into()
+    }
+}
+
+/// The legend of "–" in a summary table.
+pub(super) const UNDEFINED_NOTE: &str = "\"–\": undefined in every seed (e.g. a cosine or a ratio with nothing to measure, such as no valid sample).\n";
 
 /// The solved-task measures of the summary, (metric, label), for N
 /// samples per task.
@@ -274,19 +287,61 @@ fn solved_measures(n: usize) -> [(&'static str, String); 4] {
     ]
 }
 
-/// In how many seeds `metric` reaches 2× its generation-0 value within
-/// `g` generations, and the first generation that does (per seed).
-fn doubling(states: &[Vec<ArmState>], a: usize, g: usize, metric: &str) -> (usize, Vec<String>) {
-    let mut doubled = 0;
-    let mut firsts = Vec::new();
+/// Per seed, whether `metric` reaches 2× its generation-0 value within `g`
+/// generations: how many seeds do, how many have a ratio at all (a
+/// generation-0 value of 0 — or an undefined one — has none: "2× of 0" is
+/// no growth claim), and the first generation at 2× per seed ("–" for not
+/// reached, "n/a" for no ratio).
+fn doubling(states: &[Vec<ArmState>], a: usize, g: usize, metric: &str) -> Doubling {
+    let mut d = Doubling {
+        doubled: 0,
+        defined: 0,
+        firsts: Vec::new(),
+    };
     for per_arm in states {
         let st = &per_arm[a];
         let v0 = value(st, 0, metric);
+        if !(v0.is_finite() && v0 > 0.0) {
+            d.firsts.push("n/a".into());
+            continue;
+        }
+        d.defined += 1;
         let first = (1..=g).find(|&k| value(st, k, metric) >= 2.0 * v0);
-        doubled += usize::from(first.is_some());
-        firsts.push(first.map_or("–".to_string(), |k| k.to_string()));
+        d.doubled += usize::from(first.is_some());
+        d.firsts
+            .push(first.map_or("–".to_string(), |k| k.to_string()));
     }
-    (doubled, firsts)
+    d
+}
+
+struct Doubling {
+    doubled: usize,
+    defined: usize,
+    firsts: Vec<String>,
+}
+
+impl Doubling {
+    /// "k of m" over the seeds with a ratio, naming the seeds without one.
+    fn verdict(&self, seeds: usize) -> String {
+        let mut v = format!("{} of {}", self.doubled, self.defined);
+        if self.defined < seeds {
+            let _ = write!(
+                v,
+                " ({} seed(s) with gen 0 = 0 have no ratio)",
+                seeds - self.defined
+            );
+        }
+        v
+    }
+}
+
+/// last / first as "r×", or "–" when the first is 0 (no ratio).
+fn ratio(first: f64, last: f64) -> String {
+    if first.is_finite() && first > 0.0 && last.is_finite() {
+        format!("{:.2}×", last / first)
+    } else {
+        "–".into()
+    }
 }
 
 fn deployment_summary(
@@ -342,28 +397,39 @@ fn deployment_summary(
         for (metric, label) in solved_measures(arm.samples_per_task) {
             let p0 = c.interval(a, 0, BUCKET_ALL, metric);
             let pg = c.interval(a, g, BUCKET_ALL, metric);
-            let (doubled, firsts) = doubling(states, a, g, metric);
+            let d = doubling(states, a, g, metric);
             let _ = writeln!(
                 s,
-                "| {} | {} | {label} | {} | {} (gen {g}) | {:.2}× | {doubled} of {} | {} |",
+                "| {} | {} | {label} | {} | {} (gen {g}) | {} | {} | {} |",
                 arm.name,
                 arm.method.label(),
                 fmt_interval(p0, 3),
                 fmt_interval(pg, 3),
-                pg.mean / p0.mean,
-                states.len(),
-                firsts.join(", ")
+                ratio(p0.mean, pg.mean),
+                d.verdict(states.len()),
+                d.firsts.join(", ")
             );
         }
     }
     let _ = writeln!(
         s,
-        "\n| arm | longest valid plan gen 0 | hardest solved (optimal length) last gen |\n|---|---|---|"
+        "\nRatio and 2× are per seed against generation 0; a seed whose generation-0 value is 0 has no ratio \
+         (\"–\" in the ratio column, \"n/a\" per seed), and \"–\" per seed means 2× was not reached.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| arm | longest valid plan gen 0 | hardest solved (optimal length) last gen |\n|---|---|---|"
     );
     for (a, arm) in resolved.arms.iter().enumerate() {
         let l0 = c.interval(a, 0, BUCKET_ALL, "longest_valid_plan");
         let hg = c.interval(a, arm.generations, BUCKET_ALL, "longest_solved_optimal");
-        let _ = writeln!(s, "| {} | {:.1} | {:.1} |", arm.name, l0.mean, hg.mean);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            arm.name,
+            fmt_value(l0.mean, 1),
+            fmt_value(hg.mean, 1)
+        );
     }
     let _ = writeln!(
         s,
@@ -545,4 +611,76 @@ pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<PathBuf> {
     }
     .write(out, metric)?;
     Ok(out.join(format!("{metric}.png")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::metrics::MetricRow;
+
+    fn arm_with(values: &[f64]) -> ArmState {
+        ArmState {
+            next_generation: values.len(),
+            theta: Vec::new(),
+            previous_theta: None,
+            pool: Vec::new(),
+            rows: values
+                .iter()
+                .enumerate()
+                .map(|(g, &v)| MetricRow {
+                    generation: g,
+                    bucket: BUCKET_ALL.into(),
+                    metric: "m".into(),
+                    value: v,
+                })
+                .collect(),
+            samples_drawn: 0,
+            timings: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_zero_generation_0_has_no_ratio_and_never_counts_as_doubled() {
+        // Seeds: doubles at gen 2; never doubles; starts at 0 (0 ≥ 2·0
+        // would "double" trivially); starts undefined.
+        let states: Vec<Vec<ArmState>> = [
+            vec![0.1, 0.15, 0.2],
+            vec![0.1, 0.1, 0.19],
+            vec![0.0, 0.0, 0.0],
+            vec![f64::NAN, 0.3, 0.4],
+        ]
+        .iter()
+        .map(|v| vec![arm_with(v)])
+        .collect();
+        let d = doubling(&states, 0, 2, "m");
+        assert_eq!((d.doubled, d.defined), (1, 2));
+        assert_eq!(d.firsts, ["2", "–", "n/a", "n/a"]);
+        assert_eq!(
+            d.verdict(4),
+            "1 of 2 (2 seed(s) with gen 0 = 0 have no ratio)"
+        );
+        assert_eq!(ratio(0.1, 0.25), "2.50×");
+        assert_eq!(ratio(0.0, 0.0), "–");
+        assert_eq!(ratio(0.0, 0.3), "–");
+    }
+
+    #[test]
+    fn undefined_numbers_print_as_a_dash_never_as_nan() {
+        let nan = Interval {
+            n: 0,
+            mean: f64::NAN,
+            low: f64::NAN,
+            high: f64::NAN,
+        };
+        assert_eq!(fmt_interval(nan, 3), "–");
+        assert_eq!(fmt_value(f64::INFINITY, 2), "–");
+        assert_eq!(fmt_value(0.25, 2), "0.25");
+        let one_seed = Interval {
+            n: 1,
+            mean: 0.5,
+            low: f64::NAN,
+            high: f64::NAN,
+        };
+        assert_eq!(fmt_interval(one_seed, 2), "0.50");
+    }
 }
