@@ -501,6 +501,9 @@ fn ground_cmd(args: &GroundArgs) -> Result<ExitCode> {
 
 fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
     use crate::bench;
+    // Checked for every target, so a bad value is never silently unused
+    // and never reaches `Duration::from_secs_f64` (which panics on NaN).
+    crate::limits::time_limit("--time-limit", args.time_limit)?;
     match args.what {
         BenchTarget::Exact => {
             crate::bench::exact_throughput()?;
@@ -734,6 +737,12 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
     if args.count == 0 {
         anyhow::bail!("--count must be at least 1");
     }
+    crate::limits::check_count(
+        "--count",
+        args.count,
+        crate::limits::MAX_TASKS,
+        "every task is generated and planned before anything is written",
+    )?;
     let time_limit = crate::limits::time_limit("--time-limit", args.time_limit)?;
     let mut params = Params::from_pairs(kind, &args.params)?;
     // The output directory exists before any work, and nothing is written

@@ -31,6 +31,27 @@ pub const MAX_TEMPERATURE: f64 = 1e3;
 /// (about 116 days); `Duration` and `Instant` overflow not far beyond.
 pub const MAX_TIME_LIMIT_SECONDS: f64 = 1e7;
 
+/// The most tasks (deployed, held out and base, all buckets together) one
+/// run may ask for: each is generated, grounded and solved by the
+/// reference planner before the first generation, so 10⁵ small tasks
+/// already take hours; beyond that a typo, not an experiment, is likely.
+pub const MAX_TASKS: usize = 100_000;
+
+/// The most passes (training epochs, or independent repetitions of an
+/// estimate) one field may ask for: even a one-task run would take days
+/// beyond this, with no progress to show until it ends.
+pub const MAX_PASSES: usize = 100_000;
+
+/// Refuses `field = value` above `max`; `why` names what the count costs.
+pub fn check_count(field: &str, value: usize, max: usize, why: &str) -> Result<()> {
+    if value <= max {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{field} = {value} is above the largest supported, {max} ({why})"
+    )))
+}
+
 /// Refuses `what` if `bytes` exceeds the budget; `how` says how the
 /// estimate was formed.
 pub fn check_memory(what: &str, bytes: f64, how: &str) -> Result<()> {
@@ -95,5 +116,8 @@ mod tests {
             assert!(check_temperature("temperature", tau).is_err(), "{tau}");
         }
         assert!(check_temperature("temperature", 0.6).is_ok());
+        let e = check_count("base.epochs", 1 << 40, MAX_PASSES, "passes").unwrap_err();
+        assert!(e.to_string().contains("base.epochs = 1099511627776"), "{e}");
+        assert!(check_count("base.epochs", MAX_PASSES, MAX_PASSES, "passes").is_ok());
     }
 }

@@ -405,7 +405,32 @@ fn absurd_time_limits_are_refused_before_any_work() {
         );
         assert!(!target.exists(), "generate wrote files before refusing");
         std::fs::remove_dir_all(&dir).ok();
+        // `bench` checks its limit whatever it measures (a NaN once
+        // reached Duration::from_secs_f64 in `bench plan` and panicked).
+        let out = run(&["bench", "plan", &flag], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "bench --time-limit {t}: {err}");
+        assert!(err.contains("--time-limit"), "{err}");
     }
+    // A task count that would run for days is refused up front, by name.
+    let dir = scratch("gen-count");
+    let target = dir.join("out");
+    let out = run(
+        &[
+            "generate",
+            "blocksworld",
+            "--count",
+            "100000000000",
+            "--out",
+            target.to_str().unwrap(),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--count = 100000000000"), "{err}");
+    assert!(!target.exists(), "generate wrote files before refusing");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Same seed, same bytes, whatever the thread count: the plan writer's

@@ -263,6 +263,45 @@ fn specs_refuse_values_that_would_panic_or_mislead() {
         &SMALL[..i]
     );
     refused(&grad, &["gradient_error.estimators: give at least one"]);
+    // Counts that would run for days (or, for samples, not fit) are
+    // refused by name: the fuzzed values that used to hang a run.
+    let grad = |samples: &str, reps: &str| {
+        format!(
+            "{}[gradient_error]\nsamples_per_task = [{samples}]\nrepetitions = {reps}\nestimators = [\"sft\"]\n",
+            &SMALL[..i]
+        )
+    };
+    refused(
+        &grad("2", "100000000000"),
+        &["gradient_error.repetitions = 100000000000"],
+    );
+    refused(
+        &grad("100000000000", "3"),
+        &["gradient_error.samples_per_task = 100000000000", "GiB"],
+    );
+    refused(
+        &drift("0.1").replace("epochs = 1", "epochs = 100000000000"),
+        &["drift.epochs = 100000000000"],
+    );
+    refused(
+        &drift("0.1").replace("samples_per_task = 2", "samples_per_task = 100000000000"),
+        &["drift.samples_per_task = 100000000000"],
+    );
+    refused(
+        &SMALL.replace("tasks = 6", "tasks = 100000000000"),
+        &["base.tasks", "100000000008"],
+    );
+    refused(
+        &SMALL.replace("epochs = 5", "epochs = 100000000000"),
+        &["base.epochs = 100000000000"],
+    );
+    refused(
+        &SMALL.replace(
+            "samples_per_task = 4",
+            "samples_per_task = 4\nepochs = 100000000000",
+        ),
+        &["arm `paper`: `epochs` = 100000000000"],
+    );
     // Sizes that would not fit are refused with the estimate, before any
     // allocation (here: when generation 0 is built).
     let huge = SMALL.replace("hidden = 16", "hidden = 100000000000");
@@ -378,11 +417,20 @@ fn same_spec_gives_byte_identical_csvs_and_a_paused_run_resumes_exactly() {
         !c.join("small/results.csv").exists(),
         "a paused run writes no results"
     );
+    // One checkpoint per (seed, arm) job and one per seed's generation 0.
+    let mut saved: Vec<String> = std::fs::read_dir(c.join("small/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    saved.sort();
     assert_eq!(
-        std::fs::read_dir(c.join("small/checkpoints"))
-            .unwrap()
-            .count(),
-        2
+        saved,
+        [
+            "arm0-seed1.json",
+            "arm0-seed2.json",
+            "base-seed1.json",
+            "base-seed2.json"
+        ]
     );
     experiment::run(&r, &options(&c)).unwrap();
     assert_eq!(

@@ -444,6 +444,24 @@ impl Spec {
                 ));
             }
         }
+        let all_tasks = self
+            .tasks
+            .buckets
+            .iter()
+            .fold(self.base.tasks, |n, b| n.saturating_add(b.count));
+        crate::limits::check_count(
+            "tasks (all buckets' count + base.tasks)",
+            all_tasks,
+            crate::limits::MAX_TASKS,
+            "each is generated and solved by the reference planner before the run",
+        )?;
+        let passes = "passes over the data, each a full training or estimation sweep";
+        crate::limits::check_count(
+            "base.epochs",
+            self.base.epochs,
+            crate::limits::MAX_PASSES,
+            passes,
+        )?;
         for name in &self.base.buckets {
             match self.tasks.buckets.iter().find(|b| &b.name == name) {
                 None => {
@@ -564,6 +582,18 @@ impl Spec {
             if g.repetitions < 2 {
                 return invalid("gradient_error.repetitions must be at least 2".into());
             }
+            crate::limits::check_count(
+                "gradient_error.repetitions",
+                g.repetitions,
+                crate::limits::MAX_PASSES,
+                passes,
+            )?;
+            let most = g.samples_per_task.iter().copied().max().unwrap_or(0);
+            crate::limits::check_memory(
+                &format!("gradient_error.samples_per_task = {most}"),
+                most as f64 * tasks as f64 * (self.tasks.horizon + 1) as f64 * 16.0,
+                "samples x tasks x (H+1) steps x 16 bytes",
+            )?;
             if g.estimators.is_empty() {
                 return invalid(format!(
                     "gradient_error.estimators: give at least one of {}",
@@ -585,6 +615,17 @@ impl Spec {
                     "drift: samples_per_task and epochs must be ≥ 1, rules non-empty".into(),
                 );
             }
+            crate::limits::check_count(
+                "drift.epochs",
+                d.epochs,
+                crate::limits::MAX_PASSES,
+                passes,
+            )?;
+            crate::limits::check_memory(
+                &format!("drift.samples_per_task = {}", d.samples_per_task),
+                d.samples_per_task as f64 * tasks as f64 * (self.tasks.horizon + 1) as f64 * 16.0,
+                "samples x tasks x (H+1) steps x 16 bytes",
+            )?;
             if d.rules.contains(&Rule::None) {
                 return invalid("drift.rules: `none` has no validity-weighted expectation".into());
             }
