@@ -42,6 +42,12 @@ pub const MAX_TASKS: usize = 100_000;
 /// beyond this, with no progress to show until it ends.
 pub const MAX_PASSES: usize = 100_000;
 
+/// The deepest transformer (layers) a spec may ask for. candle's backward
+/// pass walks the graph recursively, so depth costs stack: 2,048 layers
+/// trained on a 2 MiB worker stack here and 8,192 overflowed it (an abort,
+/// not an error). Useful depths for these tasks are 1–8.
+pub const MAX_LAYERS: usize = 1024;
+
 /// Refuses `field = value` above `max`; `why` names what the count costs.
 pub fn check_count(field: &str, value: usize, max: usize, why: &str) -> Result<()> {
     if value <= max {

@@ -214,6 +214,11 @@ fn specs_refuse_values_that_would_panic_or_mislead() {
         &["d_model = 0"],
     );
     refused(&tf.replace("[base]", "d_ff = 0\n[base]"), &["d_ff = 0"]);
+    // 8,192 layers overflowed the stack in candle's recursive backward.
+    refused(
+        &tf.replace("[base]", "layers = 8192\n[base]"),
+        &["policy.layers = 8192", "largest supported"],
+    );
     refused(
         &SMALL.replace("horizon = 10", "horizon = 9223372036854775807"),
         &["tasks.horizon", "largest supported"],

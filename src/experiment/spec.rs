@@ -497,6 +497,17 @@ impl Spec {
                 self.policy.d_model, self.policy.heads, self.policy.layers, self.policy.d_ff
             ));
         }
+        if matches!(
+            self.policy.kind,
+            PolicyKind::Transformer | PolicyKind::PlanWriter
+        ) {
+            crate::limits::check_count(
+                "policy.layers",
+                self.policy.layers,
+                crate::limits::MAX_LAYERS,
+                "the backward pass recurses once per layer, and deeper graphs overflow the stack",
+            )?;
+        }
         if self.policy.kind == PolicyKind::Mlp && self.policy.hidden == 0 {
             return invalid("policy.hidden must be at least 1".into());
         }
