@@ -37,6 +37,10 @@ pub enum Command {
     /// Check every SFT <-> REINFORCE claim of proofs/ numerically (exit 1 if
     /// any fails).
     Verify(VerifyArgs),
+    /// For students: one tiny deployment worked through by hand — every
+    /// valid trace with π(y), ∇J, one batch's SFT and REINFORCE gradients
+    /// side by side (docs/tutorial.md walks through it)
+    Explain(ExplainArgs),
     /// Generate seeded problems (and their plans) for a shipped domain.
     Generate(GenerateArgs),
     /// Find plans with the reference planner; every plan written validates.
@@ -165,6 +169,23 @@ pub struct VerifyArgs {
     /// Also check every claim on a small transformer (minutes, not seconds).
     #[arg(long)]
     pub transformer: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Explain your own tiny task instead of the toy chain: DOMAIN then one
+    /// or more PROBLEM files (at most 40 valid traces per task).
+    #[arg(long, num_args = 2.., value_name = "FILE")]
+    pub task: Vec<PathBuf>,
+    /// Horizon (maximum plan length) for `--task`. Default 6.
+    #[arg(long, requires = "task")]
+    pub horizon: Option<usize>,
+    /// Samples per task in the batch of step 4.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Seed of the sampled batches.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -300,6 +321,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Validate(args)) => validate_cmd(&args),
         Some(Command::Ground(args)) => ground_cmd(&args),
         Some(Command::Verify(args)) => verify_cmd(&args),
+        Some(Command::Explain(args)) => explain_cmd(&args),
         Some(Command::Generate(args)) => generate_cmd(&args),
         Some(Command::Plan(args)) => plan_cmd(&args),
         Some(Command::Prompts(args)) => prompts_cmd(&args),
@@ -825,6 +847,30 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
         tasks.len(),
         args.out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain_cmd(args: &ExplainArgs) -> Result<ExitCode> {
+    if args.samples == 0 {
+        anyhow::bail!("--samples must be at least 1");
+    }
+    crate::limits::check_count(
+        "--samples",
+        args.samples,
+        10_000,
+        "step 5 draws 2,000 batches of this size",
+    )?;
+    let setting = match args.task.split_first() {
+        None => crate::verify::settings::chain_setting()?,
+        Some((domain, problems)) => crate::verify::setting_from_files(
+            domain,
+            problems,
+            args.horizon
+                .unwrap_or(crate::verify::settings::DEFAULT_TASK_HORIZON),
+        )?,
+    };
+    let text = crate::explain::explain(&setting.env, args.samples, args.seed)?;
+    print!("# {}\n\n{text}", setting.name);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -28,6 +28,7 @@ pub mod error;
 pub mod estimator;
 pub mod exact;
 pub mod experiment;
+pub mod explain;
 pub mod extract;
 pub mod generate;
 mod hashing;

@@ -677,3 +677,28 @@ fn generated_sets_do_not_depend_on_the_clock() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A reader that stops early (`iterdeploy verify | head`) ends the
+/// process quietly, as with any Unix tool, instead of a panic about a
+/// broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_stops_quietly() {
+    use std::io::{BufRead, BufReader};
+    // All claims: ~110 kB of rows, more than a pipe buffers (64 kB).
+    let mut child = bin()
+        .arg("verify")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("| claim |"), "{first}");
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -154,28 +154,39 @@ impl Setting {
     }
 }
 
-fn chain_problem(goal: &str) -> String {
-    format!(
-        "(define (problem chain-{goal}) (:domain chain) (:objects c0 c1 c2 c3)
-         (:init (at c0) (next c0 c1) (next c1 c2) (next c2 c3)) (:goal (at {goal})))"
-    )
-}
+/// The toy chain's tasks (shipped as PDDL files for `verify --task` and
+/// the tutorial): reach c3, reach c2.
+const CHAIN_TASKS: [(&str, &str); 2] = [
+    (
+        include_str!("../domains/examples/chain-c3.pddl"),
+        "chain-c3.pddl",
+    ),
+    (
+        include_str!("../domains/examples/chain-c2.pddl"),
+        "chain-c2.pddl",
+    ),
+];
 
-/// The fixed settings of `iterdeploy verify`.
-pub fn default_settings() -> Result<Vec<Setting>> {
+/// The toy chain deployment (2 tasks, H = 5), the first built-in setting.
+pub fn chain_setting() -> Result<Setting> {
     let chain = crate::pddl::parse_domain(
         include_bytes!("../domains/examples/chain.pddl"),
         "chain.pddl",
     )?;
-    let chain_tasks = ["c3", "c2"]
+    let tasks = CHAIN_TASKS
         .iter()
-        .map(|g| crate::pddl::parse_problem(chain_problem(g).as_bytes(), "chain", &chain))
+        .map(|(text, name)| crate::pddl::parse_problem(text.as_bytes(), name, &chain))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut out = vec![Setting {
+    Ok(Setting {
         name: "toy chain (2 tasks, H=5)".into(),
-        env: Deployment::build(&chain, &chain_tasks, 5, 10_000)?,
+        env: Deployment::build(&chain, &tasks, 5, 10_000)?,
         transformer: false,
-    }];
+    })
+}
+
+/// The fixed settings of `iterdeploy verify`.
+pub fn default_settings() -> Result<Vec<Setting>> {
+    let mut out = vec![chain_setting()?];
     let bw = DomainKind::Blocksworld.parse_domain();
     let bw_tasks = [
         (

@@ -1,0 +1,313 @@
+//! `iterdeploy explain`: the SFT ↔ REINFORCE connection on one tiny
+//! deployment, with every number small enough to check by hand.
+//!
+//! The policy is tabular with θ = 0 and a strong applicability prior, so in
+//! every state it is (to 12 digits) uniform over the applicable actions and
+//! END. The printout lists, in order:
+//! 1. the tasks and their actions;
+//! 2. every valid trace y with π(y | x) and R(y) = 1, and J = Σ μ(x) π(y|x) R(y);
+//! 3. the exact gradient ∇J = Σ μ(x) π(y|x) R(y) ∇log π(y|x), component by
+//!    component (θ[x, s, a] is the logit of action a in state s of task x);
+//! 4. one sampled batch, its REINFORCE gradient (1/N) Σ R_i ∇log π(y_i) and
+//!    its SFT gradient on the valid samples (1/N⁺) Σ_valid ∇log π(y_i), side
+//!    by side: REINFORCE = (N⁺/N) · SFT exactly, on this very batch (P01);
+//! 5. the mean of each over many batches: REINFORCE's is ∇J (unbiased),
+//!    plain SFT's is near, but not equal to, ∇J / J.
+//!
+//! The tutorial (`docs/tutorial.md`) walks through this output.
+
+use std::fmt::Write as _;
+
+use crate::estimator::{self, Trace};
+use crate::exact::{self, PolicyTable};
+use crate::mdp::{Deployment, StateIndex};
+use crate::policy::{Policy, Tabular};
+
+/// Logit penalty on inapplicable actions: e^−30 ≈ 1e-13, so π is uniform
+/// over the applicable actions and END to every printed digit.
+const PRIOR: f64 = 30.0;
+
+/// Components of a gradient smaller than this are not listed (they are the
+/// ~1e-13 scores of inapplicable actions under the prior).
+const SHOWN_ABOVE: f64 = 1e-9;
+
+/// The valid traces listed per task at most (the chain has 5 and 4).
+const MAX_LISTED: usize = 40;
+
+/// What `explain` prints, as text: for `env`, N = `samples` per task drawn
+/// with `seed`.
+pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<String> {
+    let policy = Tabular::zeros(env, 1.0, PRIOR);
+    let table = PolicyTable::new(&policy, env);
+    let mut out = String::new();
+    tasks_section(env, &mut out);
+    let j = traces_section(env, &policy, &mut out)?;
+    let grad = exact::objective_gradient(env, &policy);
+    let _ = writeln!(
+        out,
+        "\n## 3. The exact gradient ∇J = Σ_x μ(x) Σ_y π(y|x) R(y) ∇log π(y|x)\n\n\
+         θ[x, s, a] is the logit of action a in state s of task x. At θ = 0, ∂log π(y)/∂θ[x, s, a] = \
+         (times y takes a in s) − (visits of s) · π(a|s).\n"
+    );
+    let rows: Vec<(String, Vec<f64>)> = labels(env)
+        .into_iter()
+        .zip(&grad)
+        .map(|(l, &g)| (l, vec![g]))
+        .collect();
+    component_table(&["∇J"], &rows, &mut out);
+
+    let mut rng = crate::rng::stream(seed, 0);
+    let batch = estimator::sample_batch(env, &table, samples, &mut rng);
+    let n = batch.len();
+    let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
+    let _ = writeln!(
+        out,
+        "\n## 4. One batch: N = {n} samples ({samples} per task, seed {seed})\n\n| i | task | trace | R |\n|---|---|---|---|"
+    );
+    for (i, t) in batch.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            i + 1,
+            env.tasks[t.task].name,
+            trace_text(env, t),
+            u8::from(t.valid)
+        );
+    }
+    let n_plus = kept.len();
+    let reinforce = estimator::reinforce(env, &policy, &batch);
+    let sft = estimator::sft_gradient(env, &policy, &kept);
+    let scale = n_plus as f64 / n as f64;
+    let _ = writeln!(
+        out,
+        "\nN⁺ = {n_plus} valid of N = {n}. REINFORCE = (1/N) Σ_i R_i ∇log π(y_i); \
+         SFT = (1/N⁺) Σ_valid ∇log π(y_i) (the gradient of the mean log-likelihood of the kept plans).\n"
+    );
+    let rows: Vec<(String, Vec<f64>)> = labels(env)
+        .into_iter()
+        .zip(reinforce.iter().zip(&sft))
+        .map(|(l, (&r, &s))| (l, vec![r, s, s * scale]))
+        .collect();
+    component_table(&["REINFORCE", "SFT", "SFT × N⁺/N"], &rows, &mut out);
+    let gap = reinforce
+        .iter()
+        .zip(&sft)
+        .map(|(r, s)| (r - s * scale).abs())
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "\nmax |REINFORCE − SFT × N⁺/N| = {gap:.1e}: on every batch, not only in expectation, \
+         SFT on the valid samples is REINFORCE with reward 1 for a valid plan, scaled by N/N⁺ (claim P01)."
+    );
+
+    expectation_section(env, &policy, &table, samples, seed, &grad, j, &mut out);
+    Ok(out)
+}
+
+/// Batches averaged in section 5: Monte-Carlo error ~ 1/√2000 of one
+/// batch's spread, small enough to see the means settle.
+const BATCHES: usize = 2000;
+
+/// Section 5: the mean of each estimator over many batches beside ∇J and
+/// ∇J / J.
+#[allow(clippy::too_many_arguments)]
+fn expectation_section(
+    env: &Deployment,
+    policy: &dyn Policy,
+    table: &PolicyTable,
+    samples: usize,
+    seed: u64,
+    grad: &[f64],
+    j: f64,
+    out: &mut String,
+) {
+    let mut rng = crate::rng::stream(seed, 1);
+    let d = grad.len();
+    let (mut mean_rl, mut mean_sft) = (vec![0.0; d], vec![0.0; d]);
+    let mut empty = 0;
+    for _ in 0..BATCHES {
+        let batch = estimator::sample_batch(env, table, samples, &mut rng);
+        let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
+        empty += usize::from(kept.is_empty());
+        let rl = estimator::reinforce(env, policy, &batch);
+        let sft = estimator::sft_gradient(env, policy, &kept);
+        for k in 0..d {
+            mean_rl[k] += rl[k] / BATCHES as f64;
+            mean_sft[k] += sft[k] / BATCHES as f64;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n## 5. In expectation, over {BATCHES} batches like the one above\n\n\
+         E[REINFORCE] = ∇J: REINFORCE is unbiased (claim P07), and so is SFT × N⁺/N, which is the same \
+         number on every batch. Plain SFT is neither ∇J nor ∇J / J on average: {empty} of the {BATCHES} \
+         batches had no valid sample (SFT = 0 there), and elsewhere N⁺ is random and moves with the batch \
+         (P01, derivation step 3). Its mean still points almost along ∇J (cosine below); its length is \
+         what differs.\n"
+    );
+    let rows: Vec<(String, Vec<f64>)> = labels(env)
+        .into_iter()
+        .enumerate()
+        .map(|(k, l)| (l, vec![grad[k], mean_rl[k], grad[k] / j, mean_sft[k]]))
+        .collect();
+    component_table(&["∇J", "mean REINFORCE", "∇J / J", "mean SFT"], &rows, out);
+    let _ = writeln!(
+        out,
+        "\ncos(∇J, mean REINFORCE) = {:.4}; cos(∇J, mean SFT) = {:.4}.",
+        crate::deploy::cosine(grad, &mean_rl),
+        crate::deploy::cosine(grad, &mean_sft)
+    );
+}
+
+fn tasks_section(env: &Deployment, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "## 1. The tasks\n\nHorizon H = {} (longest plan). Actions (shared by the tasks): {}.\n",
+        env.horizon,
+        env.action_names.join(", ")
+    );
+    for (x, space) in env.tasks.iter().enumerate() {
+        let goal: Vec<&str> = space
+            .goal_features
+            .iter()
+            .map(|&f| env.fact_names[f as usize].as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "- task {x} `{}`: μ = {:.3}, {} reachable states, start {}, goal {}",
+            space.name,
+            env.mu[x],
+            space.num_states(),
+            state_text(env, x, 0),
+            goal.join(" ")
+        );
+    }
+}
+
+/// Lists every valid trace with π(y|x); returns J.
+fn traces_section(env: &Deployment, policy: &dyn Policy, out: &mut String) -> crate::Result<f64> {
+    let _ = writeln!(
+        out,
+        "\n## 2. The policy and its valid traces\n\n\
+         θ = 0 and inapplicable actions get logit −{PRIOR}, so in each state π picks uniformly among the \
+         applicable actions and END. A trace is valid (R = 1) if it ends with END in a goal state; \
+         every other trace has R = 0.\n\n| task | valid trace y | length | π(y\\|x) |\n|---|---|---|---|"
+    );
+    let mut j = 0.0;
+    for x in 0..env.tasks.len() {
+        let mut jx = 0.0;
+        for steps in exact::enumerate_valid_traces(env, x, MAX_LISTED)? {
+            let t = Trace {
+                task: x,
+                steps,
+                valid: true,
+                tokens: Vec::new(),
+            };
+            let p = policy.trace_log_prob(env, &t).exp();
+            jx += p;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {p:.6} |",
+                env.tasks[x].name,
+                trace_text(env, &t),
+                t.plan_length()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| {} | J_x = P(valid) = Σ π(y\\|x) | | {jx:.6} |",
+            env.tasks[x].name
+        );
+        j += env.mu[x] * jx;
+    }
+    let _ = writeln!(out, "\nJ = Σ_x μ(x) J_x = {j:.6}.");
+    Ok(j)
+}
+
+/// "a → b → END" for a trace.
+fn trace_text(env: &Deployment, t: &Trace) -> String {
+    let steps: Vec<&str> = t
+        .steps
+        .iter()
+        .map(|&(_, a)| env.action_names[a].as_str())
+        .collect();
+    if steps.is_empty() {
+        "(nothing)".into()
+    } else {
+        steps.join(" → ")
+    }
+}
+
+/// A state as its true facts.
+fn state_text(env: &Deployment, x: usize, s: StateIndex) -> String {
+    let facts: Vec<&str> = env.tasks[x].state_features[s as usize]
+        .iter()
+        .map(|&f| env.fact_names[f as usize].as_str())
+        .collect();
+    facts.join(" ")
+}
+
+/// "x, state, action" for each tabular parameter, in θ's order.
+fn labels(env: &Deployment) -> Vec<String> {
+    let mut out = Vec::new();
+    for (x, space) in env.tasks.iter().enumerate() {
+        for s in 0..space.num_states() {
+            let state = state_text(env, x, s as StateIndex);
+            for a in &env.action_names {
+                out.push(format!("{x} | {state} | {a}"));
+            }
+        }
+    }
+    out
+}
+
+/// Rows with any column above [`SHOWN_ABOVE`], as a Markdown table.
+fn component_table(columns: &[&str], rows: &[(String, Vec<f64>)], out: &mut String) {
+    let _ = writeln!(
+        out,
+        "| task | state | action | {} |\n|---|---|---|{}",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    );
+    let mut hidden = 0;
+    for (label, values) in rows {
+        if values.iter().all(|v| v.abs() < SHOWN_ABOVE) {
+            hidden += 1;
+            continue;
+        }
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:+.6}")).collect();
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(
+        out,
+        "\n({hidden} other components are below {SHOWN_ABOVE:e} in every column.)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_numbers_are_the_hand_computed_ones() {
+        let env = crate::verify::settings::chain_setting().unwrap().env;
+        let text = explain(&env, 4, 1).unwrap();
+        // c0 has 2 choices (forward, END), c1 and c2 have 3, c3 has 2:
+        // the shortest plan to c3 has π = 1/2 · 1/3 · 1/3 · 1/2 = 1/36.
+        let shortest = format!(
+            "| chain-c3 | (forward c0 c1) → (forward c1 c2) → (forward c2 c3) → END | 3 | {:.6} |",
+            1.0 / 36.0
+        );
+        assert!(text.contains(&shortest), "{text}");
+        let policy = Tabular::zeros(&env, 1.0, PRIOR);
+        let j = exact::objective(&env, &PolicyTable::new(&policy, &env));
+        assert!(
+            text.contains(&format!("J = Σ_x μ(x) J_x = {j:.6}.")),
+            "{text}"
+        );
+        assert!(
+            text.contains("max |REINFORCE − SFT × N⁺/N| = 0.0e0"),
+            "{text}"
+        );
+    }
+}
