@@ -95,7 +95,9 @@ pub struct RunArgs {
     /// One or more spec files.
     #[arg(required = true)]
     pub specs: Vec<PathBuf>,
-    /// A quick, scaled-down run (2 seeds, 2 generations, 2 tasks per bucket).
+    /// A quick, scaled-down run (2 seeds, 2 generations, 2 tasks per
+    /// bucket), written to `<out>/<id>-smoke/` so it never replaces a full
+    /// run's results.
     #[arg(long)]
     pub smoke: bool,
     /// Parent directory of the outputs.
@@ -118,6 +120,9 @@ pub struct PromptsArgs {
     /// User-message template with {domain} {problem} {task_id} {domain_name}.
     #[arg(long)]
     pub template: Option<PathBuf>,
+    /// The prompts, one JSON object per line ("id", "domain",
+    /// "problem_file", and "messages" in the chat format a sampling engine
+    /// such as vLLM or TRL reads).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -219,6 +224,7 @@ pub struct GenerateArgs {
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
+    /// The PDDL domain file.
     pub domain: PathBuf,
     /// Problem files, directories of `*.pddl`, or `manifest.csv` files
     /// written by `generate`.
@@ -232,10 +238,12 @@ pub struct PlanArgs {
     /// Shorthand for `--algorithm gbfs-ff`.
     #[arg(long, conflicts_with = "algorithm")]
     pub satisficing: bool,
-    /// Seconds per problem.
+    /// Seconds per problem; a problem not solved in time is reported as
+    /// `TimeLimit` (exit code 1), and the others are still planned.
     #[arg(long)]
     pub time_limit: Option<f64>,
-    /// Expansions per problem.
+    /// Node expansions per problem (machine-independent, unlike the time
+    /// limit); exceeding it is reported as `ExpansionLimit` (exit code 1).
     #[arg(long)]
     pub expansion_limit: Option<u64>,
     /// Write `<problem>.plan` files and `plans.csv` here (always used when
@@ -295,7 +303,9 @@ pub enum BenchTarget {
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
+    /// The PDDL domain file.
     pub domain: PathBuf,
+    /// The PDDL problem file the plans are for.
     pub problem: PathBuf,
     /// Plan files in IPC format (`-` reads standard input).
     #[arg(required = true)]
@@ -310,7 +320,9 @@ pub struct ValidateArgs {
 
 #[derive(Args, Debug)]
 pub struct GroundArgs {
+    /// The PDDL domain file.
     pub domain: PathBuf,
+    /// The PDDL problem file to ground.
     pub problem: PathBuf,
 }
 

@@ -73,8 +73,15 @@ fn main_job_without_arguments_validates_the_bundled_example() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("bundled plan: valid (length 8, cost 8)"));
     assert!(stdout.contains("| curated SFT (paper) |"), "{stdout}");
-    assert!(dir.join("plots/headline/success.png").is_file());
-    assert!(dir.join("plots/headline/summary.csv").is_file());
+    // A smoke run has its own directory and says what it is.
+    assert!(dir.join("plots/headline-smoke/success.png").is_file());
+    assert!(dir.join("plots/headline-smoke/summary.csv").is_file());
+    assert!(!dir.join("plots/headline").exists());
+    let summary = std::fs::read_to_string(dir.join("plots/headline-smoke/summary.md")).unwrap();
+    assert!(
+        summary.contains("[smoke run: 2 seed(s), 2 generation(s)"),
+        "{summary}"
+    );
     assert!(dir.join("plots/verify").is_dir());
 }
 
@@ -461,9 +468,10 @@ fn the_plan_writer_gives_the_same_bytes_on_any_thread_count() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let csv =
-            std::fs::read_to_string(dir.join("out/transformer-writer-blocksworld/results.csv"))
-                .unwrap();
+        let csv = std::fs::read_to_string(
+            dir.join("out/transformer-writer-blocksworld-smoke/results.csv"),
+        )
+        .unwrap();
         assert!(csv.contains("kl_from_previous"));
         results.push(csv);
         std::fs::remove_dir_all(&dir).ok();

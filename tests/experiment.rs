@@ -347,7 +347,7 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
         let r = Resolved::read(&p).unwrap();
         let outcome =
             experiment::run(&r, &options(&out)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let dir = out.join(&r.spec.id);
+        let dir = out.join(format!("{}-smoke", r.spec.id));
         for f in ["spec.toml", "results.csv", "summary.csv", "summary.md"] {
             let bytes =
                 std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", dir.display()));
@@ -406,8 +406,8 @@ fn same_spec_gives_byte_identical_csvs_and_a_paused_run_resumes_exactly() {
     experiment::run(&r, &options(&b)).unwrap();
     for f in ["results.csv", "summary.csv", "spec.toml"] {
         assert_eq!(
-            std::fs::read(a.join("small").join(f)).unwrap(),
-            std::fs::read(b.join("small").join(f)).unwrap(),
+            std::fs::read(a.join("small-smoke").join(f)).unwrap(),
+            std::fs::read(b.join("small-smoke").join(f)).unwrap(),
             "{f} differs between two runs of one spec"
         );
     }
@@ -419,11 +419,11 @@ fn same_spec_gives_byte_identical_csvs_and_a_paused_run_resumes_exactly() {
     let outcome = experiment::run(&r, &paused).unwrap();
     assert!(outcome.figures.is_empty());
     assert!(
-        !c.join("small/results.csv").exists(),
+        !c.join("small-smoke/results.csv").exists(),
         "a paused run writes no results"
     );
     // One checkpoint per (seed, arm) job and one per seed's generation 0.
-    let mut saved: Vec<String> = std::fs::read_dir(c.join("small/checkpoints"))
+    let mut saved: Vec<String> = std::fs::read_dir(c.join("small-smoke/checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -439,8 +439,8 @@ fn same_spec_gives_byte_identical_csvs_and_a_paused_run_resumes_exactly() {
     );
     experiment::run(&r, &options(&c)).unwrap();
     assert_eq!(
-        std::fs::read(a.join("small/results.csv")).unwrap(),
-        std::fs::read(c.join("small/results.csv")).unwrap(),
+        std::fs::read(a.join("small-smoke/results.csv")).unwrap(),
+        std::fs::read(c.join("small-smoke/results.csv")).unwrap(),
         "resumed run differs from an uninterrupted one"
     );
 }
@@ -753,7 +753,7 @@ fn buckets_of_problem_files_run_and_errors_name_the_bucket() {
     assert_eq!(in_files_bucket, 2, "both files are tasks of the bucket");
     let out = scratch("files-out");
     experiment::run(&r, &options(&out)).unwrap();
-    let csv = std::fs::read_to_string(out.join("small/results.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.join("small-smoke/results.csv")).unwrap();
     assert!(csv.contains(",hand-written,success_prob,"));
 
     std::fs::write(
@@ -788,7 +788,7 @@ fn compare_overlays_the_arms_of_several_runs() {
         .unwrap();
         experiment::run(&r, &options(&out)).unwrap();
     }
-    let dirs = [out.join("twin-a"), out.join("twin-b")];
+    let dirs = [out.join("twin-a-smoke"), out.join("twin-b-smoke")];
     let fig = experiment::compare(&dirs, "success_prob", &out.join("cmp")).unwrap();
     assert!(fig.is_file());
     let csv = std::fs::read_to_string(out.join("cmp/success_prob.csv")).unwrap();
@@ -796,12 +796,12 @@ fn compare_overlays_the_arms_of_several_runs() {
     assert_eq!(rows.len(), 2 * 3, "{csv}");
     for (a, b) in rows[..3].iter().zip(&rows[3..]) {
         assert_eq!(
-            a.trim_start_matches("twin-a"),
-            b.trim_start_matches("twin-b")
+            a.trim_start_matches("twin-a-smoke"),
+            b.trim_start_matches("twin-b-smoke")
         );
     }
     let svg = std::fs::read_to_string(out.join("cmp/success_prob.svg")).unwrap();
-    assert!(svg.contains("twin-a: paper") && svg.contains("twin-b: paper"));
+    assert!(svg.contains("twin-a-smoke: paper") && svg.contains("twin-b-smoke: paper"));
     let e = experiment::compare(&dirs, "no_such_metric", &out.join("cmp"))
         .unwrap_err()
         .to_string();
@@ -816,11 +816,6 @@ fn a_run_directory_has_one_writer_at_a_time() {
     let r = Resolved::parse(SMALL, "small").unwrap();
     let root = scratch("lock");
     let dir = root.join("small-smoke");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        root.join("small")
-    };
     std::fs::create_dir_all(&dir).unwrap();
     let lock = dir.join(".iterdeploy.lock");
     // Held by a live process (this one stands in for it).

@@ -1,5 +1,6 @@
 //! Running experiment specs: build the tasks and generation 0, run every
-//! (seed, arm) job, and write `plots/<id>/`:
+//! (seed, arm) job, and write `plots/<id>/` (`plots/<id>-smoke/` for a
+//! smoke run):
 //!
 //! | file | content |
 //! |---|---|
@@ -336,6 +337,16 @@ fn fingerprint(resolved: &Resolved, smoke: bool) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The directory name of a run of spec `id`: `<id>`, or `<id>-smoke` for a
+/// smoke run, so a quick check never replaces a full run's results.
+pub fn output_name(id: &str, smoke: bool) -> String {
+    if smoke {
+        format!("{id}-smoke")
+    } else {
+        id.to_string()
+    }
+}
+
 /// Runs `resolved` and writes its outputs (see the module docs).
 pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     if opts.pause_after == Some(0) {
@@ -347,7 +358,9 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     if opts.smoke {
         resolved.smoke();
     }
-    let dir = opts.out_root.join(&resolved.spec.id);
+    let dir = opts
+        .out_root
+        .join(output_name(&resolved.spec.id, opts.smoke));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     // One run per directory at a time: a second one would rewrite the
     // first's checkpoints under it. Held until this function returns.

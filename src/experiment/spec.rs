@@ -328,6 +328,32 @@ impl Resolved {
     /// seeds, 2 generations, 2 tasks per bucket (base: 4 tasks), the 3
     /// smallest sample counts, 3 drift epochs.
     pub fn smoke(&mut self) {
+        self.scale_down();
+        // Every figure title and summary says it is a smoke run, and how
+        // big it really was.
+        let size = self.smoke_size();
+        self.spec.title = format!("{} [smoke run: {size}]", self.spec.title);
+    }
+
+    /// "2 seeds, 2 generations, 2 tasks per bucket" for a scaled-down run.
+    fn smoke_size(&self) -> String {
+        let s = &self.spec;
+        let mut parts = vec![format!("{} seed(s)", s.seeds.len())];
+        if let Some(g) = self.arms.iter().map(|a| a.generations).max() {
+            parts.push(format!("{g} generation(s)"));
+        }
+        if let Some(g) = &s.gradient_error {
+            parts.push(format!("{} repetition(s)", g.repetitions));
+        }
+        if let Some(d) = &s.drift {
+            parts.push(format!("{} epoch(s)", d.epochs));
+        }
+        let most = s.tasks.buckets.iter().map(|b| b.count).max().unwrap_or(0);
+        parts.push(format!("≤ {most} task(s) per bucket"));
+        parts.join(", ")
+    }
+
+    fn scale_down(&mut self) {
         let s = &mut self.spec;
         s.seeds.truncate(2);
         for b in &mut s.tasks.buckets {
