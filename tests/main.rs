@@ -12,4 +12,5 @@ mod proofs;
 mod robustness;
 mod search;
 mod transformer;
+mod tutorial;
 mod validate;

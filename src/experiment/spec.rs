@@ -333,6 +333,11 @@ impl Resolved {
         // big it really was.
         let size = self.smoke_size();
         self.spec.title = format!("{} [smoke run: {size}]", self.spec.title);
+        self.spec.question = format!(
+            "{} *(This smoke run has {size}: a check that the pipeline runs, too small to answer \
+             the question; run without `--smoke` for that.)*",
+            self.spec.question
+        );
     }
 
     /// "2 seeds, 2 generations, 2 tasks per bucket" for a scaled-down run.
