@@ -865,3 +865,51 @@ fn readers_refuse_a_run_directory_that_is_not_one_complete_set() {
     assert!(e.contains("not a complete run"), "{e}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Unknown or mistyped fields of `[deployment]` tables name their file and
+/// line, like toml's own errors elsewhere in the spec (issue 16, item 5).
+#[test]
+fn spec_field_errors_name_their_line() {
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.trim() == needle).unwrap() + 1;
+    for (text, needle, what) in [
+        (
+            SMALL.replace(
+                "samples_per_task = 4",
+                "samples_per_task = 4\ntemprature = 1.0",
+            ),
+            "temprature = 1.0",
+            "[deployment.defaults]: unknown field `temprature`",
+        ),
+        (
+            SMALL.replace(
+                "method = \"curated-sft\"",
+                "method = \"curated-sft\"\nlr = 3",
+            ),
+            "lr = 3",
+            "[[deployment.arms]] arm `paper`: unknown field `lr`",
+        ),
+        (
+            SMALL.replace("method = \"curated-sft\"", "method = \"curated-sfx\""),
+            "method = \"curated-sfx\"",
+            "arm `paper`: `method`: unknown variant `curated-sfx`",
+        ),
+        (
+            SMALL.replace("samples_per_task = 4", "samples_per_task = \"four\""),
+            "samples_per_task = \"four\"",
+            "[deployment.defaults]: `samples_per_task`: invalid type",
+        ),
+    ] {
+        let e = Resolved::parse(&text, "x.toml").unwrap_err().to_string();
+        let at = format!("x.toml:{}: ", line_of(&text, needle));
+        assert!(
+            e.starts_with(&at) && e.contains(what),
+            "expected `{at}…{what}` in: {e}"
+        );
+    }
+    // Elsewhere toml's own location is kept.
+    let e = Resolved::parse(&SMALL.replace("hidden = 16", "hiden = 16"), "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line") && e.contains("hiden"), "{e}");
+}

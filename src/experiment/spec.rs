@@ -296,8 +296,16 @@ impl Resolved {
     pub fn parse(text: &str, origin: &str) -> Result<Resolved> {
         let spec: Spec =
             toml::from_str(text).map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
-        spec.resolve()
-            .map_err(|e| Error::Invalid(format!("{origin}: {e}")))
+        spec.resolve(text).map_err(|e| {
+            let m = e.to_string();
+            // "LINE: message" where the line is known.
+            let sep = if m.starts_with(|c: char| c.is_ascii_digit()) {
+                ":"
+            } else {
+                ": "
+            };
+            Error::Invalid(format!("{origin}{sep}{m}"))
+        })
     }
 
     pub fn kind(&self) -> Kind<'_> {
@@ -379,7 +387,11 @@ impl Resolved {
 }
 
 impl Spec {
-    fn resolve(mut self) -> Result<Resolved> {
+    /// Checks and resolves the spec; `source` is its TOML text, for the
+    /// line numbers of errors in `[deployment]` tables (which are merged
+    /// before they are typed, so toml's own spans are gone). Such errors
+    /// start with `LINE: ` where the line is known.
+    fn resolve(mut self, source: &str) -> Result<Resolved> {
         let invalid = |m: String| Err(Error::Invalid(m));
         match (self.policy.kind.is_markov(), self.policy.prior) {
             (true, None) => self.policy.prior = Some(DEFAULT_PRIOR),
@@ -576,21 +588,57 @@ impl Spec {
                 return invalid("[deployment] needs at least one [[deployment.arms]]".into());
             }
             let mut base = builtin_arm_defaults();
+            let known = |extra: &[&str]| {
+                extra
+                    .iter()
+                    .map(|k| k.to_string())
+                    .chain(base_keys())
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let defaults_at = |k: &str| located(key_line(source, "[deployment.defaults]", 0, k));
             for (k, v) in &d.defaults {
                 if !base.contains_key(k) {
-                    return invalid(format!("[deployment.defaults]: unknown field `{k}`"));
+                    return Err(Error::Invalid(format!(
+                        "{}[deployment.defaults]: unknown field `{k}` (known: {})",
+                        defaults_at(k),
+                        known(&[])
+                    )));
+                }
+                if let Err(e) = type_one_key(&builtin_arm_defaults(), k, v) {
+                    return Err(Error::Invalid(format!(
+                        "{}[deployment.defaults]: `{k}`: {e}",
+                        defaults_at(k)
+                    )));
                 }
                 base.insert(k.clone(), v.clone());
             }
             for (i, arm) in d.arms.iter().enumerate() {
-                let mut merged = base.clone();
-                for (k, v) in arm {
-                    merged.insert(k.clone(), v.clone());
-                }
                 let label = arm
                     .get("name")
                     .and_then(|v| v.as_str())
                     .map_or(format!("arm {}", i + 1), |n| format!("arm `{n}`"));
+                let at = |k: &str| located(key_line(source, "[[deployment.arms]]", i, k));
+                let mut merged = base.clone();
+                for (k, v) in arm {
+                    if !base.contains_key(k) && k != "name" && k != "method" {
+                        return Err(Error::Invalid(format!(
+                            "{}[[deployment.arms]] {label}: unknown field `{k}` (known: {})",
+                            at(k),
+                            known(&["name", "method"])
+                        )));
+                    }
+                    // Typed one key at a time, so a bad value is blamed on
+                    // its own line.
+                    if let Err(e) = type_one_key(&base, k, v) {
+                        return Err(Error::Invalid(format!(
+                            "{}[[deployment.arms]] {label}: `{k}`: {e}",
+                            at(k)
+                        )));
+                    }
+                    merged.insert(k.clone(), v.clone());
+                }
                 let config: ArmConfig = merged
                     .try_into()
                     .map_err(|e| Error::Invalid(format!("[[deployment.arms]] {label}: {e}")))?;
@@ -680,6 +728,60 @@ impl Spec {
         }
         Ok(Resolved { spec: self, arms })
     }
+}
+
+/// Types one arm key: `key = value` on top of `base`, with placeholders
+/// for the required fields it may lack, so only this key can fail.
+fn type_one_key(
+    base: &toml::Table,
+    key: &str,
+    value: &toml::Value,
+) -> std::result::Result<(), String> {
+    let mut one = base.clone();
+    one.entry("name").or_insert_with(|| "placeholder".into());
+    one.entry("method").or_insert_with(|| "curated-sft".into());
+    one.insert(key.to_string(), value.clone());
+    one.try_into::<ArmConfig>()
+        .map(|_| ())
+        .map_err(|e| e.message().to_string())
+}
+
+/// The field names an arm (or `[deployment.defaults]`) may set.
+fn base_keys() -> Vec<String> {
+    builtin_arm_defaults().keys().cloned().collect()
+}
+
+/// "LINE: " for an error, or nothing when the line is not known.
+fn located(line: Option<usize>) -> String {
+    line.map_or(String::new(), |l| format!("{l}: "))
+}
+
+/// The 1-based line of `key = …` inside the `occurrence`-th (from 0)
+/// table opened by the header line `header` in `source`; None if not found
+/// (e.g. written as an inline table).
+fn key_line(source: &str, header: &str, occurrence: usize, key: &str) -> Option<usize> {
+    let mut opened = 0;
+    let mut inside = false;
+    for (n, raw) in source.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            if inside {
+                return None;
+            }
+            if line == header {
+                inside = opened == occurrence;
+                opened += 1;
+            }
+            continue;
+        }
+        if inside
+            && let Some(rest) = line.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 /// Estimator names of `[gradient_error]`.
