@@ -85,9 +85,10 @@ mod tests {
         let i = mean_ci95(&[1.0, 2.0, 3.0]);
         let half = 4.302_652_7 / 3f64.sqrt();
         assert_eq!(i.n, 3);
-        assert!((i.mean - 2.0).abs() < 1e-12);
-        assert!((i.high - (2.0 + half)).abs() < 1e-6, "{i:?}");
-        assert!((i.low - (2.0 - half)).abs() < 1e-6, "{i:?}");
+        approx::assert_relative_eq!(i.mean, 2.0, max_relative = crate::tolerance::EXACT_REL);
+        // `half` uses a t quantile from tables, given to 7 digits.
+        approx::assert_abs_diff_eq!(i.high, 2.0 + half, epsilon = 1e-6);
+        approx::assert_abs_diff_eq!(i.low, 2.0 - half, epsilon = 1e-6);
     }
 
     #[test]

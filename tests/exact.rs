@@ -1,12 +1,13 @@
 //! Gradients and dynamic programs: scores against finite differences for
 //! both policy kinds, DP against direct sums, the 6-block state space.
 
+use approx::{assert_abs_diff_eq, assert_relative_eq};
 use iterdeploy::estimator::{Trace, sample_trace};
 use iterdeploy::exact::{self, PolicyTable};
 use iterdeploy::generate::{DomainKind, Params, generate};
 use iterdeploy::mdp::Deployment;
 use iterdeploy::policy::{Mlp, Policy, Tabular};
-use iterdeploy::tolerance::{FD_ABS, FD_REL, FD_STEP, errors};
+use iterdeploy::tolerance::{EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, errors};
 use rand_distr::{Distribution, StandardNormal};
 
 fn blocks_env(blocks: usize, count: usize, horizon: usize) -> Deployment {
@@ -52,12 +53,7 @@ fn the_prior_spares_applicable_actions_at_the_horizon() {
             let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             for (a, &lp) in logp.iter().enumerate() {
                 let want = if applicable[a] { 0.0 } else { -penalty };
-                assert!(
-                    (lp - top - want).abs() < 1e-12,
-                    "task {x} state {s} (depth {}) action {a}: {} vs {want}",
-                    space.depth[s],
-                    lp - top
-                );
+                assert_abs_diff_eq!(lp - top, want, epsilon = EXACT_ABS);
             }
         }
     }
@@ -130,8 +126,13 @@ fn dp_success_equals_enumeration_and_length_law_sums_to_it() {
                 .exp()
             })
             .sum();
-        assert!((p[x] - direct).abs() <= 1e-14, "{} vs {direct}", p[x]);
-        assert!((q[x].iter().sum::<f64>() - p[x]).abs() <= 1e-14);
+        assert_relative_eq!(p[x], direct, epsilon = EXACT_ABS, max_relative = EXACT_REL);
+        assert_relative_eq!(
+            q[x].iter().sum::<f64>(),
+            p[x],
+            epsilon = EXACT_ABS,
+            max_relative = EXACT_REL
+        );
         assert!(p[x] > 0.0, "task {x} should be solvable within the horizon");
     }
 }
@@ -164,7 +165,6 @@ fn six_block_state_space_is_complete_and_tractable() {
 fn mlp_backprop_matches_candle_autograd_in_f64() {
     use candle_core::{DType, Device, Tensor, Var};
     use iterdeploy::policy::add_applicability_prior;
-    use iterdeploy::tolerance::{EXACT_ABS, EXACT_REL};
     let env = blocks_env(3, 2, 6);
     let mut rng = iterdeploy::rng::seeded(11);
     let tau = 0.8;
@@ -234,7 +234,12 @@ fn mlp_backprop_matches_candle_autograd_in_f64() {
         trace.accumulate_score(&env, &mlp, 1.0, &mut ours);
         let (abs, rel) = errors(&ours, &autograd, EXACT_ABS);
         assert!(rel <= EXACT_REL, "trace {i}: abs {abs:e}, rel {rel:e}");
-        assert!((trace.log_prob(&table, &env) - total.to_scalar::<f64>().unwrap()).abs() < 1e-12);
+        assert_relative_eq!(
+            trace.log_prob(&table, &env),
+            total.to_scalar::<f64>().unwrap(),
+            epsilon = EXACT_ABS,
+            max_relative = EXACT_REL
+        );
         checked += 1;
     }
     assert_eq!(checked, 6);
@@ -292,16 +297,9 @@ fn trajectory_kl_equals_the_sum_over_all_traces() {
             x,
         }
         .go(0, 0, 0.0, 0.0, &mut acc);
-        assert!(
-            (acc.1 - 1.0).abs() < 1e-12,
-            "trace probabilities sum to {}",
-            acc.1
-        );
-        assert!(
-            (acc.0 - kl).abs() < 1e-12 * acc.0.abs().max(1.0),
-            "task {x}: enumerated {} vs DP {kl}",
-            acc.0
-        );
+        // The trace probabilities sum to 1, and the enumerated KL is the DP's.
+        assert_relative_eq!(acc.1, 1.0, epsilon = EXACT_ABS);
+        assert_relative_eq!(acc.0, kl, epsilon = EXACT_ABS, max_relative = EXACT_REL);
         assert!(kl > 0.0);
     }
     let zero = exact::trajectory_kl(&env, &tp, &tp);

@@ -4,6 +4,7 @@
 //! through the shared dynamic programs, checkpoints, and plan text through
 //! the extractor and validator.
 
+use approx::{assert_relative_eq, relative_eq};
 use iterdeploy::estimator::{self, Trace, sample_trace};
 use iterdeploy::exact::PolicyTable;
 use iterdeploy::generate::{DomainKind, Params, generate};
@@ -430,10 +431,7 @@ fn sharded_lm_gradient_equals_the_whole_batch_gradient() {
     for shards in [2, 3, 5, 9] {
         let mut split = vec![1.0; theta.len()];
         let l = lm_gradient(&w, &tokens, 5, shards, &mut split).unwrap();
-        assert!(
-            (l - loss).abs() < 1e-13,
-            "{shards} shards: loss {l} vs {loss}"
-        );
+        assert_relative_eq!(l, loss, epsilon = EXACT_ABS, max_relative = EXACT_REL);
         let (_, rel) = iterdeploy::tolerance::errors(&split, &whole, 1e-12);
         assert!(rel < 1e-12, "{shards} shards: gradient differs by {rel}");
     }
@@ -523,7 +521,7 @@ fn plan_writer_scores_match_finite_differences() {
                 w.params_mut().copy_from_slice(&theta);
                 let exact: f64 = analytic.iter().zip(&dir).map(|(a, d)| a * d).sum();
                 assert!(
-                    (exact - numeric).abs() <= FD_ABS + FD_REL * numeric.abs(),
+                    relative_eq!(exact, numeric, epsilon = FD_ABS, max_relative = FD_REL),
                     "τ {tau}, direction {k}: autograd {exact} vs differences {numeric}"
                 );
             }
@@ -543,10 +541,7 @@ fn plan_writer_sampling_log_probs_equal_teacher_forced_ones() {
     let samples = writer_samples(&env, &w, 4, 6);
     for (t, logp) in &samples {
         let forced = w.trace_log_prob(&env, t);
-        assert!(
-            (logp - forced).abs() <= EXACT_ABS + EXACT_REL * forced.abs(),
-            "sampled {logp} vs forced {forced}"
-        );
+        assert_relative_eq!(*logp, forced, epsilon = EXACT_ABS, max_relative = EXACT_REL);
     }
 }
 
@@ -655,10 +650,7 @@ fn enumerated_objective_equals_the_dynamic_program() {
     let table = PolicyTable::new(&m, &env);
     let dp_j = iterdeploy::exact::objective(&env, &table);
     let dp_grad = iterdeploy::exact::objective_gradient(&env, &m);
-    assert!(
-        (j - dp_j).abs() <= EXACT_ABS + EXACT_REL * dp_j,
-        "J {j} vs DP {dp_j}"
-    );
+    assert_relative_eq!(j, dp_j, epsilon = EXACT_ABS, max_relative = EXACT_REL);
     let (abs, rel) = errors(&grad, &dp_grad, EXACT_ABS);
     assert!(
         abs <= EXACT_ABS || rel <= EXACT_REL,
