@@ -30,6 +30,9 @@ pub enum LineKind {
     Solid,
     /// A dashed reference line (e.g. 1/√n, or gen 0's longest plan).
     Reference,
+    /// Markers only, no line: a scatter of independent points (batches,
+    /// tasks).
+    Points,
 }
 
 /// A chart: title, axis labels (with units), series, axis kinds.
@@ -122,11 +125,29 @@ impl Figure {
         let (x0, x1) = self.extent(Axis::X, None, self.log_x);
         let (y0, y1) = self.extent(Axis::Y, self.y_bounds, self.log_y);
         let legend = self.legend_corner((x0, x1), (y0, y1));
+        // Log axes get 1-2-5 ticks with labels (plotters labels only
+        // powers of ten, so 0.34 on a 0.2–8 axis could not be read).
+        // A log x axis of a few sample counts is labelled at those counts.
+        let mut xs: Vec<f64> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let x_ticks = if (2..=12).contains(&xs.len()) {
+            xs
+        } else {
+            log_ticks(x0, x1)
+        };
+        let lx = || (x0..x1).log_scale().with_key_points(x_ticks.clone());
+        let ly = || (y0..y1).log_scale().with_key_points(log_ticks(y0, y1));
         match (self.log_x, self.log_y) {
             (false, false) => self.draw_in(root, x0..x1, y0..y1, legend),
-            (true, false) => self.draw_in(root, (x0..x1).log_scale(), y0..y1, legend),
-            (false, true) => self.draw_in(root, x0..x1, (y0..y1).log_scale(), legend),
-            (true, true) => self.draw_in(root, (x0..x1).log_scale(), (y0..y1).log_scale(), legend),
+            (true, false) => self.draw_in(root, lx(), y0..y1, legend),
+            (false, true) => self.draw_in(root, x0..x1, ly(), legend),
+            (true, true) => self.draw_in(root, lx(), ly(), legend),
         }
     }
 
@@ -246,8 +267,13 @@ impl Figure {
         X::CoordDescType: ValueFormatter<f64>,
         Y::CoordDescType: ValueFormatter<f64>,
     {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 20))
+        // A long title (a spec title with its smoke-run note) is wrapped
+        // at word boundaries rather than cut off at the canvas edge.
+        let mut area = root.clone();
+        for line in wrap(&self.title, TITLE_CHARS) {
+            area = area.titled(&line, (FONT, 20))?;
+        }
+        let mut chart = ChartBuilder::on(&area)
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(70)
@@ -261,8 +287,11 @@ impl Figure {
             mesh.x_labels(((hi - lo).round().max(1.0) as usize + 1).min(MAX_X_LABELS))
                 .x_label_formatter(&integer);
         }
+        if self.log_x {
+            mesh.x_label_formatter(&tick_label);
+        }
         if self.log_y {
-            mesh.y_labels(12);
+            mesh.y_label_formatter(&tick_label);
         }
         mesh.x_desc(&self.x_label)
             .y_desc(&self.y_label)
@@ -306,16 +335,36 @@ impl Figure {
                 flush(&mut run)?;
             }
             let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| ok(&p.1)).collect();
-            let style = color.stroke_width(2);
+            // Curves that coincide (REINFORCE and scaled SFT are equal by
+            // P01) stay visible: earlier series are drawn wider, with
+            // larger markers of another shape, so a later one on top
+            // leaves the earlier one as an outline.
+            let later = self.series.len() - 1 - i;
+            let width = if later > 0 { 4 } else { 2 };
+            let size = 3 + 2 * later.min(2) as i32;
+            let style = color.stroke_width(width);
+            let shape = i % 4;
             match s.style {
-                LineKind::Solid => {
-                    chart
-                        .draw_series(LineSeries::new(pts.clone(), style))?
-                        .label(&s.name)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                        });
-                    chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+                LineKind::Solid | LineKind::Points => {
+                    let drawn = if s.style == LineKind::Solid {
+                        chart.draw_series(LineSeries::new(pts.clone(), style))?
+                    } else {
+                        chart.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+                    };
+                    let line = s.style == LineKind::Solid;
+                    drawn.label(&s.name).legend(move |(x, y)| {
+                        let mark = marker((x + 10, y), shape, size, color);
+                        let path = if line {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+                        } else {
+                            PathElement::new(vec![(x + 10, y)], color.stroke_width(1))
+                        };
+                        EmptyElement::at((0, 0)) + path + mark
+                    });
+                    chart.draw_series(
+                        pts.iter()
+                            .map(|&p| EmptyElement::at(p) + marker((0, 0), shape, size, color)),
+                    )?;
                 }
                 LineKind::Reference => {
                     chart
@@ -353,9 +402,107 @@ impl Figure {
     }
 }
 
+/// One of four marker shapes (circle, triangle, square, diamond), centred
+/// at `at` in pixels relative to its anchor, of radius `size`.
+fn marker<DB: DrawingBackend>(
+    at: (i32, i32),
+    shape: usize,
+    size: i32,
+    color: RGBColor,
+) -> DynElement<'static, DB, (i32, i32)> {
+    let (x, y) = at;
+    let fill = color.filled();
+    match shape {
+        0 => Circle::new(at, size, fill).into_dyn(),
+        1 => Polygon::new(
+            vec![(x, y - size), (x - size, y + size), (x + size, y + size)],
+            fill,
+        )
+        .into_dyn(),
+        2 => Rectangle::new([(x - size, y - size), (x + size, y + size)], fill).into_dyn(),
+        _ => Polygon::new(
+            vec![
+                (x, y - size - 1),
+                (x + size + 1, y),
+                (x, y + size + 1),
+                (x - size - 1, y),
+            ],
+            fill,
+        )
+        .into_dyn(),
+    }
+}
+
+/// Characters of a title line at 20 px on the 1000 px canvas.
+const TITLE_CHARS: usize = 95;
+
+/// `text` in lines of at most `width` characters, broken at spaces (a
+/// longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Tick positions of a log axis over [lo, hi]: 1, 2, 5 per decade, or
+/// every integer multiple when the axis spans less than two of them.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let pick = |mults: &[f64]| -> Vec<f64> {
+        let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        (a..=b)
+            .flat_map(|d| mults.iter().map(move |m| m * 10f64.powi(d)))
+            .filter(|v| *v >= lo && *v <= hi)
+            .collect()
+    };
+    let ticks = pick(&[1.0, 2.0, 5.0]);
+    if ticks.len() >= 3 {
+        ticks
+    } else {
+        pick(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    }
+}
+
+/// A tick label with as many decimals as the value needs: 0.02, 0.5, 2, 50.
+fn tick_label(v: &f64) -> String {
+    let decimals = (-v.abs().log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
+}
+
 fn plot_error(dir: &Path, stem: &str, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!(
         "could not draw figure {}: {e}",
         dir.join(stem).display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_wrap_and_log_axes_get_readable_ticks() {
+        let t = "a ".repeat(60);
+        let lines = wrap(t.trim(), 95);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.chars().count() <= 95));
+        assert_eq!(wrap("short", 95), ["short"]);
+        assert_eq!(log_ticks(0.2, 8.0), [0.2, 0.5, 1.0, 2.0, 5.0]);
+        // Less than a 1-2-5 span: every multiple.
+        assert_eq!(log_ticks(1.5, 4.5), [2.0, 3.0, 4.0]);
+        assert_eq!(tick_label(&0.02), "0.02");
+        assert_eq!(tick_label(&0.5), "0.5");
+        assert_eq!(tick_label(&50.0), "50");
+    }
 }

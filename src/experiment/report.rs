@@ -52,8 +52,14 @@ struct PerArmFigure {
     metric: &'static str,
     title: &'static str,
     y_label: &'static str,
-    unit_interval: bool,
+    /// Where the measure lives: (0, 1) for probabilities, (0, ∞) for
+    /// counts and KL, (1, ∞) for a length over the optimal one. The axis
+    /// and the clipped bands stay inside.
+    bounds: (f64, f64),
 }
+
+const UNIT: (f64, f64) = (0.0, 1.0);
+const NONNEGATIVE: (f64, f64) = (0.0, f64::INFINITY);
 
 const PER_ARM_FIGURES: [PerArmFigure; 9] = [
     PerArmFigure {
@@ -61,63 +67,63 @@ const PER_ARM_FIGURES: [PerArmFigure; 9] = [
         metric: "success_prob",
         title: "Solved@1: tasks solved by one plan",
         y_label: "solved@1 = P(valid plan), exact, mean over deployed tasks",
-        unit_interval: true,
+        bounds: UNIT,
     },
     PerArmFigure {
         stem: "solved_all_of_3",
         metric: "solved_all_of_3_exact",
         title: "All-of-3: tasks solved in each of 3 runs",
         y_label: "all-of-3 = mean of p(x)^3, exact, over deployed tasks",
-        unit_interval: true,
+        bounds: UNIT,
     },
     PerArmFigure {
         stem: "solved",
         metric: "solved_sampled",
         title: "Any-of-N: tasks with a valid plan among the N samples",
         y_label: "fraction of deployed tasks with a valid sample",
-        unit_interval: true,
+        bounds: UNIT,
     },
     PerArmFigure {
         stem: "longest",
         metric: "longest_solved_optimal",
         title: "Hardest task solved",
-        y_label: "optimal plan length of hardest solved task (steps)",
-        unit_interval: false,
+        y_label: "optimal length of the hardest task with a valid sample (steps)",
+        bounds: NONNEGATIVE,
     },
     PerArmFigure {
         stem: "length_ratio",
         metric: "length_over_optimal",
         title: "Plan quality",
-        y_label: "valid plan length / optimal length",
-        unit_interval: false,
+        y_label: "valid plan length / optimal length, mean over valid samples",
+        bounds: (1.0, f64::INFINITY),
     },
     PerArmFigure {
         stem: "diversity",
         metric: "distinct_valid_plans",
         title: "Diversity of valid plans",
-        y_label: "distinct valid plans sampled (count)",
-        unit_interval: false,
+        y_label: "distinct valid plans sampled, over all tasks (count)",
+        bounds: NONNEGATIVE,
     },
     PerArmFigure {
         stem: "validity",
         metric: "valid_rate",
         title: "Valid samples",
         y_label: "fraction of samples that are valid",
-        unit_interval: true,
+        bounds: UNIT,
     },
     PerArmFigure {
         stem: "cosine",
         metric: "update_cosine",
         title: "Alignment of the update with the true gradient",
         y_label: "cos(update direction at π_k, ∇J(π_k))",
-        unit_interval: false,
+        bounds: (-1.0, 1.0),
     },
     PerArmFigure {
         stem: "kl",
         metric: "kl_from_previous",
         title: "Change between generations",
         y_label: "KL(π_k ‖ π_k−1) of trace laws (nats)",
-        unit_interval: false,
+        bounds: NONNEGATIVE,
     },
 ];
 
@@ -195,7 +201,7 @@ pub(super) fn write_deployment(
             series,
             log_x: false,
             log_y: false,
-            y_bounds: f.unit_interval.then_some((0.0, 1.0)),
+            y_bounds: Some(f.bounds),
             band_note: band_note(spec.seeds.len()),
             integer_x: true,
         };
@@ -605,7 +611,7 @@ pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<PathBuf> {
         y_bounds: PER_ARM_FIGURES
             .iter()
             .find(|f| f.metric == metric)
-            .and_then(|f| f.unit_interval.then_some((0.0, 1.0))),
+            .map(|f| f.bounds),
         band_note: Some("shaded: 95% CI over each run's seeds".into()),
         integer_x: true,
     }
