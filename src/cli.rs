@@ -168,7 +168,8 @@ pub struct VerifyArgs {
     /// behaviours' perturbations and the Monte-Carlo batches.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
-    /// Write `verify.csv` and `verify.json` here.
+    /// Write `verify.csv`, `verify.json` and the claims' figures (P01, P03,
+    /// P06, and the curation rules against ∇J; PNG, SVG and CSV) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also check every claim on a small transformer (minutes, not seconds).
@@ -992,6 +993,12 @@ fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
             serde_json::to_string_pretty(&checks)?.as_bytes(),
         )?;
         println!("wrote {}/verify.csv and verify.json", dir.display());
+        let figures = verify::figures::write(dir, &settings, args.seed)?;
+        println!(
+            "figures of the claims: {}/{{{}}}.{{png,svg,csv}}",
+            dir.display(),
+            figures.join(",")
+        );
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

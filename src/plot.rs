@@ -124,7 +124,7 @@ impl Figure {
         root.fill(&WHITE)?;
         let (x0, x1) = self.extent(Axis::X, None, self.log_x);
         let (y0, y1) = self.extent(Axis::Y, self.y_bounds, self.log_y);
-        let legend = self.legend_corner((x0, x1), (y0, y1));
+        let legend = self.legend_place((x0, x1), (y0, y1));
         // Log axes get 1-2-5 ticks with labels (plotters labels only
         // powers of ten, so 0.34 on a 0.2–8 axis could not be read).
         // A log x axis of a few sample counts is labelled at those counts.
@@ -151,10 +151,12 @@ impl Figure {
         }
     }
 
-    /// The corner for the legend that covers the fewest plotted points
-    /// and band edges (the legend box is taken as the outer 40% of the
-    /// width and, per series, 7% of the height).
-    fn legend_corner(&self, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    /// Where the legend covers the fewest plotted points and band edges:
+    /// the box's top-left corner as fractions (left, top) of the plotting
+    /// area, measured from its top-left. The box is sized from the longest
+    /// label and the number of entries; candidates are the left and right
+    /// edges at every 5% of the height, corners preferred at equal cover.
+    fn legend_place(&self, x: (f64, f64), y: (f64, f64)) -> (f64, f64) {
         let frac = |v: f64, (lo, hi): (f64, f64), log: bool| {
             if log {
                 (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
@@ -162,52 +164,73 @@ impl Figure {
                 (v - lo) / (hi - lo)
             }
         };
-        let entries = self.series.len() + 1;
-        let height = (0.07 * entries as f64 + 0.04).min(0.9);
+        let entries = self.series.len() + usize::from(self.band_note.is_some());
+        let longest = self
+            .series
+            .iter()
+            .map(|s| s.name.chars().count())
+            .chain(self.band_note.iter().map(|n| n.chars().count()))
+            .max()
+            .unwrap_or(0);
+        // ~8 px per character at 15 px, plus the swatch, on a plotting
+        // area of ~880 × 540 px.
+        let width = ((longest as f64 * 8.0 + 50.0) / 880.0).min(0.95);
+        let height = ((entries as f64 * 19.0 + 12.0) / 540.0).min(0.95);
         let mut marks: Vec<(f64, f64)> = Vec::new();
         for s in &self.series {
             for (i, &(px, py)) in s.points.iter().enumerate() {
                 let fx = frac(px, x, self.log_x);
-                marks.push((fx, frac(py, y, self.log_y)));
+                // Flipped: fractions from the top, like the box.
+                marks.push((fx, 1.0 - frac(py, y, self.log_y)));
                 if let Some((l, h)) = s.band.as_ref().and_then(|b| b.get(i)) {
-                    marks.push((fx, frac(*l, y, self.log_y)));
-                    marks.push((fx, frac(*h, y, self.log_y)));
+                    marks.push((fx, 1.0 - frac(*l, y, self.log_y)));
+                    marks.push((fx, 1.0 - frac(*h, y, self.log_y)));
                 }
                 // Segments between points cover the space between them.
-                if let Some(&(qx, qy)) = s.points.get(i + 1) {
-                    for t in [0.25, 0.5, 0.75] {
+                if s.style != LineKind::Points
+                    && let Some(&(qx, qy)) = s.points.get(i + 1)
+                {
+                    for k in 1..8 {
+                        let t = k as f64 / 8.0;
                         marks.push((
                             frac(px + t * (qx - px), x, self.log_x),
-                            frac(py + t * (qy - py), y, self.log_y),
+                            1.0 - frac(py + t * (qy - py), y, self.log_y),
                         ));
                     }
                 }
             }
         }
-        let covered = |right: bool, upper: bool| {
+        let margin = 0.01;
+        let covered = |left: f64, top: f64| {
             marks
                 .iter()
                 .filter(|(fx, fy)| fx.is_finite() && fy.is_finite())
                 .filter(|&&(fx, fy)| {
-                    (if right { fx >= 0.6 } else { fx <= 0.4 })
-                        && (if upper {
-                            fy >= 1.0 - height
-                        } else {
-                            fy <= height
-                        })
+                    fx >= left - margin
+                        && fx <= left + width + margin
+                        && fy >= top - margin
+                        && fy <= top + height + margin
                 })
                 .count()
         };
-        [
-            (SeriesLabelPosition::UpperRight, covered(true, true)),
-            (SeriesLabelPosition::LowerRight, covered(true, false)),
-            (SeriesLabelPosition::UpperLeft, covered(false, true)),
-            (SeriesLabelPosition::LowerLeft, covered(false, false)),
-        ]
-        .into_iter()
-        .min_by_key(|&(_, n)| n)
-        .map(|(p, _)| p)
-        .expect("four corners")
+        let lefts = [1.0 - width - margin, margin];
+        let bottom = (1.0 - height - margin).max(margin);
+        let mut tops = vec![margin, bottom];
+        let mut t = 0.05;
+        while t < bottom {
+            tops.push(t);
+            t += 0.05;
+        }
+        let mut best = (usize::MAX, (lefts[0], margin));
+        for &top in &tops {
+            for &left in &lefts {
+                let n = covered(left, top);
+                if n < best.0 {
+                    best = (n, (left, top));
+                }
+            }
+        }
+        best.1
     }
 
     /// Data range along one axis (bands included), padded; positive for
@@ -258,7 +281,7 @@ impl Figure {
         root: &DrawingArea<DB, Shift>,
         x: X,
         y: Y,
-        legend: SeriesLabelPosition,
+        legend: (f64, f64),
     ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>
     where
         DB: DrawingBackend,
@@ -371,7 +394,14 @@ impl Figure {
                         .draw_series(DashedLineSeries::new(pts, 8, 6, style))?
                         .label(&s.name)
                         .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
+                            // A dashed swatch, as drawn.
+                            let dash = |a: i32, b: i32| {
+                                PathElement::new(
+                                    vec![(x + a, y), (x + b, y)],
+                                    color.stroke_width(width),
+                                )
+                            };
+                            EmptyElement::at((0, 0)) + dash(0, 8) + dash(13, 21)
                         });
                 }
             }
@@ -391,12 +421,17 @@ impl Figure {
                     Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.18).filled())
                 });
         }
+        let (w, h) = chart.plotting_area().dim_in_pixel();
+        let at = SeriesLabelPosition::Coordinate(
+            (legend.0 * w as f64) as i32,
+            (legend.1 * h as f64) as i32,
+        );
         chart
             .configure_series_labels()
             .label_font((FONT, 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(legend)
+            .position(at)
             .draw()?;
         Ok(())
     }

@@ -335,3 +335,75 @@ fn p08_pooled_curation_is_length_weighted_reinforce() {
     // settings, both policies (Sokoban has too many valid traces: skipped).
     assert_eq!(brute, 3 * 2 * 3 * 2 * 2);
 }
+
+/// The claims' figures (`verify --out`): each is drawn from a CSV beside
+/// it, and the CSV says what the claim says — P01 batch by batch, P03's
+/// keep-all reading exact and the joint reading exact at β = π, P06 up
+/// under validity and down under the proxy, the rules against ∇J.
+#[test]
+fn claim_figures_show_what_the_claims_state() {
+    use approx::assert_relative_eq;
+    use iterdeploy::tolerance::{EXACT_ABS, EXACT_REL};
+    let dir = std::env::temp_dir().join(format!("iterdeploy-claim-figs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = verify::default_settings().unwrap();
+    let stems = verify::figures::write(&dir, &settings, 2026).unwrap();
+    assert_eq!(stems.len(), 4);
+    for stem in &stems {
+        for ext in ["png", "svg", "csv"] {
+            assert!(dir.join(format!("{stem}.{ext}")).is_file(), "{stem}.{ext}");
+        }
+    }
+    let rows = |stem: &str| -> Vec<Vec<String>> {
+        std::fs::read_to_string(dir.join(format!("{stem}.csv")))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect()
+    };
+    let num = |s: &str| s.parse::<f64>().unwrap();
+    let p01 = rows("p01_sft_vs_reinforce");
+    assert!(p01.len() > 100, "{} batches", p01.len());
+    for r in &p01 {
+        assert_relative_eq!(num(&r[5]), num(&r[4]), max_relative = EXACT_REL);
+        assert_relative_eq!(num(&r[6]), 1.0, epsilon = EXACT_ABS);
+    }
+    let p03 = rows("p03_readings");
+    assert_eq!(num(&p03[0][0]), 0.0, "the sweep starts at β = π");
+    assert_relative_eq!(num(&p03[0][5]), 1.0, epsilon = EXACT_ABS);
+    for r in &p03 {
+        assert_eq!(num(&r[4]), 1.0);
+    }
+    let last = p03.last().unwrap();
+    assert!(num(&last[1]) > 1.0, "β drifts away: KL {}", last[1]);
+    assert!(num(&last[5]) < 0.99 && num(&last[6]) < 0.99, "{last:?}");
+    // P06: per (filter, task), p over the EM steps.
+    let p06 = rows("p06_em_steps");
+    let series = |filter: &str, task: &str| -> Vec<f64> {
+        p06.iter()
+            .filter(|r| r[0] == filter && r[2] == task)
+            .map(|r| num(&r[3]))
+            .collect()
+    };
+    let tasks: std::collections::BTreeSet<&str> = p06.iter().map(|r| r[2].as_str()).collect();
+    let mut proxy_falls = false;
+    for t in tasks {
+        let v = series("validity filter", t);
+        assert!(v.windows(2).all(|w| w[1] >= w[0] - EXACT_ABS), "{t}: {v:?}");
+        let p = series("proxy: any answer of ≤ H−2 steps", t);
+        proxy_falls |= p.last().unwrap() < &(p[0] - 0.1);
+    }
+    assert!(proxy_falls, "the proxy lowers some task's success");
+    let rules = rows("rules_vs_gradient");
+    for r in &rules {
+        let c = num(&r[2]);
+        if r[0] == "all valid" || (r[0] == "one valid per task" && r[1] == "1") {
+            assert_relative_eq!(c, 1.0, epsilon = EXACT_ABS);
+        } else if r[1] == "16" {
+            assert!(c < 1.0 - 1e-4, "{r:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -30,6 +30,7 @@ mod prelude {
     pub(super) use crate::{Error, Result};
 }
 
+pub mod figures;
 mod p01;
 mod p02;
 mod p03;

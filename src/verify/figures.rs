@@ -1,0 +1,382 @@
+//! The figures of the claims (`verify --out DIR`; the main job writes them
+//! to `plots/verify/`). Each is drawn from a CSV written beside it, on the
+//! built-in settings with verify's seeded, warm-started tabular policy:
+//!
+//! | figure | claim | what it shows |
+//! |---|---|---|
+//! | `p01_sft_vs_reinforce` | P01 | per sampled batch, ‖SFT‖/‖REINFORCE‖ against N/N⁺: on the diagonal, with cosine 1 |
+//! | `p03_readings` | P03 | cos(paper's form, true SFT gradient) per reading of λ as β drifts from π |
+//! | `p06_em_steps` | P06 | p(x) over successive maximum-likelihood fits: up with the validity filter, down for a task under a length-budget proxy |
+//! | `rules_vs_gradient` | P04, P05, P08 | the teacher's picture: cos(expected update of each curation rule, ∇J) as N grows |
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::prelude::*;
+use super::{Setting, perturbed, shortest_plans};
+use crate::curation::Pool;
+use crate::output::csv_field;
+use crate::plot::{Figure, LineKind, Series};
+
+/// Sampled batches per sample count in the P01 figure.
+const P01_BATCHES: usize = 40;
+/// Samples per task of those batches.
+const P01_SIZES: [usize; 4] = [2, 4, 8, 16];
+/// The mixture weight λ of the P03 figure, and its drift grid.
+const P03_LAMBDA: f64 = 0.5;
+const P03_SIGMAS: [f64; 9] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0];
+/// Maximum-likelihood fits (EM steps) in the P06 figure.
+const P06_STEPS: usize = 6;
+/// Samples per task on the x axis of the rules figure.
+const RULE_SIZES: [usize; 8] = [1, 2, 3, 4, 6, 8, 12, 16];
+/// Drift of the previous generation in the pooled rule (θ plus noise of
+/// this scale).
+const PREVIOUS_SIGMA: f64 = 0.5;
+
+/// Writes every figure (PNG, SVG and its CSV) into `dir`; returns the
+/// stems.
+pub fn write(dir: &Path, settings: &[Setting], seed: u64) -> Result<Vec<String>> {
+    let chain = settings
+        .first()
+        .ok_or_else(|| Error::Invalid("no setting to draw the figures on".into()))?;
+    let tabular = |s: &Setting| -> Box<dyn Policy> {
+        s.policies(seed)
+            .into_iter()
+            .next()
+            .map(|(_, p)| p)
+            .expect("the tabular policy comes first")
+    };
+    let mut stems = Vec::new();
+    let policy = tabular(chain);
+    p01(dir, chain, &*policy, seed)?;
+    stems.push("p01_sft_vs_reinforce".to_string());
+    p03(dir, chain, &*policy, seed)?;
+    stems.push("p03_readings".into());
+    // P06's counterexample needs a task whose every valid plan is over
+    // the length budget H − 2; the first setting with one.
+    let budgeted = settings
+        .iter()
+        .find(|s| {
+            let k = s.env.horizon.saturating_sub(2);
+            shortest_plans(&s.env).iter().any(|y| y.plan_length() > k)
+        })
+        .unwrap_or(chain);
+    p06(dir, budgeted, &*tabular(budgeted))?;
+    stems.push("p06_em_steps".into());
+    let rules_on = settings.get(1).unwrap_or(chain);
+    rules(dir, rules_on, &*tabular(rules_on), seed)?;
+    stems.push("rules_vs_gradient".into());
+    Ok(stems)
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn p01(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
+    let env = &s.env;
+    let table = PolicyTable::new(policy, env);
+    let mut rng = crate::rng::stream(seed, 201);
+    let mut csv =
+        String::from("samples_per_task,batch,n,n_valid,n_over_n_valid,norm_ratio,cosine\n");
+    let mut series = Vec::new();
+    let mut extent = (f64::INFINITY, 0.0f64);
+    for &per_task in &P01_SIZES {
+        let mut points = Vec::new();
+        for b in 0..P01_BATCHES {
+            let batch = estimator::sample_batch(env, &table, per_task, &mut rng);
+            let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
+            if kept.is_empty() {
+                continue;
+            }
+            let rl = estimator::reinforce(env, policy, &batch);
+            let sft = estimator::sft_gradient(env, policy, &kept);
+            let factor = batch.len() as f64 / kept.len() as f64;
+            let ratio = norm(&sft) / norm(&rl);
+            let _ = writeln!(
+                csv,
+                "{per_task},{b},{},{},{factor},{ratio},{}",
+                batch.len(),
+                kept.len(),
+                cosine(&sft, &rl)
+            );
+            extent = (extent.0.min(factor), extent.1.max(factor));
+            points.push((factor, ratio));
+        }
+        series.push(Series {
+            name: format!("{P01_BATCHES} batches of {per_task} samples per task"),
+            points,
+            band: None,
+            style: LineKind::Points,
+        });
+    }
+    series.push(Series {
+        name: "‖SFT‖ / ‖REINFORCE‖ = N/N⁺ (P01)".into(),
+        points: vec![(extent.0, extent.0), (extent.1, extent.1)],
+        band: None,
+        style: LineKind::Reference,
+    });
+    crate::output::write_atomic(&dir.join("p01_sft_vs_reinforce.csv"), csv.as_bytes())?;
+    Figure {
+        title: format!(
+            "P01: SFT on the valid samples is REINFORCE × N/N⁺, batch by batch ({}, tabular; cosine 1 in every batch)",
+            s.name
+        ),
+        x_label: "N / N⁺ (samples per valid sample in the batch, log scale)".into(),
+        y_label: "‖SFT gradient‖ / ‖REINFORCE gradient‖ (log scale)".into(),
+        series,
+        log_x: true,
+        log_y: true,
+        y_bounds: None,
+        band_note: None,
+        integer_x: false,
+    }
+    .write(dir, "p01_sft_vs_reinforce")
+}
+
+fn p03(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
+    let env = &s.env;
+    let pi = PolicyTable::new(policy, env);
+    let per_task = |beh: &PolicyTable| -> Vec<Vec<f64>> {
+        let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
+        (0..env.tasks.len())
+            .map(|x| {
+                let mut coef = vec![0.0; env.tasks.len()];
+                coef[x] = env.mu[x];
+                exact::weighted_score(env, beh, policy, &coef, &ones)
+            })
+            .collect()
+    };
+    let sum = |rows: &[Vec<f64>], c: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        let mut out = vec![0.0; policy.num_params()];
+        for (x, row) in rows.iter().enumerate() {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += c(x) * v;
+            }
+        }
+        out
+    };
+    let a = per_task(&pi);
+    let z_pi = exact::success_probabilities(env, &pi);
+    let j_pi = exact::objective(env, &pi);
+    // One drift direction, scaled: β_σ = θ + σ ε.
+    let eps = perturbed(policy, 1.0, &mut crate::rng::stream(seed, 203));
+    let lam = P03_LAMBDA;
+    let mut csv = String::from("sigma,kl_pi_beta,j_pi,j_beta,cos_a,cos_b,cos_c\n");
+    let mut rows: [Vec<(f64, f64)>; 3] = Default::default();
+    for &sigma in &P03_SIGMAS {
+        let mut beta = policy.clone_box();
+        for ((b, t), e) in beta.params_mut().iter_mut().zip(policy.params()).zip(&eps) {
+            *b = t + sigma * (e - t);
+        }
+        let bt = PolicyTable::new(&*beta, env);
+        let b = per_task(&bt);
+        let z_b = exact::success_probabilities(env, &bt);
+        let j_b = exact::objective(env, &bt);
+        let paper = sum(&a, &|_| 1.0 - lam)
+            .iter()
+            .zip(sum(&b, &|_| lam))
+            .map(|(x, y)| x + y)
+            .collect::<Vec<f64>>();
+        let joint: Vec<f64> = sum(&a, &|_| (1.0 - lam) / j_pi)
+            .iter()
+            .zip(sum(&b, &|_| lam / j_b))
+            .map(|(x, y)| x + y)
+            .collect();
+        let per: Vec<f64> = sum(&a, &|x| (1.0 - lam) / z_pi[x])
+            .iter()
+            .zip(sum(&b, &|x| lam / z_b[x]))
+            .map(|(x, y)| x + y)
+            .collect();
+        let kl: f64 = exact::trajectory_kl(env, &pi, &bt)
+            .iter()
+            .zip(&env.mu)
+            .map(|(k, m)| k * m)
+            .sum();
+        // Reading (a): the keep-all pool's gradient is the paper's form
+        // itself (P03, derivation step 2).
+        let cos = [1.0, cosine(&paper, &joint), cosine(&paper, &per)];
+        let _ = writeln!(
+            csv,
+            "{sigma},{kl},{j_pi},{j_b},{},{},{}",
+            cos[0], cos[1], cos[2]
+        );
+        for (r, c) in rows.iter_mut().zip(cos) {
+            r.push((kl, c));
+        }
+    }
+    crate::output::write_atomic(&dir.join("p03_readings.csv"), csv.as_bytes())?;
+    let names = [
+        "(a) keep-all pool: exact",
+        "(b) joint valid-conditional laws (the paper's wording)",
+        "(c) per-task laws (per-task curation)",
+    ];
+    let series = rows
+        .into_iter()
+        .zip(names)
+        .map(|(points, name)| Series {
+            name: name.into(),
+            points,
+            band: None,
+            style: LineKind::Solid,
+        })
+        .collect();
+    Figure {
+        title: format!(
+            "P03: the paper's Proposition 2 against the true SFT gradient, by reading of λ = {lam} ({}, tabular)",
+            s.name
+        ),
+        x_label: "KL(π_θ ‖ β) of trace laws, mean over tasks (nats): how far the behaviour has drifted".into(),
+        y_label: "cos(paper's form, true SFT gradient)".into(),
+        series,
+        log_x: false,
+        log_y: false,
+        y_bounds: Some((-1.0, 1.0)),
+        band_note: None,
+        integer_x: false,
+    }
+    .write(dir, "p03_readings")
+}
+
+fn p06(dir: &Path, s: &Setting, policy: &dyn Policy) -> Result<()> {
+    let env = &s.env;
+    let k = env.horizon.saturating_sub(2);
+    let valid = |x: usize, st: usize, _t: usize| if env.tasks[x].is_goal[st] { 1.0 } else { 0.0 };
+    let budget = move |_x: usize, _s: usize, t: usize| if t <= k { 1.0 } else { 0.0 };
+    let filters: [(&str, exact::EndReward); 2] = [
+        ("validity filter", &valid),
+        ("proxy: any answer of ≤ H−2 steps", &budget),
+    ];
+    let mut csv = String::from("filter,em_step,task,p_valid\n");
+    let mut series = Vec::new();
+    for (name, filter) in filters {
+        let mut table = PolicyTable::new(policy, env);
+        let mut per_task: Vec<Vec<(f64, f64)>> = vec![Vec::new(); env.tasks.len()];
+        for step in 0..=P06_STEPS {
+            if step > 0 {
+                table = exact::fit_filtered(env, &table, filter);
+            }
+            for (x, p) in exact::success_probabilities(env, &table)
+                .into_iter()
+                .enumerate()
+            {
+                let _ = writeln!(
+                    csv,
+                    "{},{step},{},{p}",
+                    csv_field(name),
+                    csv_field(&env.tasks[x].name)
+                );
+                per_task[x].push((step as f64, p));
+            }
+        }
+        for (x, points) in per_task.into_iter().enumerate() {
+            series.push(Series {
+                name: format!("{}, {name}", env.tasks[x].name),
+                points,
+                band: None,
+                style: if name == "validity filter" {
+                    LineKind::Solid
+                } else {
+                    LineKind::Reference
+                },
+            });
+        }
+    }
+    crate::output::write_atomic(&dir.join("p06_em_steps.csv"), csv.as_bytes())?;
+    Figure {
+        title: format!(
+            "P06: fitting the valid traces never lowers a task's success; fitting a proxy's can ({}, tabular)",
+            s.name
+        ),
+        x_label: "maximum-likelihood fits to the filtered traces (EM steps)".into(),
+        y_label: "p(x) = P(valid plan), exact".into(),
+        series,
+        log_x: false,
+        log_y: false,
+        y_bounds: Some((0.0, 1.0)),
+        band_note: None,
+        integer_x: true,
+    }
+    .write(dir, "p06_em_steps")
+}
+
+fn rules(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
+    let env = &s.env;
+    let grad = exact::objective_gradient(env, policy);
+    let mut previous = policy.clone_box();
+    previous.params_mut().copy_from_slice(&perturbed(
+        policy,
+        PREVIOUS_SIGMA,
+        &mut crate::rng::stream(seed, 204),
+    ));
+    let pooled = [
+        PolicyTable::new(&*previous, env),
+        PolicyTable::new(policy, env),
+    ];
+    let mut csv = String::from("rule,samples_per_task,cosine\n");
+    let rules = [
+        (Rule::AllValid, "all valid"),
+        (Rule::OnePerTask, "one valid per task"),
+        (Rule::ShortestPerTask, "shortest valid per task"),
+    ];
+    let mut series = Vec::new();
+    for (rule, name) in rules {
+        let mut points = Vec::new();
+        for &n in &RULE_SIZES {
+            let g = exact::curated_sft_expectation(
+                env,
+                policy,
+                &pooled[1..],
+                rule,
+                Pool::Accumulate,
+                &[n],
+            )?;
+            let c = cosine(&g, &grad);
+            let _ = writeln!(csv, "{},{n},{c}", csv_field(name));
+            points.push((n as f64, c));
+        }
+        series.push(Series {
+            name: name.into(),
+            points,
+            band: None,
+            style: LineKind::Solid,
+        });
+    }
+    let name = "the paper's rule: shortest per task over this and the previous generation";
+    let mut points = Vec::new();
+    for &n in &RULE_SIZES {
+        let g = exact::curated_sft_expectation(
+            env,
+            policy,
+            &pooled,
+            Rule::ShortestPerTask,
+            Pool::Accumulate,
+            &[n, n],
+        )?;
+        let c = cosine(&g, &grad);
+        let _ = writeln!(csv, "{},{n},{c}", csv_field(name));
+        points.push((n as f64, c));
+    }
+    series.push(Series {
+        name: name.into(),
+        points,
+        band: None,
+        style: LineKind::Solid,
+    });
+    crate::output::write_atomic(&dir.join("rules_vs_gradient.csv"), csv.as_bytes())?;
+    Figure {
+        title: format!(
+            "Which curation rule follows the RL gradient? Expected SFT update of each rule against ∇J ({}, tabular)",
+            s.name
+        ),
+        x_label: "samples per task N (log scale)".into(),
+        y_label: "cos(expected SFT update, ∇J), exact".into(),
+        series,
+        log_x: true,
+        log_y: false,
+        y_bounds: Some((-1.0, 1.0)),
+        band_note: None,
+        integer_x: false,
+    }
+    .write(dir, "rules_vs_gradient")
+}
