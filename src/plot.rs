@@ -33,6 +33,9 @@ pub enum LineKind {
     /// Markers only, no line: a scatter of independent points (batches,
     /// tasks).
     Points,
+    /// Bars from 0 (a discrete distribution, e.g. plan lengths); the bar
+    /// series of a figure stand side by side in each x slot.
+    Bars,
 }
 
 /// A chart: title, axis labels (with units), series, axis kinds.
@@ -186,8 +189,15 @@ impl Figure {
                     marks.push((fx, 1.0 - frac(*l, y, self.log_y)));
                     marks.push((fx, 1.0 - frac(*h, y, self.log_y)));
                 }
+                // A bar covers the space below its top.
+                if s.style == LineKind::Bars {
+                    for k in 0..8 {
+                        let t = k as f64 / 8.0;
+                        marks.push((fx, 1.0 - frac(py * t, y, self.log_y)));
+                    }
+                }
                 // Segments between points cover the space between them.
-                if s.style != LineKind::Points
+                if !matches!(s.style, LineKind::Points | LineKind::Bars)
                     && let Some(&(qx, qy)) = s.points.get(i + 1)
                 {
                     for k in 1..8 {
@@ -239,7 +249,14 @@ impl Figure {
         let mut values: Vec<f64> = Vec::new();
         for s in &self.series {
             match axis {
-                Axis::X => values.extend(s.points.iter().map(|p| p.0)),
+                // Only where something is drawn: a generation whose value
+                // is undefined (KL at generation 0) gets no empty slot.
+                Axis::X => values.extend(
+                    s.points
+                        .iter()
+                        .filter(|p| p.1.is_finite() && (!self.log_y || p.1 > 0.0))
+                        .map(|p| p.0),
+                ),
                 Axis::Y => {
                     values.extend(s.points.iter().map(|p| p.1));
                     if let Some(b) = &s.band {
@@ -259,6 +276,14 @@ impl Figure {
         }
         let (lo, hi) = if log {
             (lo / 1.5, hi * 1.5)
+        } else if matches!(axis, Axis::X) && self.has_bars() {
+            // Room for the outer bars' halves.
+            let half = self.bar_slot() / 2.0;
+            (lo - half, hi + half)
+        } else if matches!(axis, Axis::Y) && self.has_bars() {
+            // Bars stand on 0.
+            let pad = ((hi.max(0.0) - lo.min(0.0)) * 0.05).max(1e-9);
+            (lo.min(0.0), hi + pad)
         } else {
             let pad = ((hi - lo) * 0.05).max(1e-9);
             (lo - pad, hi + pad)
@@ -273,6 +298,33 @@ impl Figure {
                 (lo, hi)
             }
             None => (lo, hi),
+        }
+    }
+
+    fn has_bars(&self) -> bool {
+        self.series.iter().any(|s| s.style == LineKind::Bars)
+    }
+
+    /// The x width one group of bars may take: the smallest gap between
+    /// distinct x values of the bar series (1 if there is none).
+    fn bar_slot(&self) -> f64 {
+        let mut xs: Vec<f64> = self
+            .series
+            .iter()
+            .filter(|s| s.style == LineKind::Bars)
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .filter(|v| v.is_finite())
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let gap = xs
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(f64::INFINITY, f64::min);
+        if gap.is_finite() && gap > 0.0 {
+            gap
+        } else {
+            1.0
         }
     }
 
@@ -367,8 +419,27 @@ impl Figure {
             let size = 3 + 2 * later.min(2) as i32;
             let style = color.stroke_width(width);
             let shape = i % 4;
+            if s.style == LineKind::Bars {
+                let bars: Vec<usize> = (0..self.series.len())
+                    .filter(|&k| self.series[k].style == LineKind::Bars)
+                    .collect();
+                let slot = self.bar_slot();
+                let k = bars.iter().position(|&b| b == i).unwrap_or(0) as f64;
+                let w = 0.8 * slot / bars.len() as f64;
+                let fill = color.mix(0.85).filled();
+                chart
+                    .draw_series(pts.iter().map(|&(x, y)| {
+                        let left = x - 0.4 * slot + k * w;
+                        Rectangle::new([(left, 0.0), (left + w, y)], fill)
+                    }))?
+                    .label(&s.name)
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x + 4, y - 6), (x + 16, y + 6)], color.mix(0.85).filled())
+                    });
+                continue;
+            }
             match s.style {
-                LineKind::Solid | LineKind::Points => {
+                LineKind::Solid | LineKind::Points | LineKind::Bars => {
                     let drawn = if s.style == LineKind::Solid {
                         chart.draw_series(LineSeries::new(pts.clone(), style))?
                     } else {

@@ -111,14 +111,16 @@ fn task_info(set: &TaskSet, tasks: &Path) -> Result<Vec<(String, Option<usize>)>
 const LENGTH_BINS: usize = 60;
 
 /// Valid-plan counts by length, merged into at most [`LENGTH_BINS`] bins
-/// of equal integer width (a bin is drawn at its first length).
+/// of equal integer width (a bin is drawn at its first length). Every bin
+/// from the shortest to the longest length is listed, empty ones with 0,
+/// so the bars of the figure are one bin wide.
 fn binned(counts: &BTreeMap<usize, usize>) -> Vec<(f64, usize)> {
     let (Some((&lo, _)), Some((&hi, _))) = (counts.first_key_value(), counts.last_key_value())
     else {
         return Vec::new();
     };
     let width = (hi - lo) / LENGTH_BINS + 1;
-    let mut bins: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut bins: BTreeMap<usize, usize> = (lo..=hi).step_by(width).map(|l| (l, 0)).collect();
     for (&l, &c) in counts {
         *bins.entry(lo + (l - lo) / width * width).or_default() += c;
     }
@@ -268,7 +270,7 @@ pub fn report(
                         .map(|(l, c)| (l, c as f64 / total))
                         .collect(),
                     band: None,
-                    style: LineKind::Solid,
+                    style: LineKind::Bars,
                 });
             }
         }
@@ -315,7 +317,7 @@ pub fn report(
         series: length_series,
         log_x: false,
         log_y: false,
-        y_bounds: None,
+        y_bounds: Some((0.0, 1.0)),
         band_note: None,
         integer_x: true,
     }
@@ -349,7 +351,7 @@ mod tests {
     #[test]
     fn lengths_are_binned_without_losing_plans() {
         let short: BTreeMap<usize, usize> = [(3, 2), (5, 1)].into();
-        assert_eq!(binned(&short), vec![(3.0, 2), (5.0, 1)]);
+        assert_eq!(binned(&short), vec![(3.0, 2), (4.0, 0), (5.0, 1)]);
         let long: BTreeMap<usize, usize> = (0..10_000).map(|l| (l * 400, 1)).collect();
         let b = binned(&long);
         assert!(b.len() <= LENGTH_BINS + 1, "{}", b.len());
