@@ -18,6 +18,7 @@
 //! | [`benchmarks`] | walking the shared IPC benchmark layout |
 //! | [`mdp`] | deployment as an episodic MDP over a shared action index |
 //! | [`policy`] | tabular, MLP and transformer policies over one flat θ |
+//! | [`pretrained`] | a pretrained LM from a GGUF file: tokenizer, f32 llama decoder with backward |
 //! | [`exact`] | dynamic programs: J, ∇J, success and length laws, exact fits |
 //! | [`estimator`] | sampled traces; SFT, REINFORCE, RLOO, GRPO, importance-weighted estimators |
 //! | [`curation`] | curation rules and pools, as implicit length weights |
@@ -68,6 +69,7 @@ pub mod pddl;
 pub mod plan;
 pub mod plot;
 pub mod policy;
+pub mod pretrained;
 pub mod rng;
 pub mod search;
 pub mod stats;

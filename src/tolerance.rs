@@ -57,6 +57,14 @@ pub const MC_Z: f64 = 5.0;
 /// decrease strictly.
 pub const ORDER_RESOLUTION: f64 = 1e-12;
 
+/// The pretrained decoder (f32, dequantized weights) against
+/// candle-transformers' quantized llama on the same GGUF file: the
+/// reference quantizes its activations to 8 bits inside every matmul, so
+/// the logits agree in direction, not to round-off (the lowest per-position
+/// cosine measured was 0.991 on SmolLM2-135M). A wrong RoPE convention gave
+/// −0.61, so 0.98 separates the two with room for other prompts.
+pub const QUANTIZED_REFERENCE_COS: f64 = 0.98;
+
 /// max |a − b| and max |a − b| / max(|a|, |b|, abs_floor) over coordinates.
 pub fn errors(a: &[f64], b: &[f64], abs_floor: f64) -> (f64, f64) {
     assert_eq!(a.len(), b.len(), "compared vectors differ in length");

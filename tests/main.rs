@@ -8,6 +8,7 @@ mod differential;
 mod exact;
 mod experiment;
 mod pddl;
+mod pretrained;
 mod proofs;
 mod robustness;
 mod search;

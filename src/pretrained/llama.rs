@@ -1,0 +1,260 @@
+//! The llama decoder on f32 weights, written with candle ops that all have
+//! a backward pass. candle 0.11's fused `rms_norm`, `rope`/`rope_i` and
+//! `softmax_last_dim` record none, so gradients would silently stop there;
+//! they are composed here from elementwise ops, reductions and matmuls.
+//!
+//! Per layer, for the residual stream h of shape [B, T, d]:
+//!
+//!   a = RMSNorm(h)·w_attn;  q, k, v = a W_qᵀ, a W_kᵀ, a W_vᵀ
+//!   q, k ← RoPE(q), RoPE(k)   (interleaved pairs (2i, 2i+1): the GGUF
+//!                               convention, whose q/k rows are permuted
+//!                               for it)
+//!   h ← h + softmax(q kᵀ/√d_h + causal mask) v · W_oᵀ   (each key/value
+//!                               head serves heads/kv_heads query heads)
+//!   f = RMSNorm(h)·w_ffn;  h ← h + (silu(f W_gᵀ) ⊙ f W_uᵀ) W_dᵀ
+//!
+//! then logits = RMSNorm(h)·w_out · Eᵀ with E the token embedding (tied).
+
+use candle_core::{D, Device, Tensor};
+
+use super::gguf::{Config, Gguf};
+use crate::{Error, Result};
+
+fn ce(e: candle_core::Error) -> Error {
+    Error::Invalid(format!("pretrained model: {e}"))
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+}
+
+/// The decoder's weights (frozen) and shape.
+pub struct Llama {
+    pub config: Config,
+    embedding: Tensor,
+    layers: Vec<Layer>,
+    out_norm: Tensor,
+    /// The output projection: the embedding itself unless the file has
+    /// its own `output.weight`.
+    output: Tensor,
+    device: Device,
+}
+
+impl Llama {
+    /// Loads every weight of `g`, dequantized to f32, on `device`.
+    pub fn load(g: &Gguf, device: &Device) -> Result<Llama> {
+        let origin = g.path().display().to_string();
+        Llama::from_weights(g.config()?, g.weights(device)?, &origin, device)
+    }
+
+    /// A decoder of shape `config` from weights named as in GGUF files
+    /// (`token_embd.weight`, `blk.N.attn_q.weight`, …), in any float dtype;
+    /// `origin` names their source in errors.
+    pub fn from_weights(
+        config: Config,
+        mut w: std::collections::HashMap<String, Tensor>,
+        origin: &str,
+        device: &Device,
+    ) -> Result<Llama> {
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = w
+                .remove(name)
+                .ok_or_else(|| Error::Invalid(format!("{origin}: tensor `{name}` is missing")))?;
+            if t.dims() != shape {
+                return Err(Error::Invalid(format!(
+                    "{origin}: tensor `{name}` has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )));
+            }
+            Ok(t)
+        };
+        let (d, kv) = (config.d_model, config.kv_heads * config.head_dim());
+        let embedding = take("token_embd.weight", &[config.vocab, d])?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: take(&n("attn_norm"), &[d])?,
+                wq: take(&n("attn_q"), &[d, d])?,
+                wk: take(&n("attn_k"), &[kv, d])?,
+                wv: take(&n("attn_v"), &[kv, d])?,
+                wo: take(&n("attn_output"), &[d, d])?,
+                ffn_norm: take(&n("ffn_norm"), &[d])?,
+                w_gate: take(&n("ffn_gate"), &[config.d_ff, d])?,
+                w_up: take(&n("ffn_up"), &[config.d_ff, d])?,
+                w_down: take(&n("ffn_down"), &[d, config.d_ff])?,
+            });
+        }
+        let out_norm = take("output_norm.weight", &[d])?;
+        let output = match w.remove("output.weight") {
+            Some(t) => t,
+            None => embedding.clone(),
+        };
+        Ok(Llama {
+            config,
+            embedding,
+            layers,
+            out_norm,
+            output,
+            device: device.clone(),
+        })
+    }
+
+    /// Logits [B, T, vocab] of `tokens` (B rows of T ids, positions 0..T).
+    pub fn forward(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
+        self.forward_t(tokens).map_err(ce)
+    }
+
+    fn forward_t(&self, tokens: &[Vec<u32>]) -> candle_core::Result<Tensor> {
+        let b = tokens.len();
+        let t = tokens.first().map_or(0, Vec::len);
+        if b == 0 || t == 0 || tokens.iter().any(|r| r.len() != t) {
+            candle_core::bail!("forward needs B ≥ 1 rows of one length T ≥ 1");
+        }
+        let c = &self.config;
+        let flat: Vec<u32> = tokens.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat, (b * t,), &self.device)?;
+        let mut h = self
+            .embedding
+            .index_select(&ids, 0)?
+            .reshape((b, t, c.d_model))?;
+        let dtype = self.embedding.dtype();
+        let (cos, sin) = rope_tables(c, t, &self.device)?;
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let mask = causal_mask(t, &self.device)?.to_dtype(dtype)?;
+        for l in &self.layers {
+            let a = rms_norm(&h, &l.attn_norm, c.rms_eps)?;
+            let att = self.attention(l, &a, &cos, &sin, &mask)?;
+            h = (h + att)?;
+            let f = rms_norm(&h, &l.ffn_norm, c.rms_eps)?;
+            let gate = linear(&f, &l.w_gate)?.silu()?;
+            let up = linear(&f, &l.w_up)?;
+            h = (h + linear(&(gate * up)?, &l.w_down)?)?;
+        }
+        let h = rms_norm(&h, &self.out_norm, c.rms_eps)?;
+        linear(&h, &self.output)
+    }
+
+    fn attention(
+        &self,
+        l: &Layer,
+        a: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = a.dims3()?;
+        let dh = c.head_dim();
+        let heads = |x: Tensor, n: usize| x.reshape((b, t, n, dh))?.transpose(1, 2);
+        let q = rope(&heads(linear(a, &l.wq)?, c.heads)?, cos, sin)?;
+        let k = rope(&heads(linear(a, &l.wk)?, c.kv_heads)?, cos, sin)?;
+        let v = heads(linear(a, &l.wv)?, c.kv_heads)?;
+        let rep = c.heads / c.kv_heads;
+        let k = repeat_kv(&k, rep)?;
+        let v = repeat_kv(&v, rep)?;
+        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
+        let p = softmax_last(&scores.broadcast_add(mask)?)?;
+        let y = p.matmul(&v.contiguous()?)?;
+        let y = y.transpose(1, 2)?.reshape((b, t, c.d_model))?;
+        linear(&y, &l.wo)
+    }
+}
+
+/// x Wᵀ for x [B, T, in] and W [out, in].
+fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.broadcast_matmul(&w.t()?)
+}
+
+/// x / √(mean(x²) + ε) · w over the last dimension.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
+/// Softmax over the last dimension from exp and sums (the max is a
+/// constant shift, detached).
+fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// 0 on and below the diagonal, −∞ above: [T, T].
+fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let m: Vec<f32> = (0..t * t)
+        .map(|k| {
+            if k % t > k / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(m, (t, t), device)
+}
+
+/// cos and sin of position × frequency, [T, d_h/2, 1] each:
+/// frequency i is base^(−2i/d_h).
+fn rope_tables(c: &Config, t: usize, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = c.head_dim() / 2;
+    let mut cos = Vec::with_capacity(t * half);
+    let mut sin = Vec::with_capacity(t * half);
+    for p in 0..t {
+        for i in 0..half {
+            let angle = p as f64 * c.rope_base.powf(-2.0 * i as f64 / c.head_dim() as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (t, half, 1), device)?,
+        Tensor::from_vec(sin, (t, half, 1), device)?,
+    ))
+}
+
+/// Rotates each pair (x₂ᵢ, x₂ᵢ₊₁) of the last dimension of x [B, H, T, d_h]
+/// by its position's angle.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, t, dh) = x.dims4()?;
+    let pairs = x.reshape((b, h, t, dh / 2, 2))?;
+    let x0 = pairs.narrow(D::Minus1, 0, 1)?;
+    let x1 = pairs.narrow(D::Minus1, 1, 1)?;
+    let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+    let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+    Tensor::cat(&[r0, r1], D::Minus1)?.reshape((b, h, t, dh))
+}
+
+/// [B, H_kv, T, d] → [B, H_kv·rep, T, d]: query head j uses key/value head
+/// j / rep.
+fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, h, rep, t, d))?
+        .reshape((b, h * rep, t, d))
+}
+
+/// Log-softmax of `logits` [.., V] picked at `targets` (same leading
+/// shape): the teacher-forced log-likelihood of each next token.
+pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    (|| -> candle_core::Result<Tensor> {
+        let m = logits.max_keepdim(D::Minus1)?.detach();
+        let z = logits.broadcast_sub(&m)?;
+        let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        let logp = z.broadcast_sub(&lse)?;
+        logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+            .squeeze(D::Minus1)
+    })()
+    .map_err(ce)
+}

@@ -1,0 +1,124 @@
+//! The model's tokenizer, built from the GGUF metadata: byte-level BPE
+//! (`tokenizer.ggml.model = gpt2`) over `tokenizer.ggml.tokens` and
+//! `tokenizer.ggml.merges`, with the SmolLM pre-tokenizer (single digits,
+//! then the GPT-2 split) and **no** added prefix space
+//! (`tokenizer.ggml.add_space_prefix = false`; candle's GGUF tokenizer adds
+//! one, which shifts every token of this model).
+//!
+//! Chat turns are built here, with the special tokens `<|im_start|>` and
+//! `<|im_end|>` inserted by id, never by text: text is only ever encoded
+//! as text, so a prompt containing "<|im_end|>" cannot end a turn.
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{PreTokenizerWrapper, Tokenizer};
+
+use super::gguf::Gguf;
+use crate::{Error, Result};
+
+/// Text ↔ token ids, and the chat template's special ids.
+pub struct ChatTokenizer {
+    inner: Tokenizer,
+    pub im_start: u32,
+    pub im_end: u32,
+    /// End of the assistant's turn: sampling stops here.
+    pub eos: u32,
+    pub vocab: usize,
+}
+
+fn bad(what: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("tokenizer: {what}"))
+}
+
+impl ChatTokenizer {
+    pub fn from_gguf(g: &Gguf) -> Result<ChatTokenizer> {
+        let model = g.string("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(bad(format!(
+                "{}: tokenizer model `{model}` is not supported (byte-level BPE, `gpt2`, is)",
+                g.path().display()
+            )));
+        }
+        let tokens = g.strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = g
+            .strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| bad(format!("merge `{m}` is not two tokens")))
+            })
+            .collect::<Result<_>>()?;
+        let vocab: std::collections::HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let id_of = |t: &str| {
+            vocab
+                .get(t)
+                .copied()
+                .ok_or_else(|| bad(format!("special token `{t}` is not in the vocabulary")))
+        };
+        let (im_start, im_end) = (id_of("<|im_start|>")?, id_of("<|im_end|>")?);
+        let eos = g.token_id("tokenizer.ggml.eos_token_id").unwrap_or(im_end);
+        let bpe = BPE::builder()
+            .vocab_and_merges(
+                vocab
+                    .iter()
+                    .map(|(t, &i)| (t.clone(), i))
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre: Vec<PreTokenizerWrapper> = vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ];
+        inner.with_pre_tokenizer(Some(Sequence::new(pre)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        Ok(ChatTokenizer {
+            inner,
+            im_start,
+            im_end,
+            eos,
+            vocab: tokens.len(),
+        })
+    }
+
+    /// The ids of `text`, as plain text (no special tokens).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| bad(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// A chat prompt ending where the assistant's answer begins:
+    /// `<|im_start|>system\n…<|im_end|>\n<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n`.
+    pub fn chat_prompt(&self, system: &str, user: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for (role, text) in [("system", system), ("user", user)] {
+            ids.push(self.im_start);
+            ids.extend(self.encode(&format!("{role}\n{text}"))?);
+            ids.push(self.im_end);
+            ids.extend(self.encode("\n")?);
+        }
+        ids.push(self.im_start);
+        ids.extend(self.encode("assistant\n")?);
+        Ok(ids)
+    }
+}
