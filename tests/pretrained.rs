@@ -233,3 +233,57 @@ fn every_weight_gets_the_finite_difference_gradient() {
     let numeric = (shifted(FD_STEP) - shifted(-FD_STEP)) / (2.0 * FD_STEP);
     approx::assert_relative_eq!(analytic, numeric, epsilon = FD_ABS, max_relative = FD_REL);
 }
+
+/// The key/value cache changes nothing: a prefill and then one token at a
+/// time gives the logits of one full forward pass; and the sampler's
+/// completions decode to text, each with a finite log-probability.
+#[test]
+fn cached_decoding_equals_the_full_pass_and_samples_are_text() {
+    let Some(path) = model() else { return };
+    let device = Device::Cpu;
+    let g = Gguf::open(&path).unwrap();
+    let tok = ChatTokenizer::from_gguf(&g).unwrap();
+    let m = Llama::load(&g, &device).unwrap();
+    let ids = tok
+        .chat_prompt("You are a helpful assistant.", "Name a colour.")
+        .unwrap();
+    let full = m.forward(std::slice::from_ref(&ids)).unwrap();
+    let split = ids.len() - 4;
+    let mut cache = m.cache();
+    let mut parts = vec![
+        m.forward_cached(&[ids[..split].to_vec()], &mut cache)
+            .unwrap(),
+    ];
+    for &id in &ids[split..] {
+        parts.push(m.forward_cached(&[vec![id]], &mut cache).unwrap());
+    }
+    assert_eq!(cache.len(), ids.len());
+    let cached = Tensor::cat(&parts, 1).unwrap();
+    let gap: f32 = (full - cached)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    // f32 sums in another order: logits of size ~10 agree to ~1e-4.
+    assert!(gap < 1e-3, "cached logits differ by {gap}");
+    let sampling = iterdeploy::policy::transformer::sampling::Sampling {
+        temperature: 0.6,
+        top_k: None,
+        max_new: 12,
+    };
+    let mut rng = iterdeploy::rng::stream(1, 0);
+    let done = pretrained::sample::complete(&m, &ids, 3, tok.im_end, &sampling, &mut rng).unwrap();
+    assert_eq!(done.len(), 3);
+    for c in &done {
+        let text = tok.decode(&c.tokens).unwrap();
+        eprintln!(
+            "sample ({:.2} nats, stopped {}): {text:?}",
+            c.log_prob, c.stopped
+        );
+        assert!(!c.tokens.is_empty() && c.tokens.len() <= 12);
+        assert!(c.log_prob.is_finite() && c.log_prob <= 0.0);
+    }
+}

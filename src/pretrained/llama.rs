@@ -110,16 +110,31 @@ impl Llama {
 
     /// Logits [B, T, vocab] of `tokens` (B rows of T ids, positions 0..T).
     pub fn forward(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
-        self.forward_t(tokens).map_err(ce)
+        self.forward_t(tokens, None).map_err(ce)
     }
 
-    fn forward_t(&self, tokens: &[Vec<u32>]) -> candle_core::Result<Tensor> {
+    /// Logits [B, T, vocab] of `tokens` continuing the rows in `cache`
+    /// (positions cache.len()..), appending their keys and values to it.
+    /// An empty cache is a prefill.
+    pub fn forward_cached(&self, tokens: &[Vec<u32>], cache: &mut Cache) -> Result<Tensor> {
+        self.forward_t(tokens, Some(cache)).map_err(ce)
+    }
+
+    fn forward_t(
+        &self,
+        tokens: &[Vec<u32>],
+        mut cache: Option<&mut Cache>,
+    ) -> candle_core::Result<Tensor> {
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
         if b == 0 || t == 0 || tokens.iter().any(|r| r.len() != t) {
             candle_core::bail!("forward needs B ≥ 1 rows of one length T ≥ 1");
         }
         let c = &self.config;
+        let start = cache.as_ref().map_or(0, |k| k.len);
+        if start + t > c.context {
+            candle_core::bail!("{} tokens exceed the context of {}", start + t, c.context);
+        }
         let flat: Vec<u32> = tokens.iter().flatten().copied().collect();
         let ids = Tensor::from_vec(flat, (b * t,), &self.device)?;
         let mut h = self
@@ -127,17 +142,21 @@ impl Llama {
             .index_select(&ids, 0)?
             .reshape((b, t, c.d_model))?;
         let dtype = self.embedding.dtype();
-        let (cos, sin) = rope_tables(c, t, &self.device)?;
+        let (cos, sin) = rope_tables(c, start, t, &self.device)?;
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
-        let mask = causal_mask(t, &self.device)?.to_dtype(dtype)?;
-        for l in &self.layers {
+        let mask = causal_mask(start, t, &self.device)?.to_dtype(dtype)?;
+        for (i, l) in self.layers.iter().enumerate() {
             let a = rms_norm(&h, &l.attn_norm, c.rms_eps)?;
-            let att = self.attention(l, &a, &cos, &sin, &mask)?;
+            let kv = cache.as_deref_mut().map(|k| &mut k.layers[i]);
+            let att = self.attention(l, &a, &cos, &sin, &mask, kv)?;
             h = (h + att)?;
             let f = rms_norm(&h, &l.ffn_norm, c.rms_eps)?;
             let gate = linear(&f, &l.w_gate)?.silu()?;
             let up = linear(&f, &l.w_up)?;
             h = (h + linear(&(gate * up)?, &l.w_down)?)?;
+        }
+        if let Some(k) = cache {
+            k.len += t;
         }
         let h = rms_norm(&h, &self.out_norm, c.rms_eps)?;
         linear(&h, &self.output)
@@ -150,14 +169,22 @@ impl Llama {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = a.dims3()?;
         let dh = c.head_dim();
         let heads = |x: Tensor, n: usize| x.reshape((b, t, n, dh))?.transpose(1, 2);
         let q = rope(&heads(linear(a, &l.wq)?, c.heads)?, cos, sin)?;
-        let k = rope(&heads(linear(a, &l.wk)?, c.kv_heads)?, cos, sin)?;
-        let v = heads(linear(a, &l.wv)?, c.kv_heads)?;
+        let mut k = rope(&heads(linear(a, &l.wk)?, c.kv_heads)?, cos, sin)?;
+        let mut v = heads(linear(a, &l.wv)?, c.kv_heads)?;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
         let rep = c.heads / c.kv_heads;
         let k = repeat_kv(&k, rep)?;
         let v = repeat_kv(&v, rep)?;
@@ -166,6 +193,53 @@ impl Llama {
         let y = p.matmul(&v.contiguous()?)?;
         let y = y.transpose(1, 2)?.reshape((b, t, c.d_model))?;
         linear(&y, &l.wo)
+    }
+
+    /// An empty key/value cache for this model.
+    pub fn cache(&self) -> Cache {
+        Cache {
+            len: 0,
+            layers: vec![None; self.layers.len()],
+        }
+    }
+}
+
+/// Keys and values of the positions seen so far, per layer:
+/// [B, kv_heads, len, d_h] (before the heads are repeated).
+#[derive(Clone)]
+pub struct Cache {
+    len: usize,
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Cache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The cache of one row repeated `n` times: a prompt prefilled once
+    /// serves the task's N samples.
+    pub fn repeat_rows(&self, n: usize) -> Result<Cache> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|kv| {
+                kv.as_ref()
+                    .map(|(k, v)| -> candle_core::Result<(Tensor, Tensor)> {
+                        Ok((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))
+                    })
+                    .transpose()
+            })
+            .collect::<candle_core::Result<_>>()
+            .map_err(ce)?;
+        Ok(Cache {
+            len: self.len,
+            layers,
+        })
     }
 }
 
@@ -188,27 +262,34 @@ fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
-/// 0 on and below the diagonal, −∞ above: [T, T].
-fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let m: Vec<f32> = (0..t * t)
+/// Query i (position start + i) may attend to key j ≤ start + i:
+/// 0 there, −∞ elsewhere, [T, start + T].
+fn causal_mask(start: usize, t: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let total = start + t;
+    let m: Vec<f32> = (0..t * total)
         .map(|k| {
-            if k % t > k / t {
+            if k % total > start + k / total {
                 f32::NEG_INFINITY
             } else {
                 0.0
             }
         })
         .collect();
-    Tensor::from_vec(m, (t, t), device)
+    Tensor::from_vec(m, (t, total), device)
 }
 
-/// cos and sin of position × frequency, [T, d_h/2, 1] each:
-/// frequency i is base^(−2i/d_h).
-fn rope_tables(c: &Config, t: usize, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+/// cos and sin of position × frequency for positions start..start + T,
+/// [T, d_h/2, 1] each: frequency i is base^(−2i/d_h).
+fn rope_tables(
+    c: &Config,
+    start: usize,
+    t: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let half = c.head_dim() / 2;
     let mut cos = Vec::with_capacity(t * half);
     let mut sin = Vec::with_capacity(t * half);
-    for p in 0..t {
+    for p in start..start + t {
         for i in 0..half {
             let angle = p as f64 * c.rope_base.powf(-2.0 * i as f64 / c.head_dim() as f64);
             cos.push(angle.cos() as f32);

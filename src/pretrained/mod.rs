@@ -8,7 +8,8 @@
 //! |---|---|
 //! | `gguf.rs` | the file: hyper-parameters, tokenizer tables, f32 weights |
 //! | `tokenizer.rs` | byte-level BPE from the metadata; chat turns with special tokens by id |
-//! | `llama.rs` | the decoder: RMSNorm, interleaved RoPE, grouped-query attention, SwiGLU, tied output |
+//! | `llama.rs` | the decoder: RMSNorm, interleaved RoPE, grouped-query attention, SwiGLU, tied output; a key/value cache |
+//! | `sample.rs` | N completions of a prompt: one prefill, a shared cache, batched decoding to the end-of-turn token |
 //!
 //! What is not here yet (see issue 17's note): the policy kind, LoRA, the
 //! KV-cached batched sampler, the warm start, the experiment and the GPU
@@ -16,6 +17,7 @@
 
 pub mod gguf;
 pub mod llama;
+pub mod sample;
 pub mod tokenizer;
 
 pub use gguf::{Config, Gguf};
