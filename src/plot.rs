@@ -139,7 +139,9 @@ impl Figure {
             .collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
-        let x_ticks = if (2..=12).contains(&xs.len()) {
+        let x_ticks = if !self.log_x {
+            Vec::new()
+        } else if (2..=12).contains(&xs.len()) {
             xs
         } else {
             log_ticks(x0, x1)
@@ -272,7 +274,13 @@ impl Figure {
             (a.min(v), b.max(v))
         });
         if !lo.is_finite() {
-            return fixed.unwrap_or(if log { (0.1, 10.0) } else { (0.0, 1.0) });
+            // Nothing to draw: a finite default inside the bounds (an
+            // unbounded end such as a count's ∞ must never reach the axis,
+            // where plotters' tick search would not end).
+            let (a, b) = fixed.unwrap_or(if log { (0.1, 10.0) } else { (0.0, 1.0) });
+            let a = if a.is_finite() { a } else { 0.0 };
+            let b = if b.is_finite() { b } else { a + 1.0 };
+            return (a, b);
         }
         let (lo, hi) = if log {
             (lo / 1.5, hi * 1.5)
@@ -565,6 +573,11 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 /// Tick positions of a log axis over [lo, hi]: 1, 2, 5 per decade, or
 /// every integer multiple when the axis spans less than two of them.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    // A log axis is positive and finite (`extent` makes it so); anything
+    // else gets no ticks rather than a loop over every power of ten.
+    if !(lo > 0.0 && hi.is_finite() && lo < hi) {
+        return Vec::new();
+    }
     let pick = |mults: &[f64]| -> Vec<f64> {
         let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
         (a..=b)
@@ -607,8 +620,39 @@ mod tests {
         assert_eq!(log_ticks(0.2, 8.0), [0.2, 0.5, 1.0, 2.0, 5.0]);
         // Less than a 1-2-5 span: every multiple.
         assert_eq!(log_ticks(1.5, 4.5), [2.0, 3.0, 4.0]);
+        assert!(log_ticks(0.0, 1.0).is_empty() && log_ticks(1.0, f64::INFINITY).is_empty());
         assert_eq!(tick_label(&0.02), "0.02");
         assert_eq!(tick_label(&0.5), "0.5");
         assert_eq!(tick_label(&50.0), "50");
+    }
+
+    /// A figure whose measure is undefined everywhere (all NaN) with an
+    /// unbounded axis (counts: [0, ∞)) draws at once on a finite axis; it
+    /// once handed plotters an infinite range and never returned.
+    #[test]
+    fn an_empty_figure_on_an_unbounded_axis_draws() {
+        let fig = Figure {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![Series {
+                name: "s".into(),
+                points: vec![(0.0, f64::NAN), (1.0, f64::NAN)],
+                band: None,
+                style: LineKind::Solid,
+            }],
+            log_x: false,
+            log_y: false,
+            y_bounds: Some((0.0, f64::INFINITY)),
+            band_note: None,
+            integer_x: true,
+        };
+        let (lo, hi) = fig.extent(Axis::Y, fig.y_bounds, false);
+        assert!(lo.is_finite() && hi.is_finite() && lo < hi, "{lo} {hi}");
+        let dir = std::env::temp_dir().join(format!("iterdeploy-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        fig.write(&dir, "empty").unwrap();
+        assert!(dir.join("empty.png").is_file());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
