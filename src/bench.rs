@@ -666,13 +666,21 @@ pub fn compare_planners(
                 ours.total_seconds
             );
         }
-        println!(
-            "\nsolved: iterdeploy {}, Fast Downward {}, pyperplan {} of {}",
-            solved[0],
-            solved[1],
-            solved[2],
-            tasks.len()
-        );
+        if peer_python.is_some() {
+            println!(
+                "\nsolved: iterdeploy {}, Fast Downward {}, pyperplan {} of {}",
+                solved[0],
+                solved[1],
+                solved[2],
+                tasks.len()
+            );
+        } else {
+            println!(
+                "\nsolved: iterdeploy {} of {}; Fast Downward and pyperplan not run (no --peer-python: `peers/setup-venv.sh` prints one)",
+                solved[0],
+                tasks.len()
+            );
+        }
         println!("iterdeploy plans longer than the reference plan: {longer_than_reference}");
         let rate = |exp: f64, secs: f64| exp / secs.max(1e-9);
         for (name, acc) in [("Fast Downward", vs_fd), ("pyperplan", vs_pp)] {

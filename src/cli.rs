@@ -240,11 +240,13 @@ pub struct PlanArgs {
     #[arg(long, conflicts_with = "algorithm")]
     pub satisficing: bool,
     /// Seconds per problem; a problem not solved in time is reported as
-    /// `TimeLimit` (exit code 1), and the others are still planned.
+    /// "no plan within the time limit" (exit code 1), and the others are
+    /// still planned.
     #[arg(long)]
     pub time_limit: Option<f64>,
     /// Node expansions per problem (machine-independent, unlike the time
-    /// limit); exceeding it is reported as `ExpansionLimit` (exit code 1).
+    /// limit); exceeding it is reported as "no plan within the expansion
+    /// limit" (exit code 1).
     #[arg(long)]
     pub expansion_limit: Option<u64>,
     /// Write `<problem>.plan` files and `plans.csv` here (always used when
@@ -725,12 +727,16 @@ fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
             sol.facts,
             sol.operators
         );
+        // A plan's length and cost only when there is one.
+        let plan = if r.outcome == crate::search::Outcome::Solved {
+            format!(", length {}, cost {}", r.plan.len(), r.cost)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{}: {:?}, length {}, cost {}; expanded {}, generated {}, evaluated {}, {:.3}s, {} states stored ({} KiB), peak RSS {}",
+            "{}: {}{plan}; expanded {}, generated {}, evaluated {}, {:.3}s, {} states stored ({} KiB), peak RSS {}",
             path.display(),
-            r.outcome,
-            r.plan.len(),
-            r.cost,
+            r.outcome.label(),
             r.stats.expanded,
             r.stats.generated,
             r.stats.evaluated,
@@ -1103,11 +1109,11 @@ fn curate_cmd(args: &CurateArgs) -> Result<ExitCode> {
     let solved: std::collections::HashSet<usize> =
         kept.iter().filter(|k| k.valid).map(|k| k.task).collect();
     println!(
-        "\nkept {} sample(s) for {} task(s) (rule {:?}, pool {:?}) -> {}; statistics -> {}",
+        "\nkept {} sample(s) for {} task(s) (rule: {}, pool: {}) -> {}; statistics -> {}",
         kept.len(),
         solved.len(),
-        args.rule,
-        args.pool,
+        args.rule.label(),
+        args.pool.label(),
         args.out.display(),
         stats_path.display()
     );

@@ -710,3 +710,27 @@ fn a_closed_stdout_pipe_stops_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A search that stops at its limit says so in words, with no plan length
+/// or cost (there is no plan), and exits 1.
+#[test]
+fn a_planner_limit_reads_as_no_plan_within_the_limit() {
+    let (domain, problem, _) = examples();
+    let out = run(
+        &[
+            "plan",
+            domain.to_str().unwrap(),
+            problem.to_str().unwrap(),
+            "--expansion-limit",
+            "0",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no plan within the expansion limit"), "{err}");
+    assert!(
+        !err.contains("ExpansionLimit") && !err.contains("length 0"),
+        "{err}"
+    );
+}

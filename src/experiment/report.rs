@@ -429,12 +429,20 @@ fn deployment_summary(
     for (a, arm) in resolved.arms.iter().enumerate() {
         let l0 = c.interval(a, 0, BUCKET_ALL, "longest_valid_plan");
         let hg = c.interval(a, arm.generations, BUCKET_ALL, "longest_solved_optimal");
+        // A length of 0 means no valid plan (in any seed): say so.
+        let length = |v: f64| {
+            if v == 0.0 {
+                "none".to_string()
+            } else {
+                fmt_value(v, 1)
+            }
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {} |",
             arm.name,
-            fmt_value(l0.mean, 1),
-            fmt_value(hg.mean, 1)
+            length(l0.mean),
+            length(hg.mean)
         );
     }
     let _ = writeln!(

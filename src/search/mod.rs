@@ -58,6 +58,18 @@ pub enum Outcome {
     ExpansionLimit,
 }
 
+impl Outcome {
+    /// What a user reads: "solved", "no plan within the time limit", …
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Solved => "solved",
+            Outcome::Unsolvable => "unsolvable (no plan exists)",
+            Outcome::TimeLimit => "no plan within the time limit",
+            Outcome::ExpansionLimit => "no plan within the expansion limit",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SearchResult {
     pub outcome: Outcome,
