@@ -314,22 +314,29 @@ fn rules(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> 
         PolicyTable::new(policy, env),
     ];
     let mut csv = String::from("rule,samples_per_task,cosine\n");
+    // (rule, label, generations pooled): the single-generation rules on
+    // this generation's samples, the paper's on this and the previous one.
     let rules = [
-        (Rule::AllValid, "all valid"),
-        (Rule::OnePerTask, "one valid per task"),
-        (Rule::ShortestPerTask, "shortest valid per task"),
+        (Rule::AllValid, "all valid", 1),
+        (Rule::OnePerTask, "one valid per task", 1),
+        (Rule::ShortestPerTask, "shortest valid per task", 1),
+        (
+            Rule::ShortestPerTask,
+            "the paper's rule: shortest per task over this and the previous generation",
+            2,
+        ),
     ];
     let mut series = Vec::new();
-    for (rule, name) in rules {
+    for (rule, name, gens) in rules {
         let mut points = Vec::new();
         for &n in &RULE_SIZES {
             let g = exact::curated_sft_expectation(
                 env,
                 policy,
-                &pooled[1..],
+                &pooled[2 - gens..],
                 rule,
                 Pool::Accumulate,
-                &[n],
+                &vec![n; gens],
             )?;
             let c = cosine(&g, &grad);
             let _ = writeln!(csv, "{},{n},{c}", csv_field(name));
@@ -342,27 +349,6 @@ fn rules(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> 
             style: LineKind::Solid,
         });
     }
-    let name = "the paper's rule: shortest per task over this and the previous generation";
-    let mut points = Vec::new();
-    for &n in &RULE_SIZES {
-        let g = exact::curated_sft_expectation(
-            env,
-            policy,
-            &pooled,
-            Rule::ShortestPerTask,
-            Pool::Accumulate,
-            &[n, n],
-        )?;
-        let c = cosine(&g, &grad);
-        let _ = writeln!(csv, "{},{n},{c}", csv_field(name));
-        points.push((n as f64, c));
-    }
-    series.push(Series {
-        name: name.into(),
-        points,
-        band: None,
-        style: LineKind::Solid,
-    });
     crate::output::write_atomic(&dir.join("rules_vs_gradient.csv"), csv.as_bytes())?;
     Figure {
         title: format!(
