@@ -447,85 +447,7 @@ impl Spec {
         {
             return invalid(format!("policy.prior = {p} must be a number ≥ 0"));
         }
-        crate::generate::DomainKind::from_name(&self.tasks.domain)?;
-        if self.tasks.horizon == 0 {
-            return invalid("tasks.horizon must be at least 1".into());
-        }
-        if !(0.0..1.0).contains(&self.tasks.held_out_fraction) {
-            return invalid(format!(
-                "tasks.held_out_fraction = {} must be in [0, 1)",
-                self.tasks.held_out_fraction
-            ));
-        }
-        if self.tasks.buckets.is_empty() {
-            return invalid("tasks.buckets: give at least one bucket".into());
-        }
-        for (i, b) in self.tasks.buckets.iter().enumerate() {
-            // Buckets are keyed by name in every summary: two with one name
-            // would be pooled into one, with twice the seeds.
-            if self.tasks.buckets[..i].iter().any(|o| o.name == b.name) {
-                return invalid(format!(
-                    "tasks.buckets: two buckets are named `{}`; names must be distinct",
-                    b.name
-                ));
-            }
-            if b.files.is_empty() && b.count == 0 {
-                return invalid(format!("bucket `{}`: count must be at least 1", b.name));
-            }
-            if !b.files.is_empty() && !b.params.is_empty() {
-                return invalid(format!(
-                    "bucket `{}`: give generator `params` or problem `files`, not both",
-                    b.name
-                ));
-            }
-            if !b.files.is_empty() && b.count > b.files.len() {
-                return invalid(format!(
-                    "bucket `{}`: count = {} but only {} file(s)",
-                    b.name,
-                    b.count,
-                    b.files.len()
-                ));
-            }
-        }
-        let all_tasks = self
-            .tasks
-            .buckets
-            .iter()
-            .fold(self.base.tasks, |n, b| n.saturating_add(b.count));
-        crate::limits::check_count(
-            "tasks (all buckets' count + base.tasks)",
-            all_tasks,
-            crate::limits::MAX_TASKS,
-            "each is generated and solved by the reference planner before the run",
-        )?;
-        let passes = "passes over the data, each a full training or estimation sweep";
-        crate::limits::check_count(
-            "base.epochs",
-            self.base.epochs,
-            crate::limits::MAX_PASSES,
-            passes,
-        )?;
-        for name in &self.base.buckets {
-            match self.tasks.buckets.iter().find(|b| &b.name == name) {
-                None => {
-                    return invalid(format!(
-                        "base.buckets names `{name}`, which is not a bucket of [tasks]"
-                    ));
-                }
-                Some(b) if !b.files.is_empty() => {
-                    return invalid(format!(
-                        "base.buckets names `{name}`, a bucket of files; generation 0 trains on fresh generated tasks, so name a generated bucket"
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
-            return invalid(format!(
-                "base: learning_rate = {} must be a positive number and batch_size = {} ≥ 1",
-                self.base.learning_rate, self.base.batch_size
-            ));
-        }
+        self.check_tasks_and_base()?;
         if matches!(
             self.policy.kind,
             PolicyKind::Transformer | PolicyKind::PlanWriter
@@ -582,73 +504,7 @@ impl Spec {
                     .into(),
             );
         }
-        let mut arms = Vec::new();
-        if let Some(d) = &self.deployment {
-            if d.arms.is_empty() {
-                return invalid("[deployment] needs at least one [[deployment.arms]]".into());
-            }
-            let mut base = builtin_arm_defaults();
-            let known = |extra: &[&str]| {
-                extra
-                    .iter()
-                    .map(|k| k.to_string())
-                    .chain(base_keys())
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let defaults_at = |k: &str| located(key_line(source, "[deployment.defaults]", 0, k));
-            for (k, v) in &d.defaults {
-                if !base.contains_key(k) {
-                    return Err(Error::Invalid(format!(
-                        "{}[deployment.defaults]: unknown field `{k}` (known: {})",
-                        defaults_at(k),
-                        known(&[])
-                    )));
-                }
-                if let Err(e) = type_one_key(&builtin_arm_defaults(), k, v) {
-                    return Err(Error::Invalid(format!(
-                        "{}[deployment.defaults]: `{k}`: {e}",
-                        defaults_at(k)
-                    )));
-                }
-                base.insert(k.clone(), v.clone());
-            }
-            for (i, arm) in d.arms.iter().enumerate() {
-                let label = arm
-                    .get("name")
-                    .and_then(|v| v.as_str())
-                    .map_or(format!("arm {}", i + 1), |n| format!("arm `{n}`"));
-                let at = |k: &str| located(key_line(source, "[[deployment.arms]]", i, k));
-                let mut merged = base.clone();
-                for (k, v) in arm {
-                    if !base.contains_key(k) && k != "name" && k != "method" {
-                        return Err(Error::Invalid(format!(
-                            "{}[[deployment.arms]] {label}: unknown field `{k}` (known: {})",
-                            at(k),
-                            known(&["name", "method"])
-                        )));
-                    }
-                    // Typed one key at a time, so a bad value is blamed on
-                    // its own line.
-                    if let Err(e) = type_one_key(&base, k, v) {
-                        return Err(Error::Invalid(format!(
-                            "{}[[deployment.arms]] {label}: `{k}`: {e}",
-                            at(k)
-                        )));
-                    }
-                    merged.insert(k.clone(), v.clone());
-                }
-                let config: ArmConfig = merged
-                    .try_into()
-                    .map_err(|e| Error::Invalid(format!("[[deployment.arms]] {label}: {e}")))?;
-                config.validate()?;
-                if arms.iter().any(|a: &ArmConfig| a.name == config.name) {
-                    return invalid(format!("two arms are named `{}`", config.name));
-                }
-                arms.push(config);
-            }
-        }
+        let arms = self.resolve_arms(source)?;
         // The accumulate pool keeps every sample of every generation.
         let tasks: usize = self.tasks.buckets.iter().map(|b| b.count).sum();
         for a in &arms {
@@ -665,6 +521,175 @@ impl Spec {
                 "samples x tasks x generations x (H+1) steps x 16 bytes",
             )?;
         }
+        self.check_analyses(tasks)?;
+        Ok(Resolved { spec: self, arms })
+    }
+
+    /// `[tasks]` and `[base]`: the domain, horizon, buckets and their
+    /// names, the base's buckets, and the task and epoch counts.
+    fn check_tasks_and_base(&self) -> Result<()> {
+        let invalid = |m: String| Err(Error::Invalid(m));
+        crate::generate::DomainKind::from_name(&self.tasks.domain)?;
+        if self.tasks.horizon == 0 {
+            return invalid("tasks.horizon must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.tasks.held_out_fraction) {
+            return invalid(format!(
+                "tasks.held_out_fraction = {} must be in [0, 1)",
+                self.tasks.held_out_fraction
+            ));
+        }
+        if self.tasks.buckets.is_empty() {
+            return invalid("tasks.buckets: give at least one bucket".into());
+        }
+        for (i, b) in self.tasks.buckets.iter().enumerate() {
+            // Buckets are keyed by name in every summary: two with one name
+            // would be pooled into one, with twice the seeds.
+            if self.tasks.buckets[..i].iter().any(|o| o.name == b.name) {
+                return invalid(format!(
+                    "tasks.buckets: two buckets are named `{}`; names must be distinct",
+                    b.name
+                ));
+            }
+            if b.files.is_empty() && b.count == 0 {
+                return invalid(format!("bucket `{}`: count must be at least 1", b.name));
+            }
+            if !b.files.is_empty() && !b.params.is_empty() {
+                return invalid(format!(
+                    "bucket `{}`: give generator `params` or problem `files`, not both",
+                    b.name
+                ));
+            }
+            if !b.files.is_empty() && b.count > b.files.len() {
+                return invalid(format!(
+                    "bucket `{}`: count = {} but only {} file(s)",
+                    b.name,
+                    b.count,
+                    b.files.len()
+                ));
+            }
+        }
+        let all_tasks = self
+            .tasks
+            .buckets
+            .iter()
+            .fold(self.base.tasks, |n, b| n.saturating_add(b.count));
+        crate::limits::check_count(
+            "tasks (all buckets' count + base.tasks)",
+            all_tasks,
+            crate::limits::MAX_TASKS,
+            "each is generated and solved by the reference planner before the run",
+        )?;
+        crate::limits::check_count(
+            "base.epochs",
+            self.base.epochs,
+            crate::limits::MAX_PASSES,
+            PASSES,
+        )?;
+        for name in &self.base.buckets {
+            match self.tasks.buckets.iter().find(|b| &b.name == name) {
+                None => {
+                    return invalid(format!(
+                        "base.buckets names `{name}`, which is not a bucket of [tasks]"
+                    ));
+                }
+                Some(b) if !b.files.is_empty() => {
+                    return invalid(format!(
+                        "base.buckets names `{name}`, a bucket of files; generation 0 trains on fresh generated tasks, so name a generated bucket"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if !crate::deploy::positive(self.base.learning_rate) || self.base.batch_size == 0 {
+            return invalid(format!(
+                "base: learning_rate = {} must be a positive number and batch_size = {} ≥ 1",
+                self.base.learning_rate, self.base.batch_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// The arms of `[deployment]`: `[deployment.defaults]` merged under
+    /// each `[[deployment.arms]]` table, typed one key at a time so an
+    /// unknown or mistyped field is reported on its line of `source`.
+    fn resolve_arms(&self, source: &str) -> Result<Vec<ArmConfig>> {
+        let invalid = |m: String| Err(Error::Invalid(m));
+        let mut arms = Vec::new();
+        let Some(d) = &self.deployment else {
+            return Ok(arms);
+        };
+        if d.arms.is_empty() {
+            return invalid("[deployment] needs at least one [[deployment.arms]]".into());
+        }
+        let mut base = builtin_arm_defaults();
+        let known = |extra: &[&str]| {
+            extra
+                .iter()
+                .map(|k| k.to_string())
+                .chain(base_keys())
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let defaults_at = |k: &str| located(key_line(source, "[deployment.defaults]", 0, k));
+        for (k, v) in &d.defaults {
+            if !base.contains_key(k) {
+                return Err(Error::Invalid(format!(
+                    "{}[deployment.defaults]: unknown field `{k}` (known: {})",
+                    defaults_at(k),
+                    known(&[])
+                )));
+            }
+            if let Err(e) = type_one_key(&builtin_arm_defaults(), k, v) {
+                return Err(Error::Invalid(format!(
+                    "{}[deployment.defaults]: `{k}`: {e}",
+                    defaults_at(k)
+                )));
+            }
+            base.insert(k.clone(), v.clone());
+        }
+        for (i, arm) in d.arms.iter().enumerate() {
+            let label = arm
+                .get("name")
+                .and_then(|v| v.as_str())
+                .map_or(format!("arm {}", i + 1), |n| format!("arm `{n}`"));
+            let at = |k: &str| located(key_line(source, "[[deployment.arms]]", i, k));
+            let mut merged = base.clone();
+            for (k, v) in arm {
+                if !base.contains_key(k) && k != "name" && k != "method" {
+                    return Err(Error::Invalid(format!(
+                        "{}[[deployment.arms]] {label}: unknown field `{k}` (known: {})",
+                        at(k),
+                        known(&["name", "method"])
+                    )));
+                }
+                // Typed one key at a time, so a bad value is blamed on
+                // its own line.
+                if let Err(e) = type_one_key(&base, k, v) {
+                    return Err(Error::Invalid(format!(
+                        "{}[[deployment.arms]] {label}: `{k}`: {e}",
+                        at(k)
+                    )));
+                }
+                merged.insert(k.clone(), v.clone());
+            }
+            let config: ArmConfig = merged
+                .try_into()
+                .map_err(|e| Error::Invalid(format!("[[deployment.arms]] {label}: {e}")))?;
+            config.validate()?;
+            if arms.iter().any(|a: &ArmConfig| a.name == config.name) {
+                return invalid(format!("two arms are named `{}`", config.name));
+            }
+            arms.push(config);
+        }
+        Ok(arms)
+    }
+
+    /// The `[gradient_error]` and `[drift]` sections, for a deployment of
+    /// `tasks` tasks.
+    fn check_analyses(&self, tasks: usize) -> Result<()> {
+        let invalid = |m: String| Err(Error::Invalid(m));
         if let Some(g) = &self.gradient_error {
             if g.samples_per_task.is_empty() || g.samples_per_task.contains(&0) {
                 return invalid("gradient_error.samples_per_task: give counts ≥ 1".into());
@@ -676,7 +701,7 @@ impl Spec {
                 "gradient_error.repetitions",
                 g.repetitions,
                 crate::limits::MAX_PASSES,
-                passes,
+                PASSES,
             )?;
             let most = g.samples_per_task.iter().copied().max().unwrap_or(0);
             crate::limits::check_memory(
@@ -709,7 +734,7 @@ impl Spec {
                 "drift.epochs",
                 d.epochs,
                 crate::limits::MAX_PASSES,
-                passes,
+                PASSES,
             )?;
             crate::limits::check_memory(
                 &format!("drift.samples_per_task = {}", d.samples_per_task),
@@ -726,7 +751,7 @@ impl Spec {
                 ));
             }
         }
-        Ok(Resolved { spec: self, arms })
+        Ok(())
     }
 }
 
@@ -783,6 +808,9 @@ fn key_line(source: &str, header: &str, occurrence: usize, key: &str) -> Option<
     }
     None
 }
+
+/// Why a count of passes (epochs, repetitions) is capped, for refusals.
+const PASSES: &str = "passes over the data, each a full training or estimation sweep";
 
 /// Estimator names of `[gradient_error]`.
 pub const GRADIENT_ESTIMATORS: [&str; 4] = ["reinforce", "rloo", "grpo", "sft"];
