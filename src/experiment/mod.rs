@@ -290,41 +290,52 @@ fn checkpointed_base(
     fingerprint: &str,
 ) -> Result<Box<dyn Policy>> {
     let path = ck_dir.join(format!("base-seed{seed}.json"));
-    let saved = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<BaseCheckpoint>(&b).ok())
-        .filter(|c| c.fingerprint == fingerprint);
-    if let Some(c) = saved {
+    if let Some(theta) = load_checkpoint::<Vec<f64>>(&path, fingerprint) {
         // The untrained policy fixes the shape; the saved θ replaces its
         // initial weights (a θ of the wrong length is not this spec's).
         let mut policy = untrained_policy(spec, work, seed)?;
-        if c.theta.len() == policy.params().len() && c.theta.iter().all(|v| v.is_finite()) {
-            policy.params_mut().copy_from_slice(&c.theta);
+        if theta.len() == policy.params().len() && theta.iter().all(|v| v.is_finite()) {
+            policy.params_mut().copy_from_slice(&theta);
             return Ok(policy);
         }
     }
     let policy = base_policy(spec, work, demos, seed)?;
-    let c = BaseCheckpoint {
-        fingerprint: fingerprint.to_string(),
-        theta: policy.params().to_vec(),
-    };
-    let bytes = serde_json::to_vec(&c).map_err(|e| Error::Invalid(format!("{e}")))?;
-    crate::output::write_atomic(&path, &bytes)?;
+    save_checkpoint(&path, fingerprint, &policy.params())?;
     Ok(policy)
 }
 
-/// A trained generation 0 on disk.
+/// A checkpoint on disk: the spec fingerprint and what it saves (an arm's
+/// state, or generation 0's θ).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct BaseCheckpoint {
+struct Checkpoint<T> {
     fingerprint: String,
-    theta: Vec<f64>,
+    state: T,
 }
 
-/// A checkpoint on disk: the spec fingerprint and the arm's state.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Checkpoint {
-    fingerprint: String,
-    state: ArmState,
+/// The state saved at `path` for the spec `fingerprint`; None if there is
+/// none, it does not parse, or it belongs to another spec.
+fn load_checkpoint<T: serde::de::DeserializeOwned>(path: &Path, fingerprint: &str) -> Option<T> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Checkpoint<T>>(&b).ok())
+        .filter(|c| c.fingerprint == fingerprint)
+        .map(|c| c.state)
+}
+
+/// Writes `state` at `path` (atomically) for the spec `fingerprint`.
+fn save_checkpoint<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    fingerprint: &str,
+    state: &T,
+) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Borrowed<'a, T: ?Sized> {
+        fingerprint: &'a str,
+        state: &'a T,
+    }
+    let bytes = serde_json::to_vec(&Borrowed { fingerprint, state })
+        .map_err(|e| Error::Invalid(format!("{}: checkpoint: {e}", path.display())))?;
+    crate::output::write_atomic(path, &bytes)
 }
 
 /// Identifies the resolved spec (and the scale) a checkpoint belongs to.
@@ -458,15 +469,12 @@ fn run_arms(
             let seed = spec.seeds[s];
             let arm = &arms[a];
             let path = ck_dir.join(format!("arm{a}-seed{seed}.json"));
-            let state = match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
-            {
-                Some(c) if c.fingerprint == fingerprint => {
-                    bar.inc(c.state.next_generation as u64);
-                    c.state
+            let state = match load_checkpoint::<ArmState>(&path, fingerprint) {
+                Some(state) => {
+                    bar.inc(state.next_generation as u64);
+                    state
                 }
-                _ => ArmState::fresh(bases[s].as_ref()),
+                None => ArmState::fresh(bases[s].as_ref()),
             };
             // Paused runs stop after `pause_after` generations (the
             // arm's config is otherwise untouched, so the fingerprint and
@@ -488,12 +496,7 @@ fn run_arms(
                     state,
                     |st| {
                         bar.inc(1);
-                        let c = Checkpoint {
-                            fingerprint: fingerprint.to_string(),
-                            state: st.clone(),
-                        };
-                        let bytes = serde_json::to_vec(&c).expect("checkpoint serialises");
-                        crate::output::write_atomic(&path, &bytes)
+                        save_checkpoint(&path, fingerprint, st)
                     },
                 )?
             };
@@ -543,11 +546,7 @@ method = "curated-sft"
 "#;
 
     fn write(path: &Path, fingerprint: &str, theta: Vec<f64>) {
-        let c = BaseCheckpoint {
-            fingerprint: fingerprint.into(),
-            theta,
-        };
-        std::fs::write(path, serde_json::to_vec(&c).unwrap()).unwrap();
+        save_checkpoint(path, fingerprint, &theta).unwrap();
     }
 
     #[test]
@@ -580,9 +579,10 @@ method = "curated-sft"
             let again = checkpointed_base(&r.spec, &work, &demos, 3, &dir, "fp").unwrap();
             assert_eq!(again.params(), trained.params());
         }
-        let saved: BaseCheckpoint = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let saved: Checkpoint<Vec<f64>> =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(saved.fingerprint, "fp");
-        assert_eq!(saved.theta, trained.params());
+        assert_eq!(saved.state, trained.params());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
