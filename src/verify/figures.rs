@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::p03::{PerTask, add};
 use super::prelude::*;
 use super::{Setting, perturbed, shortest_plans};
 use crate::curation::Pool;
@@ -137,26 +138,7 @@ fn p01(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
 fn p03(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
     let env = &s.env;
     let pi = PolicyTable::new(policy, env);
-    let per_task = |beh: &PolicyTable| -> Vec<Vec<f64>> {
-        let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
-        (0..env.tasks.len())
-            .map(|x| {
-                let mut coef = vec![0.0; env.tasks.len()];
-                coef[x] = env.mu[x];
-                exact::weighted_score(env, beh, policy, &coef, &ones)
-            })
-            .collect()
-    };
-    let sum = |rows: &[Vec<f64>], c: &dyn Fn(usize) -> f64| -> Vec<f64> {
-        let mut out = vec![0.0; policy.num_params()];
-        for (x, row) in rows.iter().enumerate() {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += c(x) * v;
-            }
-        }
-        out
-    };
-    let a = per_task(&pi);
+    let a = PerTask::of(env, &pi, policy);
     let z_pi = exact::success_probabilities(env, &pi);
     let j_pi = exact::objective(env, &pi);
     // One drift direction, scaled: β_σ = θ + σ ε.
@@ -170,24 +152,20 @@ fn p03(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
             *b = t + sigma * (e - t);
         }
         let bt = PolicyTable::new(&*beta, env);
-        let b = per_task(&bt);
+        let b = PerTask::of(env, &bt, policy);
         let z_b = exact::success_probabilities(env, &bt);
         let j_b = exact::objective(env, &bt);
-        let paper = sum(&a, &|_| 1.0 - lam)
-            .iter()
-            .zip(sum(&b, &|_| lam))
-            .map(|(x, y)| x + y)
-            .collect::<Vec<f64>>();
-        let joint: Vec<f64> = sum(&a, &|_| (1.0 - lam) / j_pi)
-            .iter()
-            .zip(sum(&b, &|_| lam / j_b))
-            .map(|(x, y)| x + y)
-            .collect();
-        let per: Vec<f64> = sum(&a, &|x| (1.0 - lam) / z_pi[x])
-            .iter()
-            .zip(sum(&b, &|x| lam / z_b[x]))
-            .map(|(x, y)| x + y)
-            .collect();
+        let n = env.tasks.len();
+        // Coefficients per task of the A and B rows (P03's readings).
+        let form = |ca: &dyn Fn(usize) -> f64, cb: &dyn Fn(usize) -> f64| {
+            add(
+                &a.combine(&(0..n).map(ca).collect::<Vec<_>>()),
+                &b.combine(&(0..n).map(cb).collect::<Vec<_>>()),
+            )
+        };
+        let paper = form(&|_| 1.0 - lam, &|_| lam);
+        let joint = form(&|_| (1.0 - lam) / j_pi, &|_| lam / j_b);
+        let per = form(&|x| (1.0 - lam) / z_pi[x], &|x| lam / z_b[x]);
         let kl: f64 = exact::trajectory_kl(env, &pi, &bt)
             .iter()
             .zip(&env.mu)

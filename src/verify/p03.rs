@@ -24,10 +24,10 @@ const SIGMAS: [f64; 4] = [0.0, 0.3, 1.0, 3.0];
 const SIGMA_ENDPOINTS: f64 = 1.0;
 
 /// Per-task score sums of one behaviour: row x is μ_x E_b[R ∇log π_θ | x].
-struct PerTask(Vec<Vec<f64>>);
+pub(super) struct PerTask(Vec<Vec<f64>>);
 
 impl PerTask {
-    fn of(env: &Deployment, beh: &PolicyTable, target: &dyn Policy) -> Self {
+    pub(super) fn of(env: &Deployment, beh: &PolicyTable, target: &dyn Policy) -> Self {
         let ones = vec![vec![1.0; env.horizon + 1]; env.tasks.len()];
         PerTask(
             (0..env.tasks.len())
@@ -41,7 +41,7 @@ impl PerTask {
     }
 
     /// Σ_x c_x · row_x.
-    fn combine(&self, c: &[f64]) -> Vec<f64> {
+    pub(super) fn combine(&self, c: &[f64]) -> Vec<f64> {
         let mut out = vec![0.0; self.0[0].len()];
         for (row, &cx) in self.0.iter().zip(c) {
             for (o, v) in out.iter_mut().zip(row) {
@@ -52,7 +52,7 @@ impl PerTask {
     }
 }
 
-fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+pub(super) fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
