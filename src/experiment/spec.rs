@@ -508,17 +508,14 @@ impl Spec {
         // The accumulate pool keeps every sample of every generation.
         let tasks: usize = self.tasks.buckets.iter().map(|b| b.count).sum();
         for a in &arms {
-            crate::limits::check_memory(
+            self.check_samples_memory(
                 &format!(
                     "arm `{}`: samples_per_task = {}",
                     a.name, a.samples_per_task
                 ),
-                a.samples_per_task as f64
-                    * tasks as f64
-                    * (a.generations + 1) as f64
-                    * (self.tasks.horizon + 1) as f64
-                    * 16.0,
-                "samples x tasks x generations x (H+1) steps x 16 bytes",
+                a.samples_per_task,
+                tasks,
+                a.generations + 1,
             )?;
         }
         self.check_analyses(tasks)?;
@@ -686,6 +683,32 @@ impl Spec {
         Ok(arms)
     }
 
+    /// Refuses `what` if keeping `samples` traces of each of `tasks` tasks
+    /// for `generations` generations (16 bytes per step, H+1 steps) would
+    /// not fit in memory.
+    fn check_samples_memory(
+        &self,
+        what: &str,
+        samples: usize,
+        tasks: usize,
+        generations: usize,
+    ) -> Result<()> {
+        let how = if generations > 1 {
+            "samples x tasks x generations x (H+1) steps x 16 bytes"
+        } else {
+            "samples x tasks x (H+1) steps x 16 bytes"
+        };
+        crate::limits::check_memory(
+            what,
+            samples as f64
+                * tasks as f64
+                * generations as f64
+                * (self.tasks.horizon + 1) as f64
+                * 16.0,
+            how,
+        )
+    }
+
     /// The `[gradient_error]` and `[drift]` sections, for a deployment of
     /// `tasks` tasks.
     fn check_analyses(&self, tasks: usize) -> Result<()> {
@@ -704,10 +727,11 @@ impl Spec {
                 PASSES,
             )?;
             let most = g.samples_per_task.iter().copied().max().unwrap_or(0);
-            crate::limits::check_memory(
+            self.check_samples_memory(
                 &format!("gradient_error.samples_per_task = {most}"),
-                most as f64 * tasks as f64 * (self.tasks.horizon + 1) as f64 * 16.0,
-                "samples x tasks x (H+1) steps x 16 bytes",
+                most,
+                tasks,
+                1,
             )?;
             if g.estimators.is_empty() {
                 return invalid(format!(
@@ -736,10 +760,11 @@ impl Spec {
                 crate::limits::MAX_PASSES,
                 PASSES,
             )?;
-            crate::limits::check_memory(
+            self.check_samples_memory(
                 &format!("drift.samples_per_task = {}", d.samples_per_task),
-                d.samples_per_task as f64 * tasks as f64 * (self.tasks.horizon + 1) as f64 * 16.0,
-                "samples x tasks x (H+1) steps x 16 bytes",
+                d.samples_per_task,
+                tasks,
+                1,
             )?;
             if d.rules.contains(&Rule::None) {
                 return invalid("drift.rules: `none` has no validity-weighted expectation".into());
