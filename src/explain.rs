@@ -43,18 +43,14 @@ pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<Str
     tasks_section(env, &mut out);
     let j = traces_section(env, &policy, &mut out)?;
     let grad = exact::objective_gradient(env, &policy);
+    let labels = labels(env);
     let _ = writeln!(
         out,
         "\n## 3. The exact gradient ∇J = Σ_x μ(x) Σ_y π(y|x) R(y) ∇log π(y|x)\n\n\
          θ[x, s, a] is the logit of action a in state s of task x. At θ = 0, ∂log π(y)/∂θ[x, s, a] = \
          (times y takes a in s) − (visits of s) · π(a|s).\n"
     );
-    let rows: Vec<(String, Vec<f64>)> = labels(env)
-        .into_iter()
-        .zip(&grad)
-        .map(|(l, &g)| (l, vec![g]))
-        .collect();
-    component_table(&["∇J"], &rows, &mut out);
+    component_table(&labels, &[("∇J", &grad)], &mut out);
 
     let mut rng = crate::rng::stream(seed, 0);
     let batch = estimator::sample_batch(env, &table, samples, &mut rng);
@@ -83,12 +79,16 @@ pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<Str
         "\nN⁺ = {n_plus} valid of N = {n}. REINFORCE = (1/N) Σ_i R_i ∇log π(y_i); \
          SFT = (1/N⁺) Σ_valid ∇log π(y_i) (the gradient of the mean log-likelihood of the kept plans).\n"
     );
-    let rows: Vec<(String, Vec<f64>)> = labels(env)
-        .into_iter()
-        .zip(reinforce.iter().zip(&sft))
-        .map(|(l, (&r, &s))| (l, vec![r, s, s * scale]))
-        .collect();
-    component_table(&["REINFORCE", "SFT", "SFT × N⁺/N"], &rows, &mut out);
+    let scaled: Vec<f64> = sft.iter().map(|s| s * scale).collect();
+    component_table(
+        &labels,
+        &[
+            ("REINFORCE", &reinforce),
+            ("SFT", &sft),
+            ("SFT × N⁺/N", &scaled),
+        ],
+        &mut out,
+    );
     let gap = reinforce
         .iter()
         .zip(&sft)
@@ -100,7 +100,34 @@ pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<Str
          SFT on the valid samples is REINFORCE with reward 1 for a valid plan, scaled by N/N⁺ (claim P01)."
     );
 
-    expectation_section(env, &policy, &table, samples, seed, &grad, j, &mut out);
+    let means = batch_means(env, &policy, &table, samples, seed);
+    let _ = writeln!(
+        out,
+        "\n## 5. In expectation, over {BATCHES} batches like the one above\n\n\
+         E[REINFORCE] = ∇J: REINFORCE is unbiased (claim P07), and so is SFT × N⁺/N, which is the same \
+         number on every batch. Plain SFT is neither ∇J nor ∇J / J on average: {} of the {BATCHES} \
+         batches had no valid sample (SFT = 0 there), and elsewhere N⁺ is random and moves with the batch \
+         (P01, derivation step 3). Its mean still points almost along ∇J (cosine below); its length is \
+         what differs.\n",
+        means.empty
+    );
+    let over_j: Vec<f64> = grad.iter().map(|g| g / j).collect();
+    component_table(
+        &labels,
+        &[
+            ("∇J", &grad),
+            ("mean REINFORCE", &means.reinforce),
+            ("∇J / J", &over_j),
+            ("mean SFT", &means.sft),
+        ],
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "\ncos(∇J, mean REINFORCE) = {:.4}; cos(∇J, mean SFT) = {:.4}.",
+        crate::deploy::cosine(&grad, &means.reinforce),
+        crate::deploy::cosine(&grad, &means.sft)
+    );
     Ok(out)
 }
 
@@ -108,55 +135,40 @@ pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<Str
 /// batch's spread, small enough to see the means settle.
 const BATCHES: usize = 2000;
 
-/// Section 5: the mean of each estimator over many batches beside ∇J and
-/// ∇J / J.
-#[allow(clippy::too_many_arguments)]
-fn expectation_section(
+/// Section 5's numbers: the mean REINFORCE and SFT gradients over
+/// [`BATCHES`] batches, and how many batches had no valid sample.
+struct BatchMeans {
+    reinforce: Vec<f64>,
+    sft: Vec<f64>,
+    empty: usize,
+}
+
+fn batch_means(
     env: &Deployment,
     policy: &dyn Policy,
     table: &PolicyTable,
     samples: usize,
     seed: u64,
-    grad: &[f64],
-    j: f64,
-    out: &mut String,
-) {
+) -> BatchMeans {
     let mut rng = crate::rng::stream(seed, 1);
-    let d = grad.len();
-    let (mut mean_rl, mut mean_sft) = (vec![0.0; d], vec![0.0; d]);
-    let mut empty = 0;
+    let d = policy.num_params();
+    let mut m = BatchMeans {
+        reinforce: vec![0.0; d],
+        sft: vec![0.0; d],
+        empty: 0,
+    };
     for _ in 0..BATCHES {
         let batch = estimator::sample_batch(env, table, samples, &mut rng);
         let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
-        empty += usize::from(kept.is_empty());
+        m.empty += usize::from(kept.is_empty());
         let rl = estimator::reinforce(env, policy, &batch);
         let sft = estimator::sft_gradient(env, policy, &kept);
         for k in 0..d {
-            mean_rl[k] += rl[k] / BATCHES as f64;
-            mean_sft[k] += sft[k] / BATCHES as f64;
+            m.reinforce[k] += rl[k] / BATCHES as f64;
+            m.sft[k] += sft[k] / BATCHES as f64;
         }
     }
-    let _ = writeln!(
-        out,
-        "\n## 5. In expectation, over {BATCHES} batches like the one above\n\n\
-         E[REINFORCE] = ∇J: REINFORCE is unbiased (claim P07), and so is SFT × N⁺/N, which is the same \
-         number on every batch. Plain SFT is neither ∇J nor ∇J / J on average: {empty} of the {BATCHES} \
-         batches had no valid sample (SFT = 0 there), and elsewhere N⁺ is random and moves with the batch \
-         (P01, derivation step 3). Its mean still points almost along ∇J (cosine below); its length is \
-         what differs.\n"
-    );
-    let rows: Vec<(String, Vec<f64>)> = labels(env)
-        .into_iter()
-        .enumerate()
-        .map(|(k, l)| (l, vec![grad[k], mean_rl[k], grad[k] / j, mean_sft[k]]))
-        .collect();
-    component_table(&["∇J", "mean REINFORCE", "∇J / J", "mean SFT"], &rows, out);
-    let _ = writeln!(
-        out,
-        "\ncos(∇J, mean REINFORCE) = {:.4}; cos(∇J, mean SFT) = {:.4}.",
-        crate::deploy::cosine(grad, &mean_rl),
-        crate::deploy::cosine(grad, &mean_sft)
-    );
+    m
 }
 
 fn tasks_section(env: &Deployment, out: &mut String) {
@@ -261,21 +273,23 @@ fn labels(env: &Deployment) -> Vec<String> {
     out
 }
 
-/// Rows with any column above [`SHOWN_ABOVE`], as a Markdown table.
-fn component_table(columns: &[&str], rows: &[(String, Vec<f64>)], out: &mut String) {
+/// The components (rows `labels`) where any of `columns` is above
+/// [`SHOWN_ABOVE`], as a Markdown table.
+fn component_table(labels: &[String], columns: &[(&str, &[f64])], out: &mut String) {
+    let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
     let _ = writeln!(
         out,
         "| task | state | action | {} |\n|---|---|---|{}",
-        columns.join(" | "),
+        names.join(" | "),
         "---|".repeat(columns.len())
     );
     let mut hidden = 0;
-    for (label, values) in rows {
-        if values.iter().all(|v| v.abs() < SHOWN_ABOVE) {
+    for (k, label) in labels.iter().enumerate() {
+        if columns.iter().all(|c| c.1[k].abs() < SHOWN_ABOVE) {
             hidden += 1;
             continue;
         }
-        let cells: Vec<String> = values.iter().map(|v| format!("{v:+.6}")).collect();
+        let cells: Vec<String> = columns.iter().map(|c| format!("{:+.6}", c.1[k])).collect();
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
     let _ = writeln!(

@@ -20,7 +20,8 @@ use candle_core::{D, Device, Tensor};
 use super::gguf::{Config, Gguf};
 use crate::{Error, Result};
 
-fn ce(e: candle_core::Error) -> Error {
+/// A candle error as ours.
+pub(super) fn ce(e: candle_core::Error) -> Error {
     Error::Invalid(format!("pretrained model: {e}"))
 }
 

@@ -3,7 +3,7 @@
 //! N rows decode together, one token per step, until each writes the
 //! end-of-turn token or reaches `max_new` tokens.
 
-use super::llama::Llama;
+use super::llama::{Llama, ce};
 use crate::policy::transformer::sampling::{Sampling, draw_with_log_prob};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -16,10 +16,6 @@ pub struct Completion {
     pub log_prob: f64,
     /// Whether it ended with the stop token (else it ran out of tokens).
     pub stopped: bool,
-}
-
-fn ce(e: candle_core::Error) -> Error {
-    Error::Invalid(format!("pretrained model: {e}"))
 }
 
 /// `n` completions of `prompt`, stopping at `stop`.
