@@ -131,22 +131,19 @@ impl Figure {
         // Log axes get 1-2-5 ticks with labels (plotters labels only
         // powers of ten, so 0.34 on a 0.2–8 axis could not be read).
         // A log x axis of a few sample counts is labelled at those counts.
-        let mut xs: Vec<f64> = self
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.0))
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
-        let x_ticks = if !self.log_x {
-            Vec::new()
-        } else if (2..=12).contains(&xs.len()) {
-            xs
-        } else {
-            log_ticks(x0, x1)
+        let lx = || {
+            let xs: Vec<f64> = self
+                .distinct_xs(|_| true)
+                .into_iter()
+                .filter(|v| *v > 0.0)
+                .collect();
+            let ticks = if (2..=12).contains(&xs.len()) {
+                xs
+            } else {
+                log_ticks(x0, x1)
+            };
+            (x0..x1).log_scale().with_key_points(ticks)
         };
-        let lx = || (x0..x1).log_scale().with_key_points(x_ticks.clone());
         let ly = || (y0..y1).log_scale().with_key_points(log_ticks(y0, y1));
         match (self.log_x, self.log_y) {
             (false, false) => self.draw_in(root, x0..x1, y0..y1, legend),
@@ -309,6 +306,20 @@ impl Figure {
         }
     }
 
+    /// The finite x values of the series `keep` selects, sorted, each once.
+    fn distinct_xs(&self, keep: impl Fn(&Series) -> bool) -> Vec<f64> {
+        let mut xs: Vec<f64> = self
+            .series
+            .iter()
+            .filter(|s| keep(s))
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .filter(|v| v.is_finite())
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        xs
+    }
+
     fn has_bars(&self) -> bool {
         self.series.iter().any(|s| s.style == LineKind::Bars)
     }
@@ -316,16 +327,8 @@ impl Figure {
     /// The x width one group of bars may take: the smallest gap between
     /// distinct x values of the bar series (1 if there is none).
     fn bar_slot(&self) -> f64 {
-        let mut xs: Vec<f64> = self
-            .series
-            .iter()
-            .filter(|s| s.style == LineKind::Bars)
-            .flat_map(|s| s.points.iter().map(|p| p.0))
-            .filter(|v| v.is_finite())
-            .collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
-        let gap = xs
+        let gap = self
+            .distinct_xs(|s| s.style == LineKind::Bars)
             .windows(2)
             .map(|w| w[1] - w[0])
             .fold(f64::INFINITY, f64::min);
