@@ -158,16 +158,12 @@ impl ArmConfig {
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1");
         }
-        if self.epochs > crate::limits::MAX_PASSES {
-            return bad(
-                "epochs",
-                &format!(
-                    "= {} is above the largest supported, {} (each is a full pass over the kept data)",
-                    self.epochs,
-                    crate::limits::MAX_PASSES
-                ),
-            );
-        }
+        crate::limits::check_count(
+            &format!("arm `{}`: `epochs`", self.name),
+            self.epochs,
+            crate::limits::MAX_PASSES,
+            "each is a full pass over the kept data",
+        )?;
         if self.rl_batches == 0 || self.samples_per_task % self.rl_batches != 0 {
             return bad(
                 "rl_batches",
