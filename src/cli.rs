@@ -869,6 +869,21 @@ fn generate_cmd(args: &GenerateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The setting of `--task DOMAIN PROBLEM…` (and `--horizon`, default
+/// [`crate::verify::settings::DEFAULT_TASK_HORIZON`]); None without `--task`.
+fn user_setting(
+    task: &[PathBuf],
+    horizon: Option<usize>,
+) -> Result<Option<crate::verify::Setting>> {
+    let Some((domain, problems)) = task.split_first() else {
+        return Ok(None);
+    };
+    let h = horizon.unwrap_or(crate::verify::settings::DEFAULT_TASK_HORIZON);
+    Ok(Some(crate::verify::setting_from_files(
+        domain, problems, h,
+    )?))
+}
+
 fn explain_cmd(args: &ExplainArgs) -> Result<ExitCode> {
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
@@ -879,14 +894,9 @@ fn explain_cmd(args: &ExplainArgs) -> Result<ExitCode> {
         10_000,
         "step 5 draws 2,000 batches of this size",
     )?;
-    let setting = match args.task.split_first() {
+    let setting = match user_setting(&args.task, args.horizon)? {
         None => crate::verify::settings::chain_setting()?,
-        Some((domain, problems)) => crate::verify::setting_from_files(
-            domain,
-            problems,
-            args.horizon
-                .unwrap_or(crate::verify::settings::DEFAULT_TASK_HORIZON),
-        )?,
+        Some(s) => s,
     };
     let text = crate::explain::explain(&setting.env, args.samples, args.seed)?;
     print!("# {}\n\n{text}", setting.name);
@@ -895,16 +905,9 @@ fn explain_cmd(args: &ExplainArgs) -> Result<ExitCode> {
 
 fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
     use crate::verify;
-    let mut settings = match args.task.split_first() {
+    let mut settings = match user_setting(&args.task, args.horizon)? {
         None => verify::default_settings()?,
-        Some((domain, problems)) => {
-            vec![verify::setting_from_files(
-                domain,
-                problems,
-                args.horizon
-                    .unwrap_or(verify::settings::DEFAULT_TASK_HORIZON),
-            )?]
-        }
+        Some(s) => vec![s],
     };
     for s in &mut settings {
         s.transformer = args.transformer;
