@@ -50,6 +50,53 @@ impl Trace {
     }
 }
 
+/// The trace of a written plan of task `x`: `steps` are the plan's steps
+/// as shared action ids (None: a step that names no action of the task),
+/// `closed` whether the text ended the plan (else it ran out first).
+///
+/// A step naming an action applicable at the current state advances it;
+/// the plan stops at the first step that names no action, is not
+/// applicable, or lies past the horizon (invalid), and otherwise ends with
+/// END, valid iff it is closed and the state satisfies the goal. The trace
+/// keeps no tokens (the writer adds them).
+pub fn follow_plan(env: &Deployment, x: usize, steps: &[Option<ActionId>], closed: bool) -> Trace {
+    let space = &env.tasks[x];
+    let mut s: StateIndex = 0;
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    let mut valid = closed;
+    for &step in steps {
+        let Some(a) = step.filter(|&a| a != env.end()) else {
+            valid = false;
+            break;
+        };
+        out.push((s, a));
+        // The step at time t = out.len() − 1 moves on only if t < H.
+        let next = if out.len() <= env.horizon {
+            space.successor(s, a)
+        } else {
+            None
+        };
+        match next {
+            Some(t) => s = t,
+            None => {
+                return Trace {
+                    task: x,
+                    steps: out,
+                    valid: false,
+                    tokens: Vec::new(),
+                };
+            }
+        }
+    }
+    out.push((s, env.end()));
+    Trace {
+        task: x,
+        steps: out,
+        valid: valid && space.is_goal[s as usize],
+        tokens: Vec::new(),
+    }
+}
+
 /// Σ_i w_i ∇θ log π(y_i) as a fresh vector; `weighted` entries with w = 0
 /// are skipped (they add nothing).
 fn weighted_scores(env: &Deployment, policy: &dyn Policy, weighted: &[(&Trace, f64)]) -> Vec<f64> {

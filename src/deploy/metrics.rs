@@ -41,6 +41,7 @@
 use std::collections::HashSet;
 
 use super::{Role, Sample, Workload};
+use crate::estimator::Trace;
 use crate::exact::{self, PolicyTable};
 
 /// Metrics that are probabilities or fractions, so every interval drawn
@@ -161,18 +162,25 @@ pub fn sampled_measurement(
     let mut solved_any = Vec::with_capacity(env.tasks.len());
     let (mut all_of_runs, mut any_of_runs) = (Vec::new(), Vec::new());
     let mut kl_sum = 0.0;
-    for x in 0..env.tasks.len() {
-        let mut rngs: Vec<crate::rng::Rng> = (0..m).map(|i| stream(x, i)).collect();
-        let drawn = current.sample_traces(env, x, &mut rngs);
+    let mut requests: Vec<(usize, Vec<crate::rng::Rng>)> = (0..env.tasks.len())
+        .map(|x| (x, (0..m).map(|i| stream(x, i)).collect()))
+        .collect();
+    for (x, drawn) in current
+        .sample_tasks(env, &mut requests)
+        .into_iter()
+        .enumerate()
+    {
         let c = drawn.iter().filter(|(t, _)| t.valid).count();
         success.push(c as f64 / m as f64);
         solved_any.push(any_of(c, m, n));
         all_of_runs.push(all_of(c, m, RUNS));
         any_of_runs.push(any_of(c, m, RUNS));
         if let (Some(prev), Role::Deployed) = (previous, work.role[x]) {
+            let traces: Vec<&Trace> = drawn.iter().map(|(t, _)| t).collect();
             kl_sum += drawn
                 .iter()
-                .map(|(t, logp)| logp - prev.trace_log_prob(env, t))
+                .zip(prev.trace_log_probs(env, &traces))
+                .map(|((_, logp), before)| logp - before)
                 .sum::<f64>()
                 / m as f64;
         }

@@ -78,7 +78,7 @@ impl Method {
     }
 
     /// Arms that draw their budget in successive on-policy batches.
-    fn on_policy(self) -> bool {
+    pub fn on_policy(self) -> bool {
         matches!(
             self,
             Method::Raft | Method::Reinforce | Method::Rloo | Method::Grpo
@@ -392,13 +392,20 @@ fn deploy_generation(
     // samples the others draw first (common random numbers across arms).
     let draw = |policy: &dyn Policy, indices: std::ops::Range<usize>| -> Vec<Sample> {
         let mut out = Vec::with_capacity(indices.len() * deployed_tasks.len());
-        for &x in &deployed_tasks {
-            let mut rngs: Vec<crate::rng::Rng> = indices
-                .clone()
-                .map(|i| sample_stream(seed, k, x, i, SAMPLE_STREAM))
-                .collect();
-            let drawn = policy.sample_traces(env, x, &mut rngs);
-            for ((i, (trace, behaviour_logp)), rng) in indices.clone().zip(drawn).zip(&mut rngs) {
+        let mut requests: Vec<(usize, Vec<crate::rng::Rng>)> = deployed_tasks
+            .iter()
+            .map(|&x| {
+                let rngs = indices
+                    .clone()
+                    .map(|i| sample_stream(seed, k, x, i, SAMPLE_STREAM))
+                    .collect();
+                (x, rngs)
+            })
+            .collect();
+        let drawn_all = policy.sample_tasks(env, &mut requests);
+        for ((x, rngs), drawn) in requests.iter_mut().zip(drawn_all) {
+            let x = *x;
+            for ((i, (trace, behaviour_logp)), rng) in indices.clone().zip(drawn).zip(rngs) {
                 let tie: u64 = rng.random();
                 let u: f64 = sample_stream(seed, k, x, i, NOISE_STREAM).random();
                 let accepted = if trace.valid {

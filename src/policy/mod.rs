@@ -81,6 +81,27 @@ pub trait Policy: Send + Sync {
             .collect()
     }
 
+    /// [`Policy::sample_traces`] for several tasks at once: request
+    /// (x, rngs) gets one trace of task x per generator, each generator
+    /// advanced exactly as `sample_traces` would. A model that decodes
+    /// rows in batches overrides it to batch across tasks.
+    fn sample_tasks(
+        &self,
+        env: &Deployment,
+        requests: &mut [(usize, Vec<Rng>)],
+    ) -> Vec<Vec<(Trace, f64)>> {
+        requests
+            .iter_mut()
+            .map(|(x, rngs)| self.sample_traces(env, *x, rngs))
+            .collect()
+    }
+
+    /// [`Policy::trace_log_prob`] of each trace (a sequence model
+    /// overrides it to score them in batches).
+    fn trace_log_probs(&self, env: &Deployment, traces: &[&Trace]) -> Vec<f64> {
+        traces.iter().map(|t| self.trace_log_prob(env, t)).collect()
+    }
+
     /// log π(y) at this policy's temperature.
     fn trace_log_prob(&self, env: &Deployment, trace: &Trace) -> f64 {
         let mut row = vec![0.0; env.num_actions()];

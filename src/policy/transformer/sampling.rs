@@ -49,6 +49,19 @@ pub enum Decode {
 /// The probabilities `draw` samples from, for one row of logits.
 pub fn next_token_distribution(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<f64> {
     let v = logits.len();
+    let k = top_k.unwrap_or(v).clamp(1, v);
+    if temperature > 0.0 && k == v {
+        // Every token kept: no order needed (the same numbers as below,
+        // without sorting the vocabulary at every step).
+        let max = logits.iter().fold(f64::NEG_INFINITY, |m, &z| m.max(z)) / temperature;
+        let mut p: Vec<f64> = logits
+            .iter()
+            .map(|&z| (z / temperature - max).exp())
+            .collect();
+        let total: f64 = p.iter().sum();
+        p.iter_mut().for_each(|x| *x /= total);
+        return p;
+    }
     let mut order: Vec<usize> = (0..v).collect();
     // Descending by logit, ties by id: a fixed order for top-k and greedy.
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
@@ -57,7 +70,6 @@ pub fn next_token_distribution(logits: &[f64], temperature: f64, top_k: Option<u
         p[order[0]] = 1.0;
         return p;
     }
-    let k = top_k.unwrap_or(v).clamp(1, v);
     let max = logits[order[0]] / temperature;
     for &i in &order[..k] {
         p[i] = (logits[i] / temperature - max).exp();

@@ -98,49 +98,29 @@ impl PlanWriter {
     pub fn read(&self, env: &Deployment, x: usize, completion: &[u32]) -> Trace {
         let vocab = &self.decoder.vocab;
         let (close, end) = (vocab.id(")"), vocab.id(tokens::END));
-        let space = &env.tasks[x];
-        let mut s: StateIndex = 0;
         let mut steps = Vec::new();
         let mut rest = completion;
-        let valid = loop {
-            if rest.is_empty() {
-                // Out of room (or nothing written) before `<end>`.
-                steps.push((s, env.end()));
-                break false;
-            }
-            if Some(rest[0]) == end {
-                steps.push((s, env.end()));
-                break space.is_goal[s as usize];
+        let mut closed = false;
+        while let Some(&first) = rest.first() {
+            if Some(first) == end {
+                closed = true;
+                break;
             }
             let len = rest
                 .iter()
                 .position(|&t| Some(t) == close)
                 .map_or(rest.len(), |i| i + 1);
             let (step, after) = rest.split_at(len);
-            let Some(a) = vocab.action_of(step).filter(|&a| a != env.end()) else {
-                // Text that is no step: the plan stops unreadable here.
-                steps.push((s, env.end()));
-                break false;
-            };
-            steps.push((s, a));
-            // The step at time t = steps.len() − 1 moves on only if t < H.
-            let next = if steps.len() <= env.horizon {
-                space.successor(s, a)
-            } else {
-                None
-            };
-            match next {
-                Some(t) => s = t,
-                None => break false,
+            let action = vocab.action_of(step);
+            steps.push(action);
+            if action.is_none() {
+                break; // text that is no step: the plan stops unreadable
             }
             rest = after;
-        };
-        Trace {
-            task: x,
-            steps,
-            valid,
-            tokens: completion.to_vec(),
         }
+        let mut trace = crate::estimator::follow_plan(env, x, &steps, closed);
+        trace.tokens = completion.to_vec();
+        trace
     }
 
     /// The plan text of a completion, one step per line in IPC syntax (what
