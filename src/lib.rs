@@ -18,7 +18,7 @@
 //! | [`benchmarks`] | walking the shared IPC benchmark layout |
 //! | [`mdp`] | deployment as an episodic MDP over a shared action index |
 //! | [`policy`] | tabular, MLP and transformer policies over one flat θ |
-//! | [`pretrained`] | a pretrained LM from a GGUF file: tokenizer, f32 llama decoder with backward |
+//! | [`pretrained`] | a pretrained LM from a GGUF file as a policy: tokenizer, f32 llama decoder with backward, LoRA, batched sampling |
 //! | [`exact`] | dynamic programs: J, ∇J, success and length laws, exact fits |
 //! | [`estimator`] | sampled traces; SFT, REINFORCE, RLOO, GRPO, importance-weighted estimators |
 //! | [`curation`] | curation rules and pools, as implicit length weights |

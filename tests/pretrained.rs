@@ -116,13 +116,16 @@ fn the_decoder_matches_candle_transformers_quantized_llama() {
     assert!(lp.iter().all(|v| v.is_finite() && *v <= 0.0), "{lp:?}");
 }
 
-/// Gradients reach every weight of the decoder (candle's fused norm, rope
-/// and softmax would stop them; ours are composed of ops with a backward
-/// pass) and equal finite differences, in f64 on a tiny configuration.
+/// LoRA training on a tiny f64 decoder: every adapter tensor gets a
+/// gradient, the frozen linear weights get none (the frozen matmul's
+/// backward is the input's only), and the gradient of the completions'
+/// log-likelihood in θ (and in the norm weights, whose backward candle's
+/// fused norms would not give) equals a central finite difference.
 #[test]
-fn every_weight_gets_the_finite_difference_gradient() {
+fn lora_gradients_reach_every_adapter_and_equal_finite_differences() {
     use candle_core::{DType, Var};
     use iterdeploy::pretrained::Config;
+    use iterdeploy::pretrained::lora::{Adapted, Adapters, Mode};
     use iterdeploy::tolerance::{FD_ABS, FD_REL, FD_STEP};
     use rand_distr::{Distribution, StandardNormal};
     let device = Device::Cpu;
@@ -158,80 +161,156 @@ fn every_weight_gets_the_finite_difference_gradient() {
         }
     }
     let mut rng = iterdeploy::rng::stream(7, 0);
+    let mut normal = |scale: f64| -> f64 {
+        let z: f64 = StandardNormal.sample(&mut rng);
+        scale * z
+    };
     let vars: Vec<(String, Var)> = shapes
         .iter()
         .map(|(n, s)| {
             let len: usize = s.iter().product();
+            let norm = n.ends_with("norm.weight");
             let v: Vec<f64> = (0..len)
-                .map(|_| {
-                    let z: f64 = StandardNormal.sample(&mut rng);
-                    if n.ends_with("norm.weight") {
-                        1.0 + 0.1 * z
-                    } else {
-                        0.5 * z
-                    }
-                })
+                .map(|_| if norm { 1.0 + normal(0.1) } else { normal(0.5) })
                 .collect();
-            (
-                n.clone(),
-                Var::from_tensor(&Tensor::from_vec(v, s.as_slice(), &device).unwrap()).unwrap(),
-            )
+            let t = Tensor::from_vec(v, s.as_slice(), &device).unwrap();
+            (n.clone(), Var::from_tensor(&t).unwrap())
         })
         .collect();
-    let tokens = [vec![1u32, 4, 9, 2, 7, 3], vec![5, 5, 0, 10, 8, 6]];
-    let loss_of = |vs: &[(String, Tensor)]| -> Tensor {
+    let lora = iterdeploy::pretrained::LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+    };
+    // B ≠ 0, so A's gradient is not zero by construction.
+    let theta: Vec<f64> = (0..lora.num_params(&c)).map(|_| normal(0.3)).collect();
+    // Two rows: (prompt ++ completion, prompt length), weighted.
+    let rows = vec![(vec![1u32, 4, 9, 2, 7, 3], 3), (vec![5, 5, 0, 10, 8], 2)];
+    let weights = [0.7, -1.3];
+    let loss_of = |vs: &[(String, Tensor)], theta: &[f64]| -> (Tensor, Adapters) {
         let w = vs.iter().cloned().collect();
         let m = Llama::from_weights(c.clone(), w, "test", &device).unwrap();
-        let inputs: Vec<Vec<u32>> = tokens.iter().map(|r| r[..5].to_vec()).collect();
-        let targets: Vec<u32> = tokens.iter().flat_map(|r| r[1..].to_vec()).collect();
-        let targets = Tensor::from_vec(targets, (2, 5), &device).unwrap();
-        let logits = m.forward(&inputs).unwrap();
-        assert_eq!(logits.dtype(), DType::F64);
-        pretrained::llama::token_log_probs(&logits, &targets)
-            .unwrap()
-            .sum_all()
-            .unwrap()
+        let adapters =
+            Adapters::from_flat(&c, lora, theta, (DType::F64, &device, Mode::Train)).unwrap();
+        let mut ad = Adapted {
+            adapters: &adapters,
+            dropout: None,
+        };
+        let lp = m.completion_log_probs(&rows, 1.0, Some(&mut ad)).unwrap();
+        assert_eq!(lp.dtype(), DType::F64);
+        let w = Tensor::new(&weights[..], &device).unwrap();
+        ((lp * w).unwrap().sum_all().unwrap(), adapters)
     };
     let current: Vec<(String, Tensor)> = vars
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    let grads = loss_of(&current).backward().unwrap();
-    // One random direction of unit length over all weights (a longer one
-    // lets the third-order term of the central difference show).
-    let mut dirs: Vec<Vec<f64>> = vars
+    let (loss, adapters) = loss_of(&current, &theta);
+    let grads = loss.backward().unwrap();
+    assert_eq!(adapters.missing_grads(&grads), Vec::<String>::new());
+    let mut g_theta = vec![0.0; theta.len()];
+    adapters.add_flat_grads(&grads, &mut g_theta).unwrap();
+    // Every adapter matrix has a nonzero gradient somewhere.
+    let mut at = 0;
+    for _ in 0..c.layers {
+        for t in iterdeploy::pretrained::lora::TARGETS {
+            let (i, o) = t.dims(&c);
+            for len in [lora.rank * i, o * lora.rank] {
+                assert!(
+                    g_theta[at..at + len].iter().any(|v| *v != 0.0),
+                    "{t:?}: zero gradient"
+                );
+                at += len;
+            }
+        }
+    }
+    // The frozen linear weights get none; the norm weights do.
+    let frozen = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let is_frozen = |n: &str| frozen.iter().any(|f| n.contains(&format!(".{f}.")));
+    for (n, v) in &vars {
+        if is_frozen(n) {
+            assert!(grads.get(v.as_tensor()).is_none(), "{n} got a gradient");
+        }
+    }
+    // One random unit direction over θ and the norm weights.
+    let free: Vec<usize> = (0..vars.len())
+        .filter(|&k| vars[k].0.ends_with("norm.weight"))
+        .collect();
+    let mut d_theta: Vec<f64> = (0..theta.len()).map(|_| normal(1.0)).collect();
+    let mut d_norms: Vec<Vec<f64>> = free
         .iter()
-        .map(|(_, v)| {
-            (0..v.as_tensor().elem_count())
-                .map(|_| StandardNormal.sample(&mut rng))
+        .map(|&k| {
+            (0..vars[k].1.as_tensor().elem_count())
+                .map(|_| normal(1.0))
                 .collect()
         })
         .collect();
-    let norm = dirs.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
-    dirs.iter_mut().flatten().for_each(|x| *x /= norm);
-    let mut analytic = 0.0;
-    for ((n, v), d) in vars.iter().zip(&dirs) {
+    let norm = d_theta
+        .iter()
+        .chain(d_norms.iter().flatten())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
+    d_theta.iter_mut().for_each(|x| *x /= norm);
+    d_norms.iter_mut().flatten().for_each(|x| *x /= norm);
+    let mut analytic: f64 = g_theta.iter().zip(&d_theta).map(|(a, b)| a * b).sum();
+    for (&k, d) in free.iter().zip(&d_norms) {
+        let (n, v) = &vars[k];
         let g = grads
             .get(v.as_tensor())
             .unwrap_or_else(|| panic!("no gradient reaches {n}"));
         let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(g.iter().any(|x| *x != 0.0), "the gradient of {n} is zero");
         analytic += g.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
     }
     let shifted = |eps: f64| -> f64 {
-        let vs: Vec<(String, Tensor)> = vars
+        let mut vs = current.clone();
+        for (&k, d) in free.iter().zip(&d_norms) {
+            let t = &vs[k].1;
+            let d = Tensor::from_vec(d.clone(), t.dims(), &device).unwrap();
+            vs[k].1 = (t + (d * eps).unwrap()).unwrap();
+        }
+        let th: Vec<f64> = theta
             .iter()
-            .zip(&dirs)
-            .map(|((n, v), d)| {
-                let t = v.as_tensor();
-                let d = Tensor::from_vec(d.clone(), t.dims(), &device).unwrap();
-                (n.clone(), (t + (d * eps).unwrap()).unwrap())
-            })
+            .zip(&d_theta)
+            .map(|(a, d)| a + eps * d)
             .collect();
-        loss_of(&vs).to_scalar::<f64>().unwrap()
+        loss_of(&vs, &th).0.to_scalar::<f64>().unwrap()
     };
     let numeric = (shifted(FD_STEP) - shifted(-FD_STEP)) / (2.0 * FD_STEP);
     approx::assert_relative_eq!(analytic, numeric, epsilon = FD_ABS, max_relative = FD_REL);
+    // An untrained adapter (B = 0) is the base model exactly.
+    let init = lora.init(&c, &mut iterdeploy::rng::stream(3, 0));
+    let m = Llama::from_weights(
+        c.clone(),
+        current.iter().cloned().collect(),
+        "test",
+        &device,
+    )
+    .unwrap();
+    let a0 = Adapters::from_flat(&c, lora, &init, (DType::F64, &device, Mode::Infer)).unwrap();
+    let mut ad = Adapted {
+        adapters: &a0,
+        dropout: None,
+    };
+    let with: Vec<f64> = m
+        .completion_log_probs(&rows, 1.0, Some(&mut ad))
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let without: Vec<f64> = m
+        .completion_log_probs(&rows, 1.0, None)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(with, without);
 }
 
 /// The key/value cache changes nothing: a prefill and then one token at a
@@ -251,11 +330,11 @@ fn cached_decoding_equals_the_full_pass_and_samples_are_text() {
     let split = ids.len() - 4;
     let mut cache = m.cache();
     let mut parts = vec![
-        m.forward_cached(&[ids[..split].to_vec()], &mut cache)
+        m.forward_cached(&[ids[..split].to_vec()], &mut cache, None)
             .unwrap(),
     ];
     for &id in &ids[split..] {
-        parts.push(m.forward_cached(&[vec![id]], &mut cache).unwrap());
+        parts.push(m.forward_cached(&[vec![id]], &mut cache, None).unwrap());
     }
     assert_eq!(cache.len(), ids.len());
     let cached = Tensor::cat(&parts, 1).unwrap();
@@ -274,8 +353,9 @@ fn cached_decoding_equals_the_full_pass_and_samples_are_text() {
         top_k: None,
         max_new: 12,
     };
-    let mut rng = iterdeploy::rng::stream(1, 0);
-    let done = pretrained::sample::complete(&m, &ids, 3, tok.im_end, &sampling, &mut rng).unwrap();
+    let mut rngs: Vec<_> = (0..3).map(|i| iterdeploy::rng::stream(1, i)).collect();
+    let done =
+        pretrained::sample::complete(&m, None, &ids, tok.im_end, &sampling, &mut rngs).unwrap();
     assert_eq!(done.len(), 3);
     for c in &done {
         let text = tok.decode(&c.tokens).unwrap();
@@ -286,4 +366,109 @@ fn cached_decoding_equals_the_full_pass_and_samples_are_text() {
         assert!(!c.tokens.is_empty() && c.tokens.len() <= 12);
         assert!(c.log_prob.is_finite() && c.log_prob <= 0.0);
     }
+}
+
+/// The model as a deployment policy: a prompt names the task's facts; a
+/// planner's plan read back is valid and an edited one is not; a batch of
+/// tasks sampled together gives each completion the log-probability the
+/// teacher-forced score gives it; and one LoRA step on a completion raises
+/// its log-likelihood.
+#[test]
+fn the_pretrained_policy_reads_samples_scores_and_learns() {
+    use iterdeploy::generate::{DomainKind, Params, generate};
+    use iterdeploy::mdp::Deployment;
+    use iterdeploy::policy::Policy;
+    use iterdeploy::pretrained::policy::{Settings, backbone, task_text};
+    let Some(path) = model() else { return };
+    let kind = DomainKind::Blocksworld;
+    let domain = kind.parse_domain();
+    let tasks = generate(
+        kind,
+        &mut Params::from_pairs(kind, &["blocks=3".to_string()]).unwrap(),
+        2,
+        9,
+    )
+    .unwrap();
+    let problems: Vec<_> = tasks
+        .iter()
+        .map(|t| iterdeploy::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain).unwrap())
+        .collect();
+    let env = Deployment::build(&domain, &problems, 8, 100_000).unwrap();
+    let text = task_text(&env, 0);
+    assert!(
+        text.contains("Goal: (on") && text.contains("(unstack ?x ?y)"),
+        "{text}"
+    );
+    let bb = backbone(&path).unwrap();
+    let settings = Settings {
+        lora: iterdeploy::pretrained::LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+        },
+        max_new_tokens: 24,
+        top_k: None,
+    };
+    let theta = settings
+        .lora
+        .init(&bb.model.config, &mut iterdeploy::rng::stream(1, 0));
+    let mut policy = iterdeploy::pretrained::Pretrained::new(
+        bb,
+        &env,
+        settings,
+        theta,
+        0.6,
+        iterdeploy::rng::stream(1, 1),
+    )
+    .unwrap();
+    // A shortest plan, as the model would write it, is read back valid;
+    // with its last step dropped it is not.
+    let plans = iterdeploy::verify::shortest_plans(&env);
+    let plan = plans.iter().max_by_key(|t| t.steps.len()).unwrap();
+    assert!(plan.plan_length() >= 2, "{plan:?}");
+    let tokens = policy.completion(&env, plan).unwrap();
+    let read = policy.read(&env, plan.task, &tokens).unwrap();
+    assert!(read.valid, "{:?}", policy.plan_text(&tokens));
+    assert_eq!(read.steps, plan.steps);
+    let mut short = plan.clone();
+    short.steps.remove(short.steps.len() - 2);
+    let t = policy.completion(&env, &short).unwrap();
+    assert!(!policy.read(&env, short.task, &t).unwrap().valid);
+    // Two tasks in one batch: each sample's log-probability is the score's.
+    let mut requests: Vec<(usize, Vec<iterdeploy::rng::Rng>)> = (0..2)
+        .map(|x| {
+            (
+                x,
+                (0..2)
+                    .map(|i| iterdeploy::rng::stream(5, 10 * x as u64 + i))
+                    .collect(),
+            )
+        })
+        .collect();
+    let drawn = policy.sample_tasks(&env, &mut requests);
+    assert_eq!(drawn.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+    for (x, rows) in drawn.iter().enumerate() {
+        for (trace, logp) in rows {
+            assert_eq!(trace.task, x);
+            let scored = policy.trace_log_prob(&env, trace);
+            // f32 logits, summed in another order: agreement to 1e-3 nats
+            // per token.
+            let tol = 1e-3 * trace.tokens.len() as f64;
+            assert!(
+                (scored - logp).abs() <= tol,
+                "task {x}: sampled {logp}, scored {scored}"
+            );
+        }
+    }
+    // One ascent step along the score raises log π of that completion.
+    let before = policy.trace_log_prob(&env, plan);
+    let mut g = vec![0.0; policy.num_params()];
+    policy.accumulate_trace_scores(&env, &[(plan, 1.0)], &mut g);
+    let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(norm > 0.0);
+    for (p, gi) in policy.params_mut().iter_mut().zip(&g) {
+        *p += 1e-3 * gi / norm;
+    }
+    let after = policy.trace_log_prob(&env, plan);
+    assert!(after > before, "log π went from {before} to {after}");
 }

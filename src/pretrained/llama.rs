@@ -18,6 +18,7 @@
 use candle_core::{D, Device, Tensor};
 
 use super::gguf::{Config, Gguf};
+use super::lora::{Adapted, Target, frozen_linear};
 use crate::{Error, Result};
 
 /// A candle error as ours.
@@ -111,20 +112,47 @@ impl Llama {
 
     /// Logits [B, T, vocab] of `tokens` (B rows of T ids, positions 0..T).
     pub fn forward(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
-        self.forward_t(tokens, None).map_err(ce)
+        self.forward_t(tokens, None, None).map_err(ce)
     }
 
     /// Logits [B, T, vocab] of `tokens` continuing the rows in `cache`
     /// (positions cache.len()..), appending their keys and values to it.
-    /// An empty cache is a prefill.
-    pub fn forward_cached(&self, tokens: &[Vec<u32>], cache: &mut Cache) -> Result<Tensor> {
-        self.forward_t(tokens, Some(cache)).map_err(ce)
+    /// An empty cache is a prefill. `lora`: the adapters to apply, if any.
+    pub fn forward_cached(
+        &self,
+        tokens: &[Vec<u32>],
+        cache: &mut Cache,
+        lora: Option<&mut Adapted>,
+    ) -> Result<Tensor> {
+        self.forward_t(tokens, Some(cache), lora).map_err(ce)
+    }
+
+    /// Logits [B, T, vocab], with the adapters of `lora` if given.
+    pub fn forward_adapted(
+        &self,
+        tokens: &[Vec<u32>],
+        lora: Option<&mut Adapted>,
+    ) -> Result<Tensor> {
+        self.forward_t(tokens, None, lora).map_err(ce)
     }
 
     fn forward_t(
         &self,
         tokens: &[Vec<u32>],
+        cache: Option<&mut Cache>,
+        lora: Option<&mut Adapted>,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.hidden(tokens, cache, lora)?;
+        frozen_linear(&h, &self.output)
+    }
+
+    /// The last hidden state RMSNorm(h)·w_out [B, T, d] (what the output
+    /// projection reads).
+    fn hidden(
+        &self,
+        tokens: &[Vec<u32>],
         mut cache: Option<&mut Cache>,
+        mut lora: Option<&mut Adapted>,
     ) -> candle_core::Result<Tensor> {
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
@@ -145,40 +173,99 @@ impl Llama {
         let dtype = self.embedding.dtype();
         let (cos, sin) = rope_tables(c, start, t, &self.device)?;
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
-        let mask = causal_mask(start, t, &self.device)?.to_dtype(dtype)?;
+        let pads = cache.as_ref().map_or(&[][..], |k| &k.pads[..]);
+        let mask = causal_mask(start, t, pads, b, &self.device)?.to_dtype(dtype)?;
         for (i, l) in self.layers.iter().enumerate() {
+            let mut proj = |target: Target, x: &Tensor, w: &Tensor| match lora.as_deref_mut() {
+                Some(ad) => ad.linear(i, target, x, w),
+                None => frozen_linear(x, w),
+            };
             let a = rms_norm(&h, &l.attn_norm, c.rms_eps)?;
             let kv = cache.as_deref_mut().map(|k| &mut k.layers[i]);
-            let att = self.attention(l, &a, &cos, &sin, &mask, kv)?;
+            let att = self.attention(l, &a, (&cos, &sin, &mask), kv, &mut proj)?;
             h = (h + att)?;
             let f = rms_norm(&h, &l.ffn_norm, c.rms_eps)?;
-            let gate = linear(&f, &l.w_gate)?.silu()?;
-            let up = linear(&f, &l.w_up)?;
-            h = (h + linear(&(gate * up)?, &l.w_down)?)?;
+            let gate = proj(Target::Gate, &f, &l.w_gate)?.silu()?;
+            let up = proj(Target::Up, &f, &l.w_up)?;
+            h = (h + proj(Target::Down, &(gate * up)?, &l.w_down)?)?;
         }
         if let Some(k) = cache {
             k.len += t;
         }
-        let h = rms_norm(&h, &self.out_norm, c.rms_eps)?;
-        linear(&h, &self.output)
+        rms_norm(&h, &self.out_norm, c.rms_eps)
     }
 
+    /// log π(completion | prompt) of each row at temperature `tau`, as a
+    /// [B] tensor on the graph: rows are (prompt ++ completion, prompt
+    /// length), teacher-forced in one right-padded pass (causal attention
+    /// never lets a real position read the padding after it). Only the
+    /// positions that predict a completion token go through the output
+    /// projection.
+    pub fn completion_log_probs(
+        &self,
+        rows: &[(Vec<u32>, usize)],
+        tau: f64,
+        lora: Option<&mut Adapted>,
+    ) -> Result<Tensor> {
+        (|| -> candle_core::Result<Tensor> {
+            let width = rows.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+            if rows.is_empty() || rows.iter().any(|(s, p)| *p == 0 || *p >= s.len()) {
+                candle_core::bail!("every row needs a prompt and at least one completion token");
+            }
+            let padded: Vec<Vec<u32>> = rows
+                .iter()
+                .map(|(s, _)| {
+                    let mut r = s.clone();
+                    r.resize(width, 0);
+                    r
+                })
+                .collect();
+            let h = self.hidden(&padded, None, lora)?;
+            let d = self.config.d_model;
+            let h = h.reshape((rows.len() * width, d))?;
+            // Position j of row r predicts token j + 1.
+            let (mut at, mut targets, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+            for (r, (s, p)) in rows.iter().enumerate() {
+                for j in p - 1..s.len() - 1 {
+                    at.push((r * width + j) as u32);
+                    targets.push(s[j + 1]);
+                    owner.push(r);
+                }
+            }
+            let n = at.len();
+            let at = Tensor::from_vec(at, n, &self.device)?;
+            let picked = h.index_select(&at, 0)?;
+            let logits = (frozen_linear(&picked, &self.output)? / tau)?;
+            let targets = Tensor::from_vec(targets, n, &self.device)?;
+            let lp = crate::policy::transformer::kernels::token_log_probs(&logits, &targets)?;
+            // Row sums: S [B, n] with S[r, k] = 1 where position k is row r's.
+            let mut s = vec![0f32; rows.len() * n];
+            for (k, &r) in owner.iter().enumerate() {
+                s[r * n + k] = 1.0;
+            }
+            let s = Tensor::from_vec(s, (rows.len(), n), &self.device)?.to_dtype(lp.dtype())?;
+            s.matmul(&lp.unsqueeze(1)?)?.squeeze(1)
+        })()
+        .map_err(ce)
+    }
+
+    /// `tables`: RoPE cos and sin, and the causal mask; `proj`: each
+    /// linear map of the block, by target (with its adapter, if any).
     fn attention(
         &self,
         l: &Layer,
         a: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
+        (cos, sin, mask): (&Tensor, &Tensor, &Tensor),
         cache: Option<&mut Option<(Tensor, Tensor)>>,
+        proj: &mut impl FnMut(Target, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = a.dims3()?;
         let dh = c.head_dim();
         let heads = |x: Tensor, n: usize| x.reshape((b, t, n, dh))?.transpose(1, 2);
-        let q = rope(&heads(linear(a, &l.wq)?, c.heads)?, cos, sin)?;
-        let mut k = rope(&heads(linear(a, &l.wk)?, c.kv_heads)?, cos, sin)?;
-        let mut v = heads(linear(a, &l.wv)?, c.kv_heads)?;
+        let q = rope(&heads(proj(Target::Q, a, &l.wq)?, c.heads)?, cos, sin)?;
+        let mut k = rope(&heads(proj(Target::K, a, &l.wk)?, c.kv_heads)?, cos, sin)?;
+        let mut v = heads(proj(Target::V, a, &l.wv)?, c.kv_heads)?;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -186,14 +273,33 @@ impl Llama {
             }
             *slot = Some((k.clone(), v.clone()));
         }
+        // Grouped-query attention without copying keys and values per
+        // query head: query head h = g·rep + r uses key/value head g, so
+        // the rep query heads of group g (× T positions) are the rows of
+        // one matmul with that group's keys.
         let rep = c.heads / c.kv_heads;
-        let k = repeat_kv(&k, rep)?;
-        let v = repeat_kv(&v, rep)?;
-        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?;
-        let p = softmax_last(&scores.broadcast_add(mask)?)?;
-        let y = p.matmul(&v.contiguous()?)?;
-        let y = y.transpose(1, 2)?.reshape((b, t, c.d_model))?;
-        linear(&y, &l.wo)
+        let total = k.dim(2)?;
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
+        let q = q.contiguous()?.reshape((b, c.kv_heads, rep * t, dh))?;
+        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?;
+        // The mask is per (row,) query position and key: broadcast over
+        // the group's heads.
+        let scores = scores.reshape((b, c.kv_heads, rep, t, total))?;
+        let mask = match mask.rank() {
+            2 => mask.clone(),
+            _ => mask.unsqueeze(1)?, // [B, 1, 1, T, total]
+        };
+        let p = softmax_last(&scores.broadcast_add(&mask)?)?;
+        let y = p.reshape((b, c.kv_heads, rep * t, total))?.matmul(&v)?;
+        let y = y
+            .reshape((b, c.heads, t, dh))?
+            .transpose(1, 2)?
+            .reshape((b, t, c.d_model))?;
+        proj(Target::O, &y, &l.wo)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// An empty key/value cache for this model.
@@ -201,6 +307,7 @@ impl Llama {
         Cache {
             len: 0,
             layers: vec![None; self.layers.len()],
+            pads: Vec::new(),
         }
     }
 }
@@ -211,6 +318,8 @@ impl Llama {
 pub struct Cache {
     len: usize,
     layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Per row, how many leading positions are left padding (empty: none).
+    pads: Vec<usize>,
 }
 
 impl Cache {
@@ -225,28 +334,52 @@ impl Cache {
     /// The cache of one row repeated `n` times: a prompt prefilled once
     /// serves the task's N samples.
     pub fn repeat_rows(&self, n: usize) -> Result<Cache> {
+        self.select_rows(&vec![0; n])
+    }
+
+    /// The cache of rows `rows` (in that order, repeats allowed).
+    pub fn select_rows(&self, rows: &[u32]) -> Result<Cache> {
+        let device = self
+            .layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu);
+        let at = Tensor::new(rows, &device).map_err(ce)?;
         let layers = self
             .layers
             .iter()
             .map(|kv| {
                 kv.as_ref()
                     .map(|(k, v)| -> candle_core::Result<(Tensor, Tensor)> {
-                        Ok((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))
+                        Ok((
+                            k.contiguous()?.index_select(&at, 0)?,
+                            v.contiguous()?.index_select(&at, 0)?,
+                        ))
                     })
                     .transpose()
             })
             .collect::<candle_core::Result<_>>()
             .map_err(ce)?;
+        let pads = if self.pads.is_empty() {
+            Vec::new()
+        } else {
+            rows.iter().map(|&r| self.pads[r as usize]).collect()
+        };
         Ok(Cache {
             len: self.len,
             layers,
+            pads,
         })
     }
-}
 
-/// x Wᵀ for x [B, T, in] and W [out, in].
-fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.broadcast_matmul(&w.t()?)
+    /// An empty cache for a prefill of rows whose first `pads[r]` tokens
+    /// are left padding.
+    pub fn with_padding(mut self, pads: Vec<usize>) -> Cache {
+        self.pads = pads;
+        self
+    }
 }
 
 /// x / √(mean(x²) + ε) · w over the last dimension.
@@ -263,20 +396,39 @@ fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
-/// Query i (position start + i) may attend to key j ≤ start + i:
-/// 0 there, −∞ elsewhere, [T, start + T].
-fn causal_mask(start: usize, t: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// Query i (position start + i) may attend to key j ≤ start + i: 0
+/// there, −∞ elsewhere; [T, start + T], or, with per-row left padding
+/// (`pads[r]` positions of row r are padding), [B, 1, T, start + T] where
+/// no real query sees a padding key (a padding query sees itself only, so
+/// its softmax stays finite).
+fn causal_mask(
+    start: usize,
+    t: usize,
+    pads: &[usize],
+    b: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let total = start + t;
-    let m: Vec<f32> = (0..t * total)
-        .map(|k| {
-            if k % total > start + k / total {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Tensor::from_vec(m, (t, total), device)
+    let visible = |pad: usize, i: usize, j: usize| j <= start + i && (j >= pad || j == start + i);
+    let rows = if pads.iter().all(|&p| p == 0) { 1 } else { b };
+    let mut m = Vec::with_capacity(rows * t * total);
+    for r in 0..rows {
+        let pad = pads.get(r).copied().unwrap_or(0);
+        for i in 0..t {
+            m.extend((0..total).map(|j| {
+                if visible(pad, i, j) {
+                    0f32
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
+        }
+    }
+    if rows == 1 {
+        Tensor::from_vec(m, (t, total), device)
+    } else {
+        Tensor::from_vec(m, (rows, 1, t, total), device)
+    }
 }
 
 /// cos and sin of position × frequency for positions start..start + T,
@@ -313,18 +465,6 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
     let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
     Tensor::cat(&[r0, r1], D::Minus1)?.reshape((b, h, t, dh))
-}
-
-/// [B, H_kv, T, d] → [B, H_kv·rep, T, d]: query head j uses key/value head
-/// j / rep.
-fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, h, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, h, rep, t, d))?
-        .reshape((b, h * rep, t, d))
 }
 
 /// Log-softmax of `logits` [.., V] picked at `targets` (same leading

@@ -1,8 +1,9 @@
-//! A pretrained language model in the loop (issue 17, first part): read a
-//! GGUF file of the llama architecture (SmolLM2-135M-Instruct, fetched by
-//! `peers/fetch-model.sh`), build its tokenizer from the file's metadata,
-//! and run its decoder on dequantized f32 weights with candle ops that all
-//! have a backward pass (so LoRA gradients can flow through them later).
+//! A pretrained language model in the loop: read a GGUF file of the llama
+//! architecture (SmolLM2-135M-Instruct, fetched by `peers/fetch-model.sh`),
+//! build its tokenizer from the file's metadata, run its decoder on
+//! dequantized f32 weights with candle ops that all have a backward pass,
+//! and deploy it as a policy whose θ is LoRA adapters (`[policy] kind =
+//! "pretrained"`).
 //!
 //! | file | concept |
 //! |---|---|
@@ -10,18 +11,20 @@
 //! | `tokenizer.rs` | byte-level BPE from the metadata; chat turns with special tokens by id |
 //! | `llama.rs` | the decoder: RMSNorm, interleaved RoPE, grouped-query attention, SwiGLU, tied output; a key/value cache |
 //! | `sample.rs` | N completions of a prompt: one prefill, a shared cache, batched decoding to the end-of-turn token |
-//!
-//! What is not here yet (see issue 17's note): the policy kind, LoRA, the
-//! KV-cached batched sampler, the warm start, the experiment and the GPU
-//! build.
+//! | `lora.rs` | LoRA adapters on every linear layer; the frozen matmul whose backward is the input's only |
+//! | `policy.rs` | the model as a deployment policy: chat prompts, completions judged by extractor and validator, θ = LoRA |
 
 pub mod gguf;
 pub mod llama;
+pub mod lora;
+pub mod policy;
 pub mod sample;
 pub mod tokenizer;
 
 pub use gguf::{Config, Gguf};
 pub use llama::Llama;
+pub use lora::LoraConfig;
+pub use policy::Pretrained;
 pub use tokenizer::ChatTokenizer;
 
 /// The GGUF file `peers/fetch-model.sh` puts in the cache, if it is there:
