@@ -162,6 +162,9 @@ fn bucket_seed(seed: u64, bucket: usize) -> u64 {
 /// Stream id of generation 0's initial weights.
 const BASE_INIT_STREAM: u64 = 0xBA5E;
 const BASE_TRAIN_STREAM: u64 = 0xBA5F;
+/// Stream id of a pretrained model's LoRA dropout masks (generation 0 and,
+/// continuing in each arm's copy, every later generation).
+const BASE_DROPOUT_STREAM: u64 = 0xBA60;
 
 /// Refuses a policy whose parameters (with gradient and optimiser state)
 /// would not fit in memory, before any is allocated.
@@ -182,6 +185,19 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
                 format!("the tabular policy over {states} states"),
             )
         }
+        spec::PolicyKind::Pretrained => {
+            let path = p.model_path()?;
+            let c = crate::pretrained::Gguf::open(&path)?.config()?;
+            let settings = p.pretrained_settings();
+            (
+                settings.lora.num_params(&c) as f64,
+                format!(
+                    "policy.lora_rank = {} on {}",
+                    settings.lora.rank,
+                    path.display()
+                ),
+            )
+        }
         spec::PolicyKind::Transformer | spec::PolicyKind::PlanWriter => {
             let (d, ff, l) = (p.d_model as f64, p.d_ff as f64, p.layers as f64);
             // Per block: attention 4d², MLP 2·d·d_ff; embeddings at least
@@ -195,14 +211,27 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
             )
         }
     };
+    let frozen = frozen_weights(p)?;
     crate::limits::check_memory(
         &field,
-        params * crate::limits::BYTES_PER_PARAMETER,
+        params * crate::limits::BYTES_PER_PARAMETER + frozen,
         &format!(
             "{params:.3e} parameters x {} bytes",
             crate::limits::BYTES_PER_PARAMETER
         ),
     )
+}
+
+/// Bytes of a pretrained model's frozen weights as f32 (0 for the other
+/// kinds, whose every weight is a parameter).
+fn frozen_weights(p: &spec::PolicySpec) -> Result<f64> {
+    if p.kind != spec::PolicyKind::Pretrained {
+        return Ok(0.0);
+    }
+    let c = crate::pretrained::Gguf::open(&p.model_path()?)?.config()?;
+    let (d, kv) = (c.d_model as f64, (c.kv_heads * c.head_dim()) as f64);
+    let per_layer = 2.0 * d * d + 2.0 * d * kv + 3.0 * d * c.d_ff as f64;
+    Ok(4.0 * (c.layers as f64 * per_layer + c.vocab as f64 * d))
 }
 
 /// Generation 0 for `seed`: initial weights from our generator, then SFT
@@ -272,6 +301,19 @@ fn untrained_policy(spec: &Spec, work: &Workload, seed: u64) -> Result<Box<dyn P
         }
         spec::PolicyKind::PlanWriter => {
             Box::new(crate::policy::PlanWriter::new(env, size, 1.0, &mut init)?)
+        }
+        spec::PolicyKind::Pretrained => {
+            let backbone = crate::pretrained::policy::backbone(&p.model_path()?)?;
+            let settings = p.pretrained_settings();
+            let theta = settings.lora.init(&backbone.model.config, &mut init);
+            Box::new(crate::pretrained::Pretrained::new(
+                backbone,
+                env,
+                settings,
+                theta,
+                1.0,
+                crate::rng::stream(seed, BASE_DROPOUT_STREAM),
+            )?)
         }
     };
     Ok(policy)

