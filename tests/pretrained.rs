@@ -110,8 +110,11 @@ fn the_decoder_matches_candle_transformers_quantized_llama() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let lp =
-        pretrained::llama::token_log_probs(&logits.narrow(1, 0, t - 1).unwrap(), &targets).unwrap();
+    let lp = iterdeploy::policy::transformer::kernels::token_log_probs(
+        &logits.narrow(1, 0, t - 1).unwrap(),
+        &targets,
+    )
+    .unwrap();
     let lp: Vec<f32> = lp.flatten_all().unwrap().to_vec1().unwrap();
     assert!(lp.iter().all(|v| v.is_finite() && *v <= 0.0), "{lp:?}");
 }

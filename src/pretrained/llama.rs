@@ -331,12 +331,6 @@ impl Cache {
         self.len == 0
     }
 
-    /// The cache of one row repeated `n` times: a prompt prefilled once
-    /// serves the task's N samples.
-    pub fn repeat_rows(&self, n: usize) -> Result<Cache> {
-        self.select_rows(&vec![0; n])
-    }
-
     /// The cache of rows `rows` (in that order, repeats allowed).
     pub fn select_rows(&self, rows: &[u32]) -> Result<Cache> {
         let device = self
@@ -465,18 +459,4 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
     let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
     Tensor::cat(&[r0, r1], D::Minus1)?.reshape((b, h, t, dh))
-}
-
-/// Log-softmax of `logits` [.., V] picked at `targets` (same leading
-/// shape): the teacher-forced log-likelihood of each next token.
-pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    (|| -> candle_core::Result<Tensor> {
-        let m = logits.max_keepdim(D::Minus1)?.detach();
-        let z = logits.broadcast_sub(&m)?;
-        let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
-        let logp = z.broadcast_sub(&lse)?;
-        logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
-            .squeeze(D::Minus1)
-    })()
-    .map_err(ce)
 }

@@ -112,9 +112,8 @@ impl LoraConfig {
 /// earlier step's activations alive through its graph).
 pub struct Adapters {
     pub config: LoraConfig,
-    /// [layer][target] → (A, B).
-    layers: Vec<Vec<(Var, Var)>>,
-    trainable: bool,
+    /// [layer][target] → (A, B): variables' tensors in [`Mode::Train`].
+    layers: Vec<Vec<(Tensor, Tensor)>>,
 }
 
 /// Whether adapters are built for gradients.
@@ -149,11 +148,14 @@ impl Adapters {
             )));
         }
         let mut rest = theta;
-        let mut take = |rows: usize, cols: usize| -> candle_core::Result<Var> {
+        let mut take = |rows: usize, cols: usize| -> candle_core::Result<Tensor> {
             let (head, tail) = rest.split_at(rows * cols);
             rest = tail;
             let t = Tensor::from_slice(head, (rows, cols), device)?.to_dtype(dtype)?;
-            Var::from_tensor(&t)
+            match mode {
+                Mode::Train => Ok(Var::from_tensor(&t)?.as_tensor().clone()),
+                Mode::Infer => Ok(t),
+            }
         };
         let layers = (0..c.layers)
             .map(|_| {
@@ -170,7 +172,6 @@ impl Adapters {
         Ok(Adapters {
             config: lora,
             layers,
-            trainable: mode == Mode::Train,
         })
     }
 
@@ -185,7 +186,7 @@ impl Adapters {
         let mut at = 0;
         for var in self.vars() {
             let n = var.elem_count();
-            if let Some(g) = grads.get(var.as_tensor()) {
+            if let Some(g) = grads.get(var) {
                 let g = g
                     .to_dtype(DType::F64)
                     .and_then(|g| g.flatten_all())
@@ -205,7 +206,7 @@ impl Adapters {
         for (l, layer) in self.layers.iter().enumerate() {
             for (t, (a, b)) in TARGETS.iter().zip(layer) {
                 for (name, v) in [("A", a), ("B", b)] {
-                    if grads.get(v.as_tensor()).is_none() {
+                    if grads.get(v).is_none() {
                         missing.push(format!("layer {l} {t:?}.{name}"));
                     }
                 }
@@ -214,7 +215,7 @@ impl Adapters {
         missing
     }
 
-    fn vars(&self) -> impl Iterator<Item = &Var> {
+    fn vars(&self) -> impl Iterator<Item = &Tensor> {
         self.layers
             .iter()
             .flat_map(|l| l.iter().flat_map(|(a, b)| [a, b]))
@@ -232,11 +233,6 @@ impl Adapted<'_> {
     ) -> candle_core::Result<Tensor> {
         let base = frozen_linear(x, w)?;
         let (a, b) = &self.adapters.layers[layer][target.index()];
-        let (a, b) = if self.adapters.trainable {
-            (a.as_tensor().clone(), b.as_tensor().clone())
-        } else {
-            (a.as_tensor().detach(), b.as_tensor().detach())
-        };
         let p = self.adapters.config.dropout;
         let input = match self.dropout.as_deref_mut() {
             Some(rng) if p > 0.0 => x.broadcast_mul(&dropout_mask(x, p, rng)?)?,

@@ -128,26 +128,36 @@ impl Clone for Pretrained {
     }
 }
 
-/// The user turn for task `x` of `env`.
-pub fn task_text(env: &Deployment, x: usize) -> String {
-    let t = &env.tasks[x];
-    let mut schemas: Vec<String> = Vec::new();
+/// The action schemas of `env`, as (name, arity) in order of first
+/// appearance among its ground actions `(name arg …)`.
+fn schemas(env: &Deployment) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = Vec::new();
     for name in &env.action_names[..env.end()] {
-        let words: Vec<&str> = name
+        let mut words = name
             .trim_matches(|c| c == '(' || c == ')')
-            .split_whitespace()
-            .collect();
-        if let Some((head, args)) = words.split_first() {
-            let schema = std::iter::once(head.to_string())
-                .chain((0..args.len()).map(|i| format!("?{}", (b'x' + i as u8) as char)))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let schema = format!("({schema})");
-            if !schemas.contains(&schema) {
-                schemas.push(schema);
+            .split_whitespace();
+        if let Some(head) = words.next() {
+            let schema = (head.to_lowercase(), words.count());
+            if !out.contains(&schema) {
+                out.push(schema);
             }
         }
     }
+    out
+}
+
+/// The user turn for task `x` of `env`.
+pub fn task_text(env: &Deployment, x: usize) -> String {
+    let t = &env.tasks[x];
+    let schemas: Vec<String> = schemas(env)
+        .into_iter()
+        .map(|(name, arity)| {
+            let params: String = (0..arity)
+                .map(|i| format!(" ?{}", (b'x' + i as u8) as char))
+                .collect();
+            format!("({name}{params})")
+        })
+        .collect();
     let facts = |ids: &[u32]| {
         ids.iter()
             .map(|&f| env.fact_names[f as usize].as_str())
@@ -205,17 +215,8 @@ impl Pretrained {
             .enumerate()
             .map(|(a, n)| (n.to_lowercase(), a))
             .collect();
-        let mut names: Vec<String> = env.action_names[..env.end()]
-            .iter()
-            .filter_map(|n| {
-                n.trim_start_matches('(')
-                    .split_whitespace()
-                    .next()
-                    .map(|w| w.trim_end_matches(')').to_lowercase())
-            })
-            .collect();
+        let mut names: Vec<String> = schemas(env).into_iter().map(|(n, _)| n).collect();
         names.sort();
-        names.dedup();
         Ok(Pretrained {
             backbone,
             settings,
@@ -227,15 +228,6 @@ impl Pretrained {
             adapters: Mutex::new(None),
             dropout: Mutex::new(dropout),
         })
-    }
-
-    pub fn backbone(&self) -> &Backbone {
-        &self.backbone
-    }
-
-    /// The prompt of task `x`.
-    pub fn prompt(&self, x: usize) -> &[u32] {
-        &self.prompts[x]
     }
 
     /// The adapters of θ for sampling and scoring (built once per θ).
@@ -375,19 +367,27 @@ impl Pretrained {
         Ok(out)
     }
 
+    /// log π of `traces` at τ as a [len] tensor on the graph of
+    /// `adapters` (one teacher-forced pass; dropout masks from `dropout`
+    /// if given).
+    fn log_probs_on_graph(
+        &self,
+        env: &Deployment,
+        traces: &[&Trace],
+        adapters: &Adapters,
+        dropout: Option<&mut Rng>,
+    ) -> Result<candle_core::Tensor> {
+        let mut ad = Adapted { adapters, dropout };
+        self.backbone
+            .model
+            .completion_log_probs(&self.rows(env, traces)?, self.tau, Some(&mut ad))
+    }
+
     fn try_log_probs(&self, env: &Deployment, traces: &[&Trace]) -> Result<Vec<f64>> {
         let adapters = self.adapters()?;
         let mut out = Vec::with_capacity(traces.len());
         for part in traces.chunks(TRAIN_ROWS) {
-            let mut ad = Adapted {
-                adapters: &adapters,
-                dropout: None,
-            };
-            let lp = self.backbone.model.completion_log_probs(
-                &self.rows(env, part)?,
-                self.tau,
-                Some(&mut ad),
-            )?;
+            let lp = self.log_probs_on_graph(env, part, &adapters, None)?;
             out.extend(
                 lp.to_dtype(DType::F64)
                     .and_then(|t| t.to_vec1::<f64>())
@@ -407,15 +407,7 @@ impl Pretrained {
         let mut rng = self.dropout.lock().unwrap_or_else(|e| e.into_inner());
         for part in weighted.chunks(TRAIN_ROWS) {
             let traces: Vec<&Trace> = part.iter().map(|&(t, _)| t).collect();
-            let mut ad = Adapted {
-                adapters: &adapters,
-                dropout: Some(&mut *rng),
-            };
-            let lp = self.backbone.model.completion_log_probs(
-                &self.rows(env, &traces)?,
-                self.tau,
-                Some(&mut ad),
-            )?;
+            let lp = self.log_probs_on_graph(env, &traces, &adapters, Some(&mut *rng))?;
             let coef: Vec<f32> = part.iter().map(|&(_, c)| c as f32).collect();
             let grads = (|| {
                 let coef = candle_core::Tensor::from_vec(coef, part.len(), lp.device())?;
