@@ -25,6 +25,7 @@ pub mod spec;
 pub use report::{compare, summary_series};
 pub use spec::{Resolved, Spec};
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use rand_distr::{Distribution, Normal};
@@ -498,6 +499,10 @@ fn run_arms(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // A bar needs a terminal; a run logged to a file gets one line per
+    // generation instead, so an hour-long run shows where it is.
+    let log_lines = opts.progress && !std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
     let results: Vec<Result<ArmState>> = jobs
         .par_iter()
         .map(|&(s, a)| {
@@ -531,6 +536,9 @@ fn run_arms(
                     state,
                     |st| {
                         bar.inc(1);
+                        if log_lines {
+                            eprintln!("{}", progress_line(&spec.id, &arm.name, seed, st, &started));
+                        }
                         save_checkpoint(&path, fingerprint, st)
                     },
                 )?
@@ -544,6 +552,34 @@ fn run_arms(
         out[*s].push(r?);
     }
     Ok(out)
+}
+
+/// One generation's line of progress: which job, which generation of how
+/// many, its measured solved@1 over the deployed tasks, the time so far.
+fn progress_line(
+    id: &str,
+    arm: &str,
+    seed: u64,
+    st: &ArmState,
+    started: &std::time::Instant,
+) -> String {
+    let g = st.next_generation - 1;
+    let solved = st
+        .rows
+        .iter()
+        .rev()
+        .find(|r| {
+            r.generation == g
+                && r.bucket == crate::deploy::metrics::BUCKET_ALL
+                && r.metric == "success_prob"
+        })
+        .map_or("–".to_string(), |r| format!("{:.3}", r.value));
+    let s = started.elapsed().as_secs();
+    format!(
+        "{id}: {arm}, seed {seed}: generation {g} done, solved@1 {solved} ({}m{:02}s)",
+        s / 60,
+        s % 60
+    )
 }
 
 #[cfg(test)]
