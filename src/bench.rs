@@ -821,6 +821,7 @@ pub fn transformer_ours(work: &TransformerWorkload) -> Result<TransformerRates> 
     let sampling = Sampling {
         temperature: 1.0,
         top_k: Some(work.top_k),
+        top_p: None,
         max_new: work.new_tokens,
     };
     let mut rate = |decode| -> Result<f64> {

@@ -65,6 +65,16 @@ pub const ORDER_RESOLUTION: f64 = 1e-12;
 /// −0.61, so 0.98 separates the two with room for other prompts.
 pub const QUANTIZED_REFERENCE_COS: f64 = 0.98;
 
+/// Largest absolute difference between two f32 implementations of one
+/// decoder on one set of weights (ours and candle-transformers', on the
+/// tiny checkpoints the tests write, logits of order 1–10): they sum in
+/// different orders, so they differ by round-off, ~1e-6 relative per
+/// op. A wrong RoPE pairing, a missing bias or norm changes logits by
+/// order 1. Measured: at most 6.4e-6 (qwen2), so 1e-4 leaves 15×; the
+/// mutations tried gave 6.7 (RoPE on interleaved pairs), 5.6 (no q/k/v
+/// bias) and 3.0 (no q norm).
+pub const F32_REFERENCE_LOGITS: f64 = 1e-4;
+
 /// max |a − b| and max |a − b| / max(|a|, |b|, abs_floor) over coordinates.
 pub fn errors(a: &[f64], b: &[f64], abs_floor: f64) -> (f64, f64) {
     assert_eq!(a.len(), b.len(), "compared vectors differ in length");

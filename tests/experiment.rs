@@ -339,6 +339,54 @@ fn specs_refuse_values_that_would_panic_or_mislead() {
     );
 }
 
+/// The pretrained kind's fields are range-checked, belong to that kind
+/// only, and `model` is relative to the spec (resolved to an absolute
+/// path, so the resolved spec reads back from anywhere).
+#[test]
+fn pretrained_fields_are_checked_and_the_model_is_relative_to_the_spec() {
+    let pt = SMALL.replace("kind = \"mlp\"\nhidden = 16", "kind = \"pretrained\"");
+    let with = |extra: &str| pt.replace("[base]", &format!("{extra}\n[base]"));
+    assert!(Resolved::parse(&with("top_p = 0.95\ntop_k = 40"), "x.toml").is_ok());
+    for (field, needle) in [
+        ("lora_rank = 0", "policy.lora_rank = 0"),
+        ("lora_alpha = -2.0", "policy.lora_alpha = -2"),
+        ("lora_dropout = 1.0", "policy.lora_dropout = 1"),
+        ("max_new_tokens = 0", "policy.max_new_tokens = 0"),
+        ("top_k = 0", "policy.top_k = 0"),
+        ("top_p = 0.0", "policy.top_p = 0"),
+        ("top_p = 1.5", "policy.top_p = 1.5"),
+        ("top_p = nan", "policy.top_p = NaN"),
+    ] {
+        let e = Resolved::parse(&with(field), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{field}: {e}");
+    }
+    let mlp = SMALL.replace("hidden = 16", "hidden = 16\ntop_p = 0.9");
+    let e = Resolved::parse(&mlp, "x.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("policy.top_p") && e.contains("pretrained"),
+        "{e}"
+    );
+    let dir = scratch("model-path");
+    std::fs::create_dir_all(dir.join("models/tiny")).unwrap();
+    let spec = dir.join("spec.toml");
+    std::fs::write(&spec, with("model = \"models/tiny\"")).unwrap();
+    let r = Resolved::read(&spec).unwrap();
+    let m = r.spec.policy.model.clone().unwrap();
+    assert_eq!(
+        std::path::Path::new(&m),
+        dir.join("models/tiny").canonicalize().unwrap()
+    );
+    std::fs::write(&spec, with("model = \"models/absent.gguf\"")).unwrap();
+    let e = Resolved::read(&spec).unwrap_err().to_string();
+    assert!(
+        e.contains("spec.toml") && e.contains("policy.model") && e.contains("absent.gguf"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
     crate::common::candle_cpu();

@@ -2,7 +2,9 @@
 //! `peers/fetch-model.sh` read into our f32 llama decoder, checked against
 //! candle-transformers' quantized llama on the same file, and its
 //! tokenizer built from the file's metadata. Without the cached model the
-//! tests say so and skip (`.ci/run` fetches it first).
+//! tests say so and skip (`.ci/run` fetches it first). Hugging Face
+//! directories (llama, qwen2, qwen3) are checked on tiny checkpoints the
+//! tests write, against candle-transformers' models of each family.
 
 use candle_core::{Device, Tensor};
 use iterdeploy::pretrained::{self, ChatTokenizer, Gguf, Llama};
@@ -132,18 +134,8 @@ fn lora_gradients_reach_every_adapter_and_equal_finite_differences() {
     use iterdeploy::tolerance::{FD_ABS, FD_REL, FD_STEP};
     use rand_distr::{Distribution, StandardNormal};
     let device = Device::Cpu;
-    let c = Config {
-        vocab: 11,
-        d_model: 8,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        d_ff: 12,
-        rms_eps: 1e-5,
-        rope_base: 10_000.0,
-        context: 16,
-    };
-    let kv = c.kv_heads * c.head_dim();
+    let c = Config::llama(11, 8, 2, 4, 2, 12, 1e-5, 10_000.0, 16);
+    let kv = c.kv_width();
     let mut shapes: Vec<(String, Vec<usize>)> = vec![
         ("token_embd.weight".into(), vec![c.vocab, c.d_model]),
         ("output_norm.weight".into(), vec![c.d_model]),
@@ -354,6 +346,7 @@ fn cached_decoding_equals_the_full_pass_and_samples_are_text() {
     let sampling = iterdeploy::policy::transformer::sampling::Sampling {
         temperature: 0.6,
         top_k: None,
+        top_p: None,
         max_new: 12,
     };
     let mut rngs: Vec<_> = (0..3).map(|i| iterdeploy::rng::stream(1, i)).collect();
@@ -411,6 +404,7 @@ fn the_pretrained_policy_reads_samples_scores_and_learns() {
         },
         max_new_tokens: 24,
         top_k: None,
+        top_p: None,
     };
     let theta = settings
         .lora
@@ -474,4 +468,155 @@ fn the_pretrained_policy_reads_samples_scores_and_learns() {
     }
     let after = policy.trace_log_prob(&env, plan);
     assert!(after > before, "log π went from {before} to {after}");
+}
+
+/// A tiny Hugging Face directory written by the test: `config.json` of
+/// `model_type` (with every key the three families' readers want),
+/// random weights under the checkpoint's names in `model.safetensors`, and
+/// a word-level `tokenizer.json` with the ChatML special tokens.
+fn write_hf_dir(dir: &std::path::Path, model_type: &str, seed: u64) {
+    use candle_core::DType;
+    use rand_distr::{Distribution, StandardNormal};
+    let (vocab, d, layers, heads, kv, ff) = (40usize, 16usize, 2usize, 4usize, 2usize, 24usize);
+    // qwen3's heads are wider than d_model / heads, as in Qwen3 0.6B.
+    let dh = if model_type == "qwen3" { 8 } else { d / heads };
+    let tied = model_type != "llama";
+    let config = serde_json::json!({
+        "model_type": model_type,
+        "vocab_size": vocab, "hidden_size": d, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": dh,
+        "intermediate_size": ff, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "max_position_embeddings": 64, "tie_word_embeddings": tied,
+        "attention_bias": false, "hidden_act": "silu", "sliding_window": 64,
+        "max_window_layers": layers, "use_sliding_window": false,
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut rng = iterdeploy::rng::stream(seed, 0);
+    let mut tensors = std::collections::HashMap::new();
+    let mut put = |name: String, shape: &[usize], norm: bool| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                (if norm { 1.0 + 0.1 * z } else { 0.4 * z }) as f32
+            })
+            .collect();
+        let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+        tensors.insert(name, t.to_dtype(DType::BF16).unwrap());
+    };
+    put("model.embed_tokens.weight".into(), &[vocab, d], false);
+    put("model.norm.weight".into(), &[d], true);
+    if !tied {
+        put("lm_head.weight".into(), &[vocab, d], false);
+    }
+    for i in 0..layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        put(p("input_layernorm.weight"), &[d], true);
+        put(p("post_attention_layernorm.weight"), &[d], true);
+        put(p("self_attn.q_proj.weight"), &[heads * dh, d], false);
+        put(p("self_attn.k_proj.weight"), &[kv * dh, d], false);
+        put(p("self_attn.v_proj.weight"), &[kv * dh, d], false);
+        put(p("self_attn.o_proj.weight"), &[d, heads * dh], false);
+        put(p("mlp.gate_proj.weight"), &[ff, d], false);
+        put(p("mlp.up_proj.weight"), &[ff, d], false);
+        put(p("mlp.down_proj.weight"), &[d, ff], false);
+        if model_type == "qwen2" {
+            put(p("self_attn.q_proj.bias"), &[heads * dh], false);
+            put(p("self_attn.k_proj.bias"), &[kv * dh], false);
+            put(p("self_attn.v_proj.bias"), &[kv * dh], false);
+        }
+        if model_type == "qwen3" {
+            put(p("self_attn.q_norm.weight"), &[dh], true);
+            put(p("self_attn.k_norm.weight"), &[dh], true);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    // Words 0..35, then the special tokens.
+    use tokenizers::models::wordlevel::WordLevel;
+    let mut words: std::collections::HashMap<String, u32> =
+        (0..36u32).map(|i| (format!("w{i}"), i)).collect();
+    words.insert("[UNK]".into(), 36);
+    let model = WordLevel::builder()
+        .vocab(words.into_iter().collect())
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace {}));
+    tok.add_special_tokens(vec![
+        tokenizers::AddedToken::from("<|im_start|>", true),
+        tokenizers::AddedToken::from("<|im_end|>", true),
+    ])
+    .unwrap();
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+/// A Hugging Face directory of each family (llama with its own output
+/// matrix; qwen2 with q/k/v biases; qwen3 with per-head q/k norms and
+/// heads wider than d_model / heads) is read into our decoder and gives,
+/// at every position, the logits candle-transformers' model of that
+/// family gives from the same files (its RoPE on halves, ours through
+/// `RopePairs::Halves`). The tokenizer comes from `tokenizer.json`, chat
+/// tokens by id.
+#[test]
+fn hugging_face_directories_of_llama_qwen2_and_qwen3_match_candle_transformers() {
+    use candle_core::DType;
+    use candle_transformers::models::{llama, qwen2, qwen3};
+    let device = Device::Cpu;
+    let root = std::env::temp_dir().join(format!("iterdeploy-hf-{}", std::process::id()));
+    let ids: Vec<u32> = vec![3, 17, 0, 35, 8, 8, 21, 5];
+    for (k, family) in ["llama", "qwen2", "qwen3"].into_iter().enumerate() {
+        let dir = root.join(family);
+        write_hf_dir(&dir, family, 11 + k as u64);
+        let (tok, ours) = pretrained::load(&dir, &device).unwrap();
+        assert_eq!((tok.im_start, tok.im_end), (37, 38), "{family}");
+        let prompt = tok.chat_prompt("w1 w2", "w3").unwrap();
+        assert_eq!(prompt[0], tok.im_start, "{family}");
+        assert_eq!(prompt.iter().filter(|&&i| i == tok.im_end).count(), 2);
+        let logits = ours.forward(std::slice::from_ref(&ids)).unwrap();
+        let files = [dir.join("model.safetensors")];
+        // SAFETY: the file was just written by this test and is not changed.
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device).unwrap()
+        };
+        let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        // The reference's logits at position p, one token at a time
+        // through its own cache.
+        let mut step: Box<dyn FnMut(&Tensor, usize) -> Tensor> = match family {
+            "llama" => {
+                let c: llama::LlamaConfig = serde_json::from_str(&json).unwrap();
+                let c = c.into_config(false);
+                let m = llama::Llama::load(vb, &c).unwrap();
+                let mut cache = llama::Cache::new(true, DType::F32, &c, &device).unwrap();
+                Box::new(move |x, p| m.forward(x, p, &mut cache).unwrap())
+            }
+            "qwen2" => {
+                let c: qwen2::Config = serde_json::from_str(&json).unwrap();
+                let mut m = qwen2::ModelForCausalLM::new(&c, vb).unwrap();
+                Box::new(move |x, p| m.forward(x, p).unwrap())
+            }
+            _ => {
+                let c: qwen3::Config = serde_json::from_str(&json).unwrap();
+                let mut m = qwen3::ModelForCausalLM::new(&c, vb).unwrap();
+                Box::new(move |x, p| m.forward(x, p).unwrap())
+            }
+        };
+        let mut worst = 0f64;
+        for (p, &id) in ids.iter().enumerate() {
+            let x = Tensor::new(&[id], &device).unwrap().unsqueeze(0).unwrap();
+            let r: Vec<f32> = step(&x, p).flatten_all().unwrap().to_vec1().unwrap();
+            let o: Vec<f32> = logits.get(0).unwrap().get(p).unwrap().to_vec1().unwrap();
+            assert_eq!(r.len(), o.len());
+            for (a, b) in r.iter().zip(&o) {
+                worst = worst.max((*a as f64 - *b as f64).abs());
+            }
+        }
+        eprintln!("{family}: largest logit difference {worst:.2e}");
+        assert!(
+            worst < iterdeploy::tolerance::F32_REFERENCE_LOGITS,
+            "{family}: logits differ by {worst}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }

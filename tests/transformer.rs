@@ -255,6 +255,7 @@ fn decoding_writes_the_same_tokens_with_or_without_cache_on_any_thread_count() {
     let sampling = Sampling {
         temperature: 1.0,
         top_k: Some(8),
+        top_p: None,
         max_new: 7,
     };
     let stop = [m.decoder().vocabulary().id(")").unwrap()];
@@ -323,6 +324,7 @@ fn free_sampling_follows_the_teacher_forced_distribution() {
     let sampling = Sampling {
         temperature: 1.0,
         top_k: None,
+        top_p: None,
         max_new: 2,
     };
     let rows = generate(&w, &prompt, n, &[], &sampling, Decode::KvCache, &mut rng).unwrap();

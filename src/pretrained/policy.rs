@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::DType;
 
 use super::lora::{Adapted, Adapters, LoraConfig, Mode};
-use super::{ChatTokenizer, Gguf, Llama};
+use super::{ChatTokenizer, Llama};
 use crate::estimator::Trace;
 use crate::mdp::{ActionId, Deployment, StateIndex};
 use crate::plan::StepSyntax;
@@ -46,7 +46,7 @@ pub struct Backbone {
     pub path: PathBuf,
 }
 
-/// Loads `path` (a GGUF file) on the CPU, or returns the copy already
+/// Loads `path` (a GGUF file or a Hugging Face directory) on the CPU, or returns the copy already
 /// loaded in this process.
 pub fn backbone(path: &Path) -> Result<Arc<Backbone>> {
     static LOADED: Mutex<Vec<Arc<Backbone>>> = Mutex::new(Vec::new());
@@ -54,23 +54,26 @@ pub fn backbone(path: &Path) -> Result<Arc<Backbone>> {
     if let Some(b) = loaded.iter().find(|b| b.path == path) {
         return Ok(b.clone());
     }
-    let g = Gguf::open(path)?;
+    let (tokenizer, model) = super::load(path, &crate::policy::transformer::device())?;
     let b = Arc::new(Backbone {
-        tokenizer: ChatTokenizer::from_gguf(&g)?,
-        model: Llama::load(&g, &crate::policy::transformer::device())?,
+        tokenizer,
+        model,
         path: path.to_path_buf(),
     });
     loaded.push(b.clone());
     Ok(b)
 }
 
-/// What a spec sets besides the file: LoRA, the completion budget and
-/// top-k.
+/// What a spec sets besides the file: LoRA, the completion budget,
+/// top-k and top-p (sampling only: the score and log π are those of the
+/// full softmax at τ, the sampler's truncated probability is the
+/// behaviour's, which importance weights divide by).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
     pub lora: LoraConfig,
     pub max_new_tokens: usize,
     pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
 }
 
 /// The system turn of every prompt.
@@ -323,6 +326,7 @@ impl Pretrained {
         Sampling {
             temperature: self.tau,
             top_k: self.settings.top_k,
+            top_p: self.settings.top_p,
             max_new: self.settings.max_new_tokens,
         }
     }

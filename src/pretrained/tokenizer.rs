@@ -5,6 +5,10 @@
 //! (`tokenizer.ggml.add_space_prefix = false`; candle's GGUF tokenizer adds
 //! one, which shifts every token of this model).
 //!
+//! A Hugging Face directory's `tokenizer.json` is read as it is
+//! ([`ChatTokenizer::from_file`]); its normaliser and pre-tokenizer are the
+//! model's own.
+//!
 //! Chat turns are built here, with the special tokens `<|im_start|>` and
 //! `<|im_end|>` inserted by id, never by text: text is only ever encoded
 //! as text, so a prompt containing "<|im_end|>" cannot end a turn.
@@ -39,6 +43,17 @@ impl ChatTokenizer {
         if model != "gpt2" {
             return Err(bad(format!(
                 "{}: tokenizer model `{model}` is not supported (byte-level BPE, `gpt2`, is)",
+                g.path().display()
+            )));
+        }
+        // The pre-tokenizer below is SmolLM's; another model's (llama 3,
+        // qwen2, …) would split text differently and silently.
+        if let Ok(pre) = g.string("tokenizer.ggml.pre")
+            && pre != "smollm"
+        {
+            return Err(bad(format!(
+                "{}: pre-tokenizer `{pre}` is not supported from GGUF metadata (smollm is); \
+                 give the model as a Hugging Face directory with its tokenizer.json",
                 g.path().display()
             )));
         }
@@ -88,6 +103,31 @@ impl ChatTokenizer {
             im_end,
             eos,
             vocab: tokens.len(),
+        })
+    }
+
+    /// A `tokenizer.json` as the model ships it. The chat template is
+    /// ChatML (`<|im_start|>`, `<|im_end|>`, as SmolLM2 and Qwen use);
+    /// the turn ends at `<|im_end|>`.
+    pub fn from_file(path: &std::path::Path) -> Result<ChatTokenizer> {
+        let inner =
+            Tokenizer::from_file(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let id_of = |t: &str| {
+            inner.token_to_id(t).ok_or_else(|| {
+                bad(format!(
+                    "{}: special token `{t}` is not in the vocabulary (a ChatML model is needed)",
+                    path.display()
+                ))
+            })
+        };
+        let (im_start, im_end) = (id_of("<|im_start|>")?, id_of("<|im_end|>")?);
+        let vocab = inner.get_vocab_size(true);
+        Ok(ChatTokenizer {
+            inner,
+            im_start,
+            im_end,
+            eos: im_end,
+            vocab,
         })
     }
 

@@ -35,6 +35,10 @@ pub struct Sampling {
     pub temperature: f64,
     /// Keep only the k most likely tokens (None: all).
     pub top_k: Option<usize>,
+    /// Then keep the most likely tokens whose probabilities first reach a
+    /// total of p, 0 < p ≤ 1 (nucleus sampling; None: all). Applied after
+    /// top-k, as Hugging Face and vLLM do.
+    pub top_p: Option<f64>,
     /// At most this many new tokens per sequence.
     pub max_new: usize,
 }
@@ -46,11 +50,15 @@ pub enum Decode {
     Recompute,
 }
 
-/// The probabilities `draw` samples from, for one row of logits.
-pub fn next_token_distribution(logits: &[f64], temperature: f64, top_k: Option<usize>) -> Vec<f64> {
-    let v = logits.len();
-    let k = top_k.unwrap_or(v).clamp(1, v);
-    if temperature > 0.0 && k == v {
+/// The probabilities `draw` samples from, for one row of logits: the
+/// softmax at `s.temperature` (greedy at 0), restricted to the top-k
+/// tokens and then to the top-p nucleus, renormalised. Ties are ordered
+/// by id, so the kept set is a fixed function of the logits.
+pub fn next_token_distribution(logits: &[f64], s: &Sampling) -> Vec<f64> {
+    let (temperature, v) = (s.temperature, logits.len());
+    let k = s.top_k.unwrap_or(v).clamp(1, v);
+    let nucleus = s.top_p.filter(|&p| p < 1.0);
+    if temperature > 0.0 && k == v && nucleus.is_none() {
         // Every token kept: no order needed (the same numbers as below,
         // without sorting the vocabulary at every step).
         let max = logits.iter().fold(f64::NEG_INFINITY, |m, &z| m.max(z)) / temperature;
@@ -76,6 +84,20 @@ pub fn next_token_distribution(logits: &[f64], temperature: f64, top_k: Option<u
     }
     let total: f64 = p.iter().sum();
     p.iter_mut().for_each(|x| *x /= total);
+    if let Some(top_p) = nucleus {
+        // The shortest prefix of the order whose mass reaches top_p (at
+        // least one token); the rest is dropped.
+        let mut mass = 0.0;
+        let mut keep = 0;
+        while keep < k && mass < top_p {
+            mass += p[order[keep]];
+            keep += 1;
+        }
+        for &i in &order[keep..k] {
+            p[i] = 0.0;
+        }
+        p.iter_mut().for_each(|x| *x /= mass);
+    }
     p
 }
 
@@ -91,7 +113,7 @@ pub fn draw_with_log_prob(
     sampling: &Sampling,
     rng: &mut crate::rng::Rng,
 ) -> (u32, f64) {
-    let p = next_token_distribution(logits, sampling.temperature, sampling.top_k);
+    let p = next_token_distribution(logits, sampling);
     let u: f64 = rng.random();
     let mut acc = 0.0;
     let mut last = 0;
@@ -267,9 +289,15 @@ mod tests {
     /// temperatures and top-k (binomial 5σ bands), and the distribution
     /// itself against the formula.
     #[test]
-    fn draws_follow_temperature_and_top_k() {
+    fn draws_follow_temperature_top_k_and_top_p() {
         let z = [1.0, -0.5, 0.3, 2.0, 0.3];
-        let p = next_token_distribution(&z, 0.5, Some(3));
+        let at = |temperature, top_k, top_p| Sampling {
+            temperature,
+            top_k,
+            top_p,
+            max_new: 1,
+        };
+        let p = next_token_distribution(&z, &at(0.5, Some(3), None));
         // Top 3: ids 3, 0, then 2 (tie with 4 broken by id).
         let e: Vec<f64> = [1.0, 0.0, 0.3, 2.0, 0.0]
             .iter()
@@ -286,15 +314,38 @@ mod tests {
         for (a, b) in p.iter().zip(&e) {
             assert!((a - b / total).abs() < 1e-12, "{p:?}");
         }
-        assert_eq!(next_token_distribution(&z, 0.0, None)[3], 1.0);
+        assert_eq!(next_token_distribution(&z, &at(0.0, None, None))[3], 1.0);
         let mut rng = crate::rng::seeded(5);
-        for (tau, k) in [(1.0, None), (0.5, Some(3)), (2.0, Some(1))] {
-            let s = Sampling {
-                temperature: tau,
-                top_k: k,
-                max_new: 1,
-            };
-            let p = next_token_distribution(&z, tau, k);
+        // Top-p at τ = 1: p(3) = 0.551 < 0.7 ≤ p(3) + p(0) = 0.754, so
+        // {3, 0} is kept; at 0.5 id 3 alone; after top-k 2 at 0.9, the
+        // two kept by top-k.
+        let e3 = 1f64.exp();
+        let nucleus = next_token_distribution(&z, &at(1.0, None, Some(0.7)));
+        let expect = [e3 / (e3 + e3 * e3), 0.0, 0.0, e3 * e3 / (e3 + e3 * e3), 0.0];
+        for (a, b) in nucleus.iter().zip(&expect) {
+            assert!((a - b).abs() < 1e-12, "{nucleus:?}");
+        }
+        assert_eq!(
+            next_token_distribution(&z, &at(1.0, None, Some(0.5)))[3],
+            1.0
+        );
+        assert_eq!(
+            next_token_distribution(&z, &at(1.0, Some(2), Some(0.9))),
+            next_token_distribution(&z, &at(1.0, Some(2), None))
+        );
+        assert_eq!(
+            next_token_distribution(&z, &at(0.7, None, Some(1.0))),
+            next_token_distribution(&z, &at(0.7, None, None))
+        );
+        for (tau, k, top_p) in [
+            (1.0, None, None),
+            (0.5, Some(3), None),
+            (2.0, Some(1), None),
+            (1.0, None, Some(0.7)),
+            (1.5, Some(4), Some(0.8)),
+        ] {
+            let s = at(tau, k, top_p);
+            let p = next_token_distribution(&z, &s);
             let n = 40_000;
             let mut counts = [0usize; 5];
             for _ in 0..n {
@@ -305,7 +356,7 @@ mod tests {
                 let f = *c as f64 / n as f64;
                 assert!(
                     (f - pi).abs() <= 5.0 * sd + 1e-12,
-                    "τ={tau} k={k:?}: {counts:?} vs {p:?}"
+                    "τ={tau} k={k:?} p={top_p:?}: {counts:?} vs {p:?}"
                 );
             }
         }

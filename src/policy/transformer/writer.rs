@@ -151,6 +151,7 @@ impl PlanWriter {
         Sampling {
             temperature: self.tau,
             top_k: None,
+            top_p: None,
             max_new: self.decoder.cfg.max_len - self.prompt(env, x).len(),
         }
     }
