@@ -345,8 +345,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Run(args)) => run_cmd(&args),
         Some(Command::Report(args)) => report_cmd(&args),
         Some(Command::Compare(args)) => {
-            let fig = crate::experiment::compare(&args.runs, &args.metric, &args.out)?;
-            println!("wrote {} (+ .svg, .csv)", fig.display());
+            let c = crate::experiment::compare(&args.runs, &args.metric, &args.out)?;
+            println!("wrote {} (+ .svg, .csv)", c.figure.display());
+            match &c.tasks_differ {
+                None => println!("every run deployed the same tasks"),
+                Some(why) => println!("note: {why}; the curves are not on the same tasks"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -847,8 +847,9 @@ fn compare_overlays_the_arms_of_several_runs() {
         experiment::run(&r, &options(&out)).unwrap();
     }
     let dirs = [out.join("twin-a-smoke"), out.join("twin-b-smoke")];
-    let fig = experiment::compare(&dirs, "success_prob", &out.join("cmp")).unwrap();
-    assert!(fig.is_file());
+    let c = experiment::compare(&dirs, "success_prob", &out.join("cmp")).unwrap();
+    assert!(c.figure.is_file());
+    assert_eq!(c.tasks_differ, None, "one spec, the same tasks");
     let csv = std::fs::read_to_string(out.join("cmp/success_prob.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 2 * 3, "{csv}");
@@ -864,6 +865,15 @@ fn compare_overlays_the_arms_of_several_runs() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no_such_metric"), "{e}");
+    // A run on other tasks is drawn, and said to differ.
+    let other = SMALL
+        .replace("id = \"small\"", "id = \"other\"")
+        .replace("seed = 5", "seed = 6");
+    experiment::run(&Resolved::parse(&other, "other").unwrap(), &options(&out)).unwrap();
+    let mixed = [out.join("twin-a-smoke"), out.join("other-smoke")];
+    let c = experiment::compare(&mixed, "success_prob", &out.join("cmp2")).unwrap();
+    let why = c.tasks_differ.expect("other tasks are flagged");
+    assert!(why.contains("other-smoke"), "{why}");
 }
 
 /// A run takes a lock on its output directory: a second run into the same

@@ -22,7 +22,7 @@ mod analysis;
 mod report;
 pub mod spec;
 
-pub use report::{compare, summary_series};
+pub use report::{Compared, compare, summary_series};
 pub use spec::{Resolved, Spec};
 
 use std::io::IsTerminal;

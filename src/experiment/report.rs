@@ -577,10 +577,31 @@ fn metric_title(metric: &str) -> String {
         .map_or_else(|| metric.replace('_', " "), |f| f.title.to_string())
 }
 
+/// What `compare` drew, and whether its runs deployed the same tasks.
+#[derive(Debug)]
+pub struct Compared {
+    pub figure: PathBuf,
+    /// None when every run's `[tasks]` (in its `spec.toml`) is the same;
+    /// else which run differs from the first, so curves on different tasks
+    /// are never shown as if comparable without saying so.
+    pub tasks_differ: Option<String>,
+}
+
+/// The `[tasks]` table of a run's `spec.toml`.
+fn tasks_of(dir: &Path) -> Result<toml::Value> {
+    let path = dir.join("spec.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: toml::Table =
+        toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    v.get("tasks")
+        .cloned()
+        .ok_or_else(|| Error::Invalid(format!("{}: no [tasks] table", path.display())))
+}
+
 /// `iterdeploy compare`: one figure with every arm of several deployment
 /// experiments (e.g. the same spec run with different policy kinds), and
 /// the plotted numbers as CSV.
-pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<PathBuf> {
+pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<Compared> {
     let mut series = Vec::new();
     let mut csv = String::from("experiment,arm,generation,mean,ci_low,ci_high\n");
     for d in dirs {
@@ -624,7 +645,22 @@ pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<PathBuf> {
         integer_x: true,
     }
     .write(out, metric)?;
-    Ok(out.join(format!("{metric}.png")))
+    let first = tasks_of(&dirs[0])?;
+    let mut tasks_differ = None;
+    for d in &dirs[1..] {
+        if tasks_of(d)? != first {
+            tasks_differ = Some(format!(
+                "{} deployed other tasks than {} (their spec.toml [tasks] differ)",
+                d.display(),
+                dirs[0].display()
+            ));
+            break;
+        }
+    }
+    Ok(Compared {
+        figure: out.join(format!("{metric}.png")),
+        tasks_differ,
+    })
 }
 
 #[cfg(test)]
