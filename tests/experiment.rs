@@ -339,6 +339,60 @@ fn specs_refuse_values_that_would_panic_or_mislead() {
     );
 }
 
+/// `tasks.nontrivial` keeps the generator's tasks that need a step, in
+/// the generator's order: the plain spec's tasks minus those whose goal
+/// holds at the start, topped up with later draws (deployed and base).
+#[test]
+fn nontrivial_tasks_all_need_a_step_and_keep_the_generators_order() {
+    let two = SMALL
+        .replace(
+            "name = \"3 blocks\"\ncount = 4\nparams = { blocks = 3 }",
+            "name = \"2 blocks\"\ncount = 8\nparams = { blocks = 2 }",
+        )
+        .replace("buckets = [\"3 blocks\"]", "buckets = [\"2 blocks\"]");
+    assert!(two.contains("blocks = 2"));
+    let plain = Resolved::parse(&two, "x.toml").unwrap();
+    let (w, _) = experiment::build_workload(&plain.spec).unwrap();
+    let names = |w: &deploy::Workload, b: usize| -> Vec<(String, Option<usize>)> {
+        (0..w.env.tasks.len())
+            .filter(|&x| w.bucket[x] == b && w.role[x] == deploy::Role::Deployed)
+            .map(|x| (w.env.tasks[x].name.clone(), w.optimal[x]))
+            .collect()
+    };
+    let trivial: usize = w.optimal.iter().filter(|o| **o == Some(0)).count();
+    assert!(
+        trivial > 0,
+        "some generated tasks are solved at the start: {:?}",
+        w.optimal
+    );
+    let nt = Resolved::parse(
+        &two.replace("seed = 5", "seed = 5\nnontrivial = true"),
+        "x.toml",
+    )
+    .unwrap();
+    let (w2, demos) = experiment::build_workload(&nt.spec).unwrap();
+    assert!(
+        w2.optimal.iter().all(|o| o.is_some_and(|n| n >= 1)),
+        "{:?}",
+        w2.optimal
+    );
+    assert!(demos.iter().all(|d| !d.steps.is_empty()));
+    for b in 0..2 {
+        let (before, after) = (names(&w, b), names(&w2, b));
+        assert_eq!(after.len(), before.len());
+        let kept: Vec<_> = before
+            .iter()
+            .filter(|(_, o)| *o != Some(0))
+            .cloned()
+            .collect();
+        assert_eq!(
+            after[..kept.len()],
+            kept[..],
+            "bucket {b}: the first tasks that need a step, in order"
+        );
+    }
+}
+
 /// The pretrained kind's fields are range-checked, belong to that kind
 /// only, and `model` is relative to the spec (resolved to an absolute
 /// path, so the resolved spec reads back from anywhere).

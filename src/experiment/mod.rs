@@ -77,7 +77,7 @@ pub fn build_workload(spec: &Spec) -> Result<(Workload, Vec<Trace>)> {
     let mut bucket = Vec::new();
     let generate = |b: usize, count: usize, seed: u64| -> Result<Vec<crate::pddl::Problem>> {
         let spec_b = &t.buckets[b];
-        let pairs = spec_b
+        let pairs: std::collections::BTreeMap<String, String> = spec_b
             .params
             .iter()
             .map(|(k, v)| {
@@ -94,15 +94,43 @@ pub fn build_workload(spec: &Spec) -> Result<(Workload, Vec<Trace>)> {
                 Ok((k.clone(), text))
             })
             .collect::<Result<_>>()?;
-        let mut params = Params::new(kind, pairs);
-        let tasks = crate::generate::generate(kind, &mut params, count, seed)
-            .map_err(|e| Error::Invalid(format!("bucket `{}`: {e}", spec_b.name)))?;
-        tasks
-            .iter()
-            .map(|g| {
-                crate::pddl::parse_problem(g.pddl.as_bytes(), &g.name, &domain).map_err(Into::into)
-            })
-            .collect()
+        let draw = |n: usize| -> Result<Vec<crate::pddl::Problem>> {
+            let mut params = Params::new(kind, pairs.clone());
+            crate::generate::generate(kind, &mut params, n, seed)
+                .map_err(|e| Error::Invalid(format!("bucket `{}`: {e}", spec_b.name)))?
+                .iter()
+                .map(|g| {
+                    crate::pddl::parse_problem(g.pddl.as_bytes(), &g.name, &domain)
+                        .map_err(Into::into)
+                })
+                .collect()
+        };
+        if !t.nontrivial {
+            return draw(count);
+        }
+        // The generator's task i depends on (seed, i) only, so drawing
+        // more tasks keeps the first ones: the kept tasks are the first
+        // `count` that need a step, whatever the number drawn.
+        let mut drawn = count;
+        loop {
+            let kept: Vec<_> = draw(drawn)?
+                .into_iter()
+                .filter(|p| !solved_at_start(p))
+                .take(count)
+                .collect();
+            if kept.len() == count {
+                return Ok(kept);
+            }
+            if drawn >= NONTRIVIAL_DRAWS * count.max(1) {
+                return Err(Error::Invalid(format!(
+                    "bucket `{}`: tasks.nontrivial: only {} of {drawn} generated tasks need a step; \
+                     these parameters give too few",
+                    spec_b.name,
+                    kept.len()
+                )));
+            }
+            drawn = (2 * drawn).max(1);
+        }
     };
     for (b, spec_b) in t.buckets.iter().enumerate() {
         let n = spec_b.size();
@@ -154,6 +182,16 @@ pub fn build_workload(spec: &Spec) -> Result<(Workload, Vec<Trace>)> {
         .filter(|d| work.role[d.task] == Role::Base)
         .collect();
     Ok((work, demos))
+}
+
+/// With `tasks.nontrivial`, how many tasks per task wanted the generator
+/// may draw before the bucket is refused.
+const NONTRIVIAL_DRAWS: usize = 64;
+
+/// The goal holds in the initial state (the empty plan solves it).
+fn solved_at_start(p: &crate::pddl::Problem) -> bool {
+    let init: std::collections::HashSet<&crate::pddl::GroundAtom> = p.init.iter().collect();
+    p.goal_equalities_hold && p.goal.iter().all(|l| init.contains(&l.atom) == l.positive)
 }
 
 fn bucket_seed(seed: u64, bucket: usize) -> u64 {
