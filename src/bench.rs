@@ -18,6 +18,11 @@ use crate::task::Task;
 use crate::validate::Validator;
 use crate::{Error, Result};
 
+mod pretrained;
+pub use pretrained::{
+    PRETRAINED_WORKLOAD, PretrainedRates, PretrainedWorkload, pretrained_throughput,
+};
+
 /// Parse + validate throughput over a set of tasks with reference plans.
 #[derive(Clone, Debug)]
 pub struct ValidationRun {

@@ -278,6 +278,10 @@ pub struct BenchArgs {
     /// At most this many tasks per domain and split (`bench plan`).
     #[arg(long)]
     pub max_tasks: Option<usize>,
+    /// The GGUF file (`bench pretrained`; default: the one
+    /// `peers/fetch-model.sh` caches).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -302,6 +306,11 @@ pub enum BenchTarget {
     /// the same architecture and batch; `peers/setup-venv.sh --with-torch`)
     /// and the KV cache's speed-up.
     Transformer,
+    /// The pretrained model: batched sampling tokens/s (peer: llama.cpp
+    /// through llama-cpp-python) and LoRA training tokens/s (peer:
+    /// PyTorch and peft), on one GGUF file and the same token ids
+    /// (`peers/setup-venv.sh --with-llm`).
+    Pretrained,
 }
 
 #[derive(Args, Debug)]
@@ -562,6 +571,18 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             crate::bench::transformer_throughput(args.peer_python.as_deref())?;
             return Ok(ExitCode::SUCCESS);
         }
+        BenchTarget::Pretrained => {
+            let model = match &args.model {
+                Some(m) => m.clone(),
+                None => crate::pretrained::cached_model().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no cached model: run peers/fetch-model.sh, or give --model FILE.gguf"
+                    )
+                })?,
+            };
+            crate::bench::pretrained_throughput(&model, args.peer_python.as_deref())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let tasks: Vec<_> = crate::benchmarks::collect(&args.benchmarks)?
@@ -582,7 +603,11 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             args.max_tasks,
             args.peer_python.as_deref(),
         )?,
-        BenchTarget::Exact | BenchTarget::Curate | BenchTarget::Loop | BenchTarget::Transformer => {
+        BenchTarget::Exact
+        | BenchTarget::Curate
+        | BenchTarget::Loop
+        | BenchTarget::Transformer
+        | BenchTarget::Pretrained => {
             unreachable!("handled above")
         }
         BenchTarget::Validate => {

@@ -552,6 +552,9 @@ fn write_hf_dir(dir: &std::path::Path, model_type: &str, seed: u64) {
     tok.save(dir.join("tokenizer.json"), false).unwrap();
 }
 
+/// One token of a reference model at a position: its logits.
+type ReferenceStep = dyn FnMut(&Tensor, usize) -> Tensor;
+
 /// A Hugging Face directory of each family (llama with its own output
 /// matrix; qwen2 with q/k/v biases; qwen3 with per-head q/k norms and
 /// heads wider than d_model / heads) is read into our decoder and gives,
@@ -583,7 +586,7 @@ fn hugging_face_directories_of_llama_qwen2_and_qwen3_match_candle_transformers()
         let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
         // The reference's logits at position p, one token at a time
         // through its own cache.
-        let mut step: Box<dyn FnMut(&Tensor, usize) -> Tensor> = match family {
+        let mut step: Box<ReferenceStep> = match family {
             "llama" => {
                 let c: llama::LlamaConfig = serde_json::from_str(&json).unwrap();
                 let c = c.into_config(false);

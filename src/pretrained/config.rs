@@ -67,7 +67,7 @@ impl Config {
             layers,
             heads,
             kv_heads,
-            head_dim: if heads == 0 { 0 } else { d_model / heads },
+            head_dim: d_model.checked_div(heads).unwrap_or(0),
             d_ff,
             rms_eps,
             rope_base,

@@ -96,11 +96,9 @@ impl HfDir {
             layers: hf.num_hidden_layers,
             heads,
             kv_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim: hf.head_dim.unwrap_or(if heads == 0 {
-                0
-            } else {
-                hf.hidden_size / heads
-            }),
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size.checked_div(heads).unwrap_or(0)),
             d_ff: hf.intermediate_size,
             rms_eps: hf.rms_norm_eps,
             rope_base: hf.rope_theta,

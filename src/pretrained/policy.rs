@@ -235,8 +235,19 @@ impl Pretrained {
         })
     }
 
+    /// The tokenizer and frozen decoder.
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    /// The chat prompt of task `x` (token ids, ending where the answer
+    /// begins).
+    pub fn prompt(&self, x: usize) -> &[u32] {
+        &self.prompts[x]
+    }
+
     /// The adapters of θ for sampling and scoring (built once per θ).
-    fn adapters(&self) -> Result<Arc<Adapters>> {
+    pub fn adapters(&self) -> Result<Arc<Adapters>> {
         let mut slot = self.adapters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
