@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds iterdeploy with `--features cuda` on a machine without a GPU or a
+# CUDA install, from NVIDIA's compiler and libraries on PyPI (CUDA 13.4:
+# the newest cudarc 0.19 knows). Run from anywhere; prints the binary's
+# path and the environment a run needs.
+#
+#   gpu/build-cuda.sh              # kernels for compute capability 90 (H100)
+#   CUDA_COMPUTE_CAP=80 gpu/build-cuda.sh    # A100; 89 for L4/RTX 40xx
+#
+# What it does:
+# 1. a venv (target/cuda-venv) with nvidia-cuda-nvcc, -runtime, -nvrtc,
+#    -cublas, -curand and -cccl, pinned;
+# 2. the unversioned library names the linker wants (libcublas.so → .so.13,
+#    …) beside the wheels' libraries;
+# 3. a link-time stand-in for the driver, libcuda.so (soname libcuda.so.1):
+#    every cu* entry point cudarc declares, each returning
+#    CUDA_ERROR_NO_DEVICE. The real driver of a GPU machine replaces it at
+#    run time; on a machine without one, the binary finds no device and
+#    runs on the CPU;
+# 4. cargo build --release --features cuda, into target/cuda (so the CPU
+#    build in target/release is untouched).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/.."
+venv="${ITERDEPLOY_CUDA_VENV:-$root/target/cuda-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" >&2
+fi
+if ! ls "$venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1; then
+  "$venv/bin/pip" install -q "nvidia-cuda-nvcc==13.4.92" "nvidia-cuda-runtime==13.4.*" \
+    "nvidia-cuda-nvrtc==13.4.*" "nvidia-cublas==13.*" "nvidia-curand==10.*" "nvidia-cuda-cccl==13.*" >&2
+fi
+cu="$(echo "$venv"/lib/python3*/site-packages/nvidia/cu13)"
+for lib in cublas cublasLt curand nvrtc cudart; do
+  real="$(ls "$cu/lib/lib$lib.so."* | grep -v builtins | head -1)"
+  ln -sf "$(basename "$real")" "$cu/lib/lib$lib.so"
+done
+# The driver stand-in: the names of cudarc's driver entry points.
+sys="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs | tail -1)"
+stub="$root/target/cuda-stub"
+mkdir -p "$stub"
+grep -oE '^\s+fn cu[A-Za-z0-9_]+\(' "$sys" | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u |
+  awk '{ printf "int %s(void) { return 100; }\n", $1 }' > "$stub/libcuda.c"
+cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/libcuda.c"
+ln -sf libcuda.so "$stub/libcuda.so.1"
+ln -sf "$stub/libcuda.so" "$cu/lib/libcuda.so"
+export CUDA_HOME="$cu" PATH="$cu/bin:$PATH"
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CUDARC_CUDA_VERSION=13040
+(cd "$root" && cargo build --release --features cuda --target-dir target/cuda >&2)
+echo "built: $root/target/cuda/release/iterdeploy" >&2
+echo "run it with: LD_LIBRARY_PATH=$cu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" >&2
+echo "$root/target/cuda/release/iterdeploy"
