@@ -856,24 +856,42 @@ pub fn transformer_ours(work: &TransformerWorkload) -> Result<TransformerRates> 
 /// The peer: `peers/torch_transformer.py`, the same architecture, batch and
 /// workload in PyTorch (CPU, f32, its default threads).
 pub fn transformer_torch(python: &Path, work: &TransformerWorkload) -> Result<TransformerRates> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/torch_transformer.py");
     let args = serde_json::json!({ "model": BENCH_TRANSFORMER, "work": work });
+    run_peer_script(python, "torch_transformer.py", &[&args.to_string()])
+}
+
+/// Runs `peers/<script>` with `args` under `python` and reads the one JSON
+/// object it prints; a failure or unreadable output names the script and
+/// carries what it printed.
+fn run_peer_script<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    script: &str,
+    args: &[&str],
+) -> Result<T> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(script);
+    // The script and its mode arguments (not the JSON payload).
+    let modes: String = args
+        .iter()
+        .filter(|a| !a.starts_with('{'))
+        .map(|a| format!(" {a}"))
+        .collect();
+    let what = format!("{}{modes}", path.display());
     let out = Command::new(python)
-        .arg(&script)
-        .arg(args.to_string())
+        .arg(&path)
+        .args(args)
         .output()
         .map_err(|e| Error::io(python, e))?;
     if !out.status.success() {
         return Err(Error::Invalid(format!(
-            "{} failed: {}",
-            script.display(),
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         )));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| {
         Error::Invalid(format!(
-            "{}: unreadable output ({e}): {}",
-            script.display(),
+            "{what}: unreadable output ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         ))
     })

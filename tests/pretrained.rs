@@ -623,3 +623,33 @@ fn hugging_face_directories_of_llama_qwen2_and_qwen3_match_candle_transformers()
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A directory the reader cannot run is refused with the file and the
+/// reason: another family, a malformed config.json (its line), and a
+/// weight the config does not declare (a llama checkpoint with q/k/v
+/// biases but no `attention_bias`), which would otherwise be dropped.
+#[test]
+fn hugging_face_directories_it_cannot_run_are_refused_by_name() {
+    let root = std::env::temp_dir().join(format!("iterdeploy-hf-bad-{}", std::process::id()));
+    let dir = root.join("m");
+    write_hf_dir(&dir, "qwen2", 3);
+    let config = dir.join("config.json");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let err = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        pretrained::load(&dir, &Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let e = err(&good.replace("\"qwen2\"", "\"mistral\""));
+    assert!(
+        e.contains("config.json") && e.contains("model_type `mistral`"),
+        "{e}"
+    );
+    let e = err(&good.replace(",", ",\n")[..40]);
+    assert!(e.contains("config.json") && e.contains("line"), "{e}");
+    let e = err(&good.replace("\"qwen2\"", "\"llama\""));
+    assert!(e.contains(".bias`") && e.contains("not used"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}

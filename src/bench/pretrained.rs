@@ -21,11 +21,10 @@
 //! every real token of every row for training.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
+use crate::Result;
 use crate::policy::Policy;
-use crate::{Error, Result};
 
 /// The workload both sides run.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -240,27 +239,7 @@ fn peer_args(model: &Path, inp: &Inputs, w: &PretrainedWorkload) -> Result<serde
 }
 
 fn run_peer(python: &Path, which: &str, args: &serde_json::Value) -> Result<PretrainedRates> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/pretrained_peers.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(which)
-        .arg(args.to_string())
-        .output()
-        .map_err(|e| Error::io(python, e))?;
-    if !out.status.success() {
-        return Err(Error::Invalid(format!(
-            "{} {which} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::Invalid(format!(
-            "{} {which}: unreadable output ({e}): {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    })
+    super::run_peer_script(python, "pretrained_peers.py", &[which, &args.to_string()])
 }
 
 /// Rounds, alternating ours and the peers; medians of rates and of

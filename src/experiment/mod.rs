@@ -575,7 +575,7 @@ fn run_arms(
                     |st| {
                         bar.inc(1);
                         if log_lines {
-                            eprintln!("{}", progress_line(&spec.id, &arm.name, seed, st, &started));
+                            eprintln!("{}", progress_line(&spec.id, arm, seed, st, &started));
                         }
                         save_checkpoint(&path, fingerprint, st)
                     },
@@ -596,12 +596,12 @@ fn run_arms(
 /// many, its measured solved@1 over the deployed tasks, the time so far.
 fn progress_line(
     id: &str,
-    arm: &str,
+    arm: &deploy::ArmConfig,
     seed: u64,
     st: &ArmState,
     started: &std::time::Instant,
 ) -> String {
-    let g = st.next_generation - 1;
+    let g = st.next_generation.saturating_sub(1);
     let solved = st
         .rows
         .iter()
@@ -614,7 +614,9 @@ fn progress_line(
         .map_or("–".to_string(), |r| format!("{:.3}", r.value));
     let s = started.elapsed().as_secs();
     format!(
-        "{id}: {arm}, seed {seed}: generation {g} done, solved@1 {solved} ({}m{:02}s)",
+        "{id}: {}, seed {seed}: generation {g} of {} done, solved@1 {solved} ({}m{:02}s)",
+        arm.name,
+        arm.generations,
         s / 60,
         s % 60
     )

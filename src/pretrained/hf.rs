@@ -59,13 +59,9 @@ impl HfDir {
     /// Reads and checks `dir/config.json` (not the weights).
     pub fn open(dir: &Path) -> Result<HfDir> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let hf: HfConfig = serde_json::from_str(&text).map_err(|e| {
-            invalid(
-                &path,
-                format!("line {}, column {}: {e}", e.line(), e.column()),
-            )
-        })?;
+        let text = crate::input::read_text(&path)?;
+        // serde_json's message names the line and column.
+        let hf: HfConfig = serde_json::from_str(&text).map_err(|e| invalid(&path, e))?;
         let (qkv_bias, qk_norm) = match hf.model_type.as_str() {
             "llama" => (hf.attention_bias.unwrap_or(false), false),
             "qwen2" => (true, false),
