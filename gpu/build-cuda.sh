@@ -26,10 +26,12 @@ venv="${ITERDEPLOY_CUDA_VENV:-$root/target/cuda-venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! ls "$venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1; then
-  "$venv/bin/pip" install -q "nvidia-cuda-nvcc==13.4.92" "nvidia-cuda-runtime==13.4.*" \
-    "nvidia-cuda-nvrtc==13.4.*" "nvidia-cublas==13.*" "nvidia-curand==10.*" "nvidia-cuda-cccl==13.*" >&2
-fi
+# nvcc's own dependencies (nvvm, crt) are pinned too: an unpinned nvvm 13.5
+# writes PTX 9.5, which the 13.4 ptxas refuses ("Unsupported .version 9.5").
+# pip's check is cheap when everything is installed already.
+"$venv/bin/pip" install -q "nvidia-cuda-nvcc==13.4.92" "nvidia-nvvm==13.4.92" "nvidia-cuda-crt==13.4.92" \
+  "nvidia-cuda-runtime==13.4.92" "nvidia-cuda-nvrtc==13.4.92" "nvidia-cublas==13.*" "nvidia-curand==10.*" \
+  "nvidia-cuda-cccl==13.*" >&2
 cu="$(echo "$venv"/lib/python3*/site-packages/nvidia/cu13)"
 for lib in cublas cublasLt curand nvrtc cudart; do
   real="$(ls "$cu/lib/lib$lib.so."* | grep -v builtins | head -1)"

@@ -18,7 +18,11 @@ use crate::task::Task;
 use crate::validate::Validator;
 use crate::{Error, Result};
 
+mod device;
 mod pretrained;
+pub use device::{
+    DEVICE_WORKLOAD, DeviceReport, DeviceWorkload, device_bench, device_check, device_named,
+};
 pub use pretrained::{
     PRETRAINED_WORKLOAD, PretrainedRates, PretrainedWorkload, pretrained_throughput,
 };

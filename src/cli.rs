@@ -278,10 +278,15 @@ pub struct BenchArgs {
     /// At most this many tasks per domain and split (`bench plan`).
     #[arg(long)]
     pub max_tasks: Option<usize>,
-    /// The GGUF file (`bench pretrained`; default: the one
+    /// The model: a GGUF file or a Hugging Face directory (`bench
+    /// pretrained` takes GGUF only; default: the GGUF file
     /// `peers/fetch-model.sh` caches).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// The device checked beside the CPU (`bench device`): cuda, cuda:N,
+    /// or cpu (a self-check).
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -311,6 +316,10 @@ pub enum BenchTarget {
     /// PyTorch and peft), on one GGUF file and the same token ids
     /// (`peers/setup-venv.sh --with-llm`).
     Pretrained,
+    /// The pretrained model on a second device (`--device`, a GPU) beside
+    /// the CPU: log π and score agreement within stated tolerances
+    /// (exit 1 if not), and prefill, decode and LoRA tokens/s on each.
+    Device,
 }
 
 #[derive(Args, Debug)]
@@ -550,41 +559,49 @@ fn ground_cmd(args: &GroundArgs) -> Result<ExitCode> {
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
-    use crate::bench;
     // Checked for every target, so a bad value is never silently unused
     // and never reaches `Duration::from_secs_f64` (which panics on NaN).
     crate::limits::time_limit("--time-limit", args.time_limit)?;
     match args.what {
-        BenchTarget::Exact => {
-            crate::bench::exact_throughput()?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        BenchTarget::Curate => {
-            crate::bench::curate_throughput(100_000)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        BenchTarget::Loop => {
-            crate::bench::loop_throughput()?;
-            return Ok(ExitCode::SUCCESS);
-        }
+        BenchTarget::Exact => crate::bench::exact_throughput()?,
+        BenchTarget::Curate => crate::bench::curate_throughput(100_000)?,
+        BenchTarget::Loop => crate::bench::loop_throughput()?,
         BenchTarget::Transformer => {
-            crate::bench::transformer_throughput(args.peer_python.as_deref())?;
-            return Ok(ExitCode::SUCCESS);
+            crate::bench::transformer_throughput(args.peer_python.as_deref())?
         }
         BenchTarget::Pretrained => {
-            let model = match &args.model {
-                Some(m) => m.clone(),
-                None => crate::pretrained::cached_model().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no cached model: run peers/fetch-model.sh, or give --model FILE.gguf"
-                    )
-                })?,
-            };
-            crate::bench::pretrained_throughput(&model, args.peer_python.as_deref())?;
-            return Ok(ExitCode::SUCCESS);
+            crate::bench::pretrained_throughput(&bench_model(args)?, args.peer_python.as_deref())?
         }
-        _ => {}
+        BenchTarget::Device => {
+            if !crate::bench::device_bench(&bench_model(args)?, &args.device)? {
+                eprintln!("the devices disagree beyond the tolerances (table above)");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        BenchTarget::Plan => crate::bench::compare_planners(
+            &shared_tasks(args)?,
+            args.time_limit,
+            args.max_tasks,
+            args.peer_python.as_deref(),
+        )?,
+        BenchTarget::Validate => bench_validate(args, &shared_tasks(args)?)?,
+        BenchTarget::Ground => bench_ground(args, &shared_tasks(args)?)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--model`, or the GGUF file `peers/fetch-model.sh` caches.
+fn bench_model(args: &BenchArgs) -> Result<PathBuf> {
+    match &args.model {
+        Some(m) => Ok(m.clone()),
+        None => crate::pretrained::cached_model().ok_or_else(|| {
+            anyhow::anyhow!("no cached model: run peers/fetch-model.sh, or give --model FILE.gguf")
+        }),
+    }
+}
+
+/// The shared benchmark folder's tasks that pass `--domains` and `--splits`.
+fn shared_tasks(args: &BenchArgs) -> Result<Vec<crate::benchmarks::BenchmarkTask>> {
     let tasks: Vec<_> = crate::benchmarks::collect(&args.benchmarks)?
         .into_iter()
         .filter(|t| args.domains.is_empty() || args.domains.contains(&t.domain_name))
@@ -596,88 +613,79 @@ fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             args.benchmarks.display()
         );
     }
-    match args.what {
-        BenchTarget::Plan => crate::bench::compare_planners(
-            &tasks,
-            args.time_limit,
-            args.max_tasks,
-            args.peer_python.as_deref(),
-        )?,
-        BenchTarget::Exact
-        | BenchTarget::Curate
-        | BenchTarget::Loop
-        | BenchTarget::Transformer
-        | BenchTarget::Pretrained => {
-            unreachable!("handled above")
-        }
-        BenchTarget::Validate => {
-            let ours = bench::validate_all(&tasks)?;
-            println!("| tool | plans | steps | valid | seconds | plans/s | steps/s |");
-            println!("|---|---|---|---|---|---|---|");
-            let row = |name: &str, secs: f64, valid: usize| {
-                println!(
-                    "| {name} | {} | {} | {valid} | {secs:.3} | {:.0} | {:.0} |",
-                    ours.plans,
-                    ours.steps,
-                    ours.plans as f64 / secs,
-                    ours.steps as f64 / secs
-                )
-            };
-            row("iterdeploy", ours.seconds, ours.valid);
-            if let Some(py) = &args.peer_python {
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/up_validate.py");
-                let (secs, valid) = bench::validate_all_peer(py, &script, &tasks)?;
-                row("unified-planning", secs, valid);
-                println!("\nspeed-up (end to end): {:.0}x", secs / ours.seconds);
-            }
-        }
-        BenchTarget::Ground => {
-            println!(
-                "| task | facts | operators | iterdeploy s | FD operators | FD translate s | ratio |"
-            );
-            println!("|---|---|---|---|---|---|---|");
-            let (mut ours_total, mut fd_total) = (0.0, 0.0);
-            for t in &tasks {
-                let g = bench::ground_one(t)?;
-                ours_total += g.seconds;
-                let fd = match &args.peer_python {
-                    Some(py) => Some(bench::ground_one_fast_downward(py, t)?),
-                    None => None,
-                };
-                let (fd_ops, fd_secs, ratio) = match fd {
-                    Some((s, ops)) => {
-                        fd_total += s;
-                        (
-                            ops.to_string(),
-                            format!("{s:.3}"),
-                            format!("{:.0}x", s / g.seconds),
-                        )
-                    }
-                    None => ("-".into(), "-".into(), "-".into()),
-                };
-                println!(
-                    "| {}/{}/{} | {} | {} | {:.4} | {fd_ops} | {fd_secs} | {ratio} |",
-                    t.domain_name,
-                    t.split,
-                    t.problem.file_name().unwrap_or_default().to_string_lossy(),
-                    g.facts,
-                    g.operators,
-                    g.seconds
-                );
-            }
-            println!(
-                "\ntotal: iterdeploy {ours_total:.3}s over {} tasks",
-                tasks.len()
-            );
-            if args.peer_python.is_some() {
-                println!(
-                    "total: Fast Downward translator {fd_total:.3}s; speed-up {:.0}x",
-                    fd_total / ours_total
-                );
-            }
-        }
+    Ok(tasks)
+}
+
+/// `bench validate`: every reference plan, ours beside unified-planning.
+fn bench_validate(args: &BenchArgs, tasks: &[crate::benchmarks::BenchmarkTask]) -> Result<()> {
+    use crate::bench;
+    let ours = bench::validate_all(tasks)?;
+    println!("| tool | plans | steps | valid | seconds | plans/s | steps/s |");
+    println!("|---|---|---|---|---|---|---|");
+    let row = |name: &str, secs: f64, valid: usize| {
+        println!(
+            "| {name} | {} | {} | {valid} | {secs:.3} | {:.0} | {:.0} |",
+            ours.plans,
+            ours.steps,
+            ours.plans as f64 / secs,
+            ours.steps as f64 / secs
+        )
+    };
+    row("iterdeploy", ours.seconds, ours.valid);
+    if let Some(py) = &args.peer_python {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/up_validate.py");
+        let (secs, valid) = bench::validate_all_peer(py, &script, tasks)?;
+        row("unified-planning", secs, valid);
+        println!("\nspeed-up (end to end): {:.0}x", secs / ours.seconds);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// `bench ground`: every task, ours beside Fast Downward's translator.
+fn bench_ground(args: &BenchArgs, tasks: &[crate::benchmarks::BenchmarkTask]) -> Result<()> {
+    use crate::bench;
+    println!("| task | facts | operators | iterdeploy s | FD operators | FD translate s | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    let (mut ours_total, mut fd_total) = (0.0, 0.0);
+    for t in tasks {
+        let g = bench::ground_one(t)?;
+        ours_total += g.seconds;
+        let fd = match &args.peer_python {
+            Some(py) => Some(bench::ground_one_fast_downward(py, t)?),
+            None => None,
+        };
+        let (fd_ops, fd_secs, ratio) = match fd {
+            Some((s, ops)) => {
+                fd_total += s;
+                (
+                    ops.to_string(),
+                    format!("{s:.3}"),
+                    format!("{:.0}x", s / g.seconds),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {}/{}/{} | {} | {} | {:.4} | {fd_ops} | {fd_secs} | {ratio} |",
+            t.domain_name,
+            t.split,
+            t.problem.file_name().unwrap_or_default().to_string_lossy(),
+            g.facts,
+            g.operators,
+            g.seconds
+        );
+    }
+    println!(
+        "\ntotal: iterdeploy {ours_total:.3}s over {} tasks",
+        tasks.len()
+    );
+    if args.peer_python.is_some() {
+        println!(
+            "total: Fast Downward translator {fd_total:.3}s; speed-up {:.0}x",
+            fd_total / ours_total
+        );
+    }
+    Ok(())
 }
 
 /// Expands directories and generator manifests into problem files.

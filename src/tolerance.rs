@@ -97,6 +97,24 @@ pub fn errors(a: &[f64], b: &[f64], abs_floor: f64) -> (f64, f64) {
     (abs, abs / scale)
 }
 
+/// Largest |Δ log π(completion)| per completion token between the CPU and
+/// a second device (`bench device`, a GPU) on the same f32 weights, θ and
+/// tokens. The two sum in different orders (cuBLAS tiles, reductions in
+/// other trees; candle keeps f32 matmuls at full precision, not TF32), so
+/// logits of order 10 differ by ~1e-6 relative per op over 30 layers:
+/// ~1e-4 nats per token at most. The faults a port can bring (a kernel
+/// reading the wrong stride, the mask or RoPE off by a position, a
+/// missing bias) move log π by order 1 per token, as the loader's
+/// mutations did (3.0–6.7 in logits). 1e-3 sits between.
+pub const DEVICE_LOG_PROB_PER_TOKEN: f64 = 1e-3;
+
+/// Largest ‖g_dev − g_CPU‖ / ‖g_CPU‖ for the score of the same completions
+/// on two devices (`bench device`). Round-off of one f32 backward pass is
+/// ~1e-5 relative; a gradient path that stops or doubles on one device
+/// (candle ops without a backward pass, a frozen weight's gradient taken
+/// for θ's) gives order 1. 1e-3 leaves 100× for round-off.
+pub const DEVICE_SCORE_REL: f64 = 1e-3;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use super::lora::{Adapted, Target, frozen_linear};
 use crate::{Error, Result};
 
 /// A candle error as ours.
-pub(super) fn ce(e: candle_core::Error) -> Error {
+pub(crate) fn ce(e: candle_core::Error) -> Error {
     Error::Invalid(format!("pretrained model: {e}"))
 }
 

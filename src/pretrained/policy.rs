@@ -180,6 +180,12 @@ pub fn task_text(env: &Deployment, x: usize) -> String {
     )
 }
 
+/// The chat prompt of task `x` of `env` (token ids, ending where the
+/// answer begins).
+pub fn chat_prompt(tok: &ChatTokenizer, env: &Deployment, x: usize) -> Result<Vec<u32>> {
+    tok.chat_prompt(SYSTEM, &task_text(env, x))
+}
+
 impl Pretrained {
     /// The policy on `env` with LoRA parameters `theta` (see
     /// [`LoraConfig::init`]); dropout masks from `dropout`.
@@ -202,7 +208,7 @@ impl Pretrained {
         let tok = &backbone.tokenizer;
         let prompts = (0..env.tasks.len())
             .map(|x| {
-                let p = tok.chat_prompt(SYSTEM, &task_text(env, x))?;
+                let p = chat_prompt(tok, env, x)?;
                 if p.len() + settings.max_new_tokens > c.context {
                     return Err(Error::Invalid(format!(
                         "task {}: a prompt of {} tokens and max_new_tokens = {} exceed the model's context of {}",
