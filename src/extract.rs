@@ -69,10 +69,10 @@ fn strip_marker(line: &str) -> &str {
             }
         }
         for bullet in ["-", "*", "•", "+"] {
-            if let Some(rest) = s.strip_prefix(bullet) {
-                if rest.starts_with(char::is_whitespace) {
-                    s = rest.trim_start();
-                }
+            if let Some(rest) = s.strip_prefix(bullet)
+                && rest.starts_with(char::is_whitespace)
+            {
+                s = rest.trim_start();
             }
         }
         // `Step 3:` / `step 3.` / `3.` / `3)` / `3:` / `Step 3`

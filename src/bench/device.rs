@@ -289,8 +289,7 @@ fn time_sampling(
         };
         let l = model.forward_cached(&padded, &mut cache, Some(&mut ad))?;
         // Reading the logits back waits for the device.
-        l.narrow(1, width - 1, 1)
-            .and_then(|x| x.to_dtype(DType::F32))
+        l.to_dtype(DType::F32)
             .and_then(|x| x.flatten_all())
             .and_then(|x| x.to_vec1::<f32>())
             .map_err(crate::pretrained::llama::ce)?;

@@ -164,7 +164,7 @@ impl ArmConfig {
             crate::limits::MAX_PASSES,
             "each is a full pass over the kept data",
         )?;
-        if self.rl_batches == 0 || self.samples_per_task % self.rl_batches != 0 {
+        if self.rl_batches == 0 || !self.samples_per_task.is_multiple_of(self.rl_batches) {
             return bad(
                 "rl_batches",
                 &format!(

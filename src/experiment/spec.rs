@@ -633,7 +633,7 @@ impl Spec {
             PolicyKind::Transformer | PolicyKind::PlanWriter
         ) && (self.policy.heads == 0
             || self.policy.d_model == 0
-            || self.policy.d_model % self.policy.heads != 0
+            || !self.policy.d_model.is_multiple_of(self.policy.heads)
             || self.policy.layers == 0
             || self.policy.d_ff == 0)
         {

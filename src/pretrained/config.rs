@@ -118,13 +118,13 @@ impl Config {
         if let Some((what, _)) = sizes.iter().find(|(_, n)| *n == 0) {
             return Err(format!("the {what} is 0"));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "{} heads do not split into groups over {} key/value heads",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "head size {} is odd; RoPE rotates pairs",
                 self.head_dim

@@ -21,9 +21,10 @@
 use candle_core::{D, Device, Tensor};
 
 use super::config::{Config, RopePairs};
+use super::frozen::frozen_linear;
 use super::gguf::Gguf;
 use super::hf::HfDir;
-use super::lora::{Adapted, Target, frozen_linear};
+use super::lora::{Adapted, Target};
 use crate::{Error, Result};
 
 /// A candle error as ours.
@@ -167,16 +168,24 @@ impl Llama {
         self.forward_t(tokens, None, None).map_err(ce)
     }
 
-    /// Logits [B, T, vocab] of `tokens` continuing the rows in `cache`
-    /// (positions cache.len()..), appending their keys and values to it.
-    /// An empty cache is a prefill. `lora`: the adapters to apply, if any.
+    /// Logits [B, 1, vocab] of the last position of `tokens` continuing
+    /// the rows in `cache` (positions cache.len()..), appending the keys
+    /// and values of every position to it. An empty cache is a prefill;
+    /// only the last position's logits are computed (what sampling reads;
+    /// the output projection of a 150-token prompt would otherwise be a
+    /// fifth of the prefill). `lora`: the adapters to apply, if any.
     pub fn forward_cached(
         &self,
         tokens: &[Vec<u32>],
         cache: &mut Cache,
         lora: Option<&mut Adapted>,
     ) -> Result<Tensor> {
-        self.forward_t(tokens, Some(cache), lora).map_err(ce)
+        (|| {
+            let h = self.hidden(tokens, Some(cache), lora)?;
+            let t = h.dim(1)?;
+            frozen_linear(&h.narrow(1, t - 1, 1)?.contiguous()?, &self.output)
+        })()
+        .map_err(ce)
     }
 
     /// Logits [B, T, vocab], with the adapters of `lora` if given.

@@ -1,5 +1,4 @@
-//! LoRA: low-rank adapters on every linear layer of the frozen decoder,
-//! and the frozen matmul that makes training them cheap.
+//! LoRA: low-rank adapters on every linear layer of the frozen decoder.
 //!
 //! Each linear map x ↦ x Wᵀ (W: [out, in], frozen) becomes
 //!
@@ -14,15 +13,13 @@
 //! θ, the policy's flat parameter vector, is every adapter's A then B
 //! (row-major), layer by layer, in the order of [`TARGETS`].
 //!
-//! candle's matmul backward computes the gradient of *both* operands, so a
-//! frozen W would cost a second matmul of the forward's size per layer and
-//! a weight-sized buffer. [`frozen_linear`] is a custom op whose backward
-//! returns only the input's gradient, dy·W.
+//! The base term x Wᵀ is [`frozen_linear`], whose backward computes no
+//! gradient for the frozen W.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::Config;
+use super::frozen::frozen_linear;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -264,154 +261,4 @@ fn dropout_mask(x: &Tensor, p: f64, rng: &mut Rng) -> candle_core::Result<Tensor
         }
     }
     Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
-}
-
-/// x Wᵀ for x [.., in] and a frozen W [out, in], whose backward computes
-/// only the input's gradient (module docs).
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() || x.device().is_cuda() {
-        x.contiguous()?
-            .apply_op1(FrozenLinear { w: w.contiguous()? })
-    } else {
-        x.broadcast_matmul(&w.t()?)
-    }
-}
-
-struct FrozenLinear {
-    w: Tensor,
-}
-
-impl FrozenLinear {
-    /// (M, out, in) and the layout of Wᵀ as a [in, out] view of W.
-    fn geometry(&self, x: &Layout) -> candle_core::Result<(usize, usize, usize, Layout)> {
-        let (out, inn) = self.w.dims2()?;
-        let dims = x.dims();
-        if dims.last() != Some(&inn) || !x.is_contiguous() {
-            candle_core::bail!(
-                "frozen linear: input {:?} (contiguous: {}) does not end in {inn}",
-                dims,
-                x.is_contiguous()
-            );
-        }
-        let m = x.shape().elem_count() / inn;
-        let (_, wl) = self.w.storage_and_layout();
-        let wt = Layout::new(Shape::from((inn, out)), vec![1, inn], wl.start_offset());
-        Ok((m, out, inn, wt))
-    }
-
-    fn out_shape(x: &Layout, out: usize) -> Shape {
-        let mut dims = x.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = out;
-        }
-        Shape::from(dims)
-    }
-}
-
-impl CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, out, inn, wt) = self.geometry(l)?;
-        let (ws, _) = self.w.storage_and_layout();
-        let Storage::Cpu(ws) = &*ws else {
-            candle_core::bail!("frozen linear: input on the CPU, weight elsewhere");
-        };
-        if let (CpuStorage::F32(xs), CpuStorage::F32(w)) = (x, ws)
-            && m <= FEW_ROWS
-        {
-            let xs = &xs[l.start_offset()..l.start_offset() + m * inn];
-            let w = &w[wt.start_offset()..wt.start_offset() + out * inn];
-            return Ok((
-                CpuStorage::F32(few_rows(xs, w, inn)),
-                Self::out_shape(l, out),
-            ));
-        }
-        let xl = Layout::new(Shape::from((m, inn)), vec![inn, 1], l.start_offset());
-        let y = x.matmul(ws, (1, m, out, inn), &xl, &wt)?;
-        Ok((y, Self::out_shape(l, out)))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        x: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (m, out, inn, wt) = self.geometry(l)?;
-        let (ws, _) = self.w.storage_and_layout();
-        let Storage::Cuda(ws) = &*ws else {
-            candle_core::bail!("frozen linear: input on the GPU, weight elsewhere");
-        };
-        let xl = Layout::new(Shape::from((m, inn)), vec![inn, 1], l.start_offset());
-        let y = x.matmul(ws, (1, m, out, inn), &xl, &wt)?;
-        Ok((y, Self::out_shape(l, out)))
-    }
-
-    /// dx = dy · W; W gets no gradient.
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(dy.broadcast_matmul(&self.w)?))
-    }
-}
-
-/// Up to this many rows, [`few_rows`] beats gemm: decoding multiplies a
-/// handful of rows by every weight, and gemm would repack the whole weight
-/// matrix for them at every step.
-const FEW_ROWS: usize = 32;
-
-/// y = x Wᵀ for x [m, k] and W [n, k], both row-major: each weight row is
-/// read once, for all m rows (the step is bound by reading the weights).
-fn few_rows(x: &[f32], w: &[f32], k: usize) -> Vec<f32> {
-    let mut y = vec![0f32; (x.len() / k) * (w.len() / k)];
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { few_rows_avx512(x, w, k, &mut y) };
-        return y;
-    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { few_rows_avx2(x, w, k, &mut y) };
-        return y;
-    }
-    few_rows_into(x, w, k, &mut y);
-    y
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn few_rows_avx512(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
-    few_rows_into(x, w, k, y);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn few_rows_avx2(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
-    few_rows_into(x, w, k, y);
-}
-
-/// The loop the compiler vectorises at the width of the enclosing
-/// function's target features: 16 partial sums per dot product, added in a
-/// fixed order (so a result does not depend on m).
-#[inline(always)]
-fn few_rows_into(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
-    let n = w.len() / k;
-    for (j, wr) in w.chunks_exact(k).enumerate() {
-        for (i, xr) in x.chunks_exact(k).enumerate() {
-            let mut acc = [0f32; 16];
-            let (wc, wt) = wr.split_at(k - k % 16);
-            let (xc, xt) = xr.split_at(k - k % 16);
-            for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
-                for l in 0..16 {
-                    acc[l] = a[l].mul_add(b[l], acc[l]);
-                }
-            }
-            let mut s: f32 = acc.iter().sum();
-            for (a, b) in wt.iter().zip(xt) {
-                s = a.mul_add(*b, s);
-            }
-            y[i * n + j] = s;
-        }
-    }
 }

@@ -18,6 +18,7 @@
 //! | `policy.rs` | the model as a deployment policy: chat prompts, completions judged by extractor and validator, θ = LoRA |
 
 pub mod config;
+pub mod frozen;
 pub mod gguf;
 pub mod hf;
 pub mod llama;

@@ -131,7 +131,9 @@ impl Clock {
             return Some(Outcome::ExpansionLimit);
         }
         // Reading the clock every 256 expansions keeps it off the hot path.
-        if expanded % 256 == 0 && self.limits.time.is_some_and(|t| self.start.elapsed() >= t) {
+        if expanded.is_multiple_of(256)
+            && self.limits.time.is_some_and(|t| self.start.elapsed() >= t)
+        {
             return Some(Outcome::TimeLimit);
         }
         None

@@ -197,7 +197,7 @@ impl Size {
     /// The architecture for `vocab`, reading sequences of up to `max_len`
     /// tokens; an error names a width that does not split into the heads.
     fn config(&self, vocab: &Vocabulary, max_len: usize) -> Result<Config> {
-        if self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return Err(Error::Invalid(format!(
                 "transformer: d_model = {} must be a positive multiple of heads = {}",
                 self.d_model, self.heads

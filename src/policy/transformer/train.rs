@@ -84,7 +84,7 @@ pub fn lm_gradient(
     shards: usize,
     grad: &mut [f64],
 ) -> R<f64> {
-    if batch == 0 || tokens.len() % batch != 0 {
+    if batch == 0 || !tokens.len().is_multiple_of(batch) {
         candle_core::bail!(
             "{} tokens do not split into {batch} equal rows",
             tokens.len()
