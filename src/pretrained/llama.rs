@@ -22,6 +22,7 @@ use candle_core::{D, Device, Tensor};
 
 use super::config::{Config, RopePairs};
 use super::frozen::frozen_linear;
+use super::fused::RopeTables;
 use super::gguf::Gguf;
 use super::hf::HfDir;
 use super::lora::{Adapted, Target};
@@ -232,8 +233,8 @@ impl Llama {
             .index_select(&ids, 0)?
             .reshape((b, t, c.d_model))?;
         let dtype = self.embedding.dtype();
-        let (cos, sin) = rope_tables(c, start, t, &self.device)?;
-        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let tables = RopeTables::new(c.rope_base, c.head_dim, start, t);
+        let (cos, sin) = tables.tensors(dtype, &self.device)?;
         let pads = cache.as_ref().map_or(&[][..], |k| &k.pads[..]);
         let mask = causal_mask(start, t, pads, b, &self.device)?.to_dtype(dtype)?;
         for (i, l) in self.layers.iter().enumerate() {
@@ -243,7 +244,7 @@ impl Llama {
             };
             let a = rms_norm(&h, &l.attn_norm, c.rms_eps)?;
             let kv = cache.as_deref_mut().map(|k| &mut k.layers[i]);
-            let att = self.attention(l, &a, (&cos, &sin, &mask), kv, &mut proj)?;
+            let att = self.attention(l, &a, (&tables, &cos, &sin, &mask), kv, &mut proj)?;
             h = (h + att)?;
             let f = rms_norm(&h, &l.ffn_norm, c.rms_eps)?;
             let gate = proj(Target::Gate, &f, &l.w_gate)?.silu()?;
@@ -316,7 +317,7 @@ impl Llama {
         &self,
         l: &Layer,
         a: &Tensor,
-        (cos, sin, mask): (&Tensor, &Tensor, &Tensor),
+        (tables, cos, sin, mask): (&RopeTables, &Tensor, &Tensor, &Tensor),
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         proj: &mut impl FnMut(Target, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<Tensor> {
@@ -340,9 +341,10 @@ impl Llama {
             q = rms_norm(&q, qn, c.rms_eps)?;
             k = rms_norm(&k, kn, c.rms_eps)?;
         }
-        let q = rope(&q, cos, sin, c.rope_pairs)?;
-        let mut k = rope(&k, cos, sin, c.rope_pairs)?;
+        let q = rope(&q, (tables, cos, sin), c.rope_pairs)?;
+        let mut k = rope(&k, (tables, cos, sin), c.rope_pairs)?;
         let mut v = heads(v, c.kv_heads)?;
+        let cache_free = cache.is_none();
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;
@@ -350,6 +352,46 @@ impl Llama {
             }
             *slot = Some((k.clone(), v.clone()));
         }
+        let rep = c.heads / c.kv_heads;
+        let y = if cache_free && mask.rank() == 2 && a.device().is_cpu() {
+            // Training and scoring: no cache and no padding before a real
+            // position, so the causal mask alone; one fused node (softmax
+            // and its gradient in place of five primitives and their
+            // buffers), keys and values repeated for their query heads
+            // (head g·rep + r reads key/value head g).
+            let expand = |x: Tensor| -> candle_core::Result<Tensor> {
+                if rep == 1 {
+                    return x.contiguous();
+                }
+                x.unsqueeze(2)?
+                    .broadcast_as((b, c.kv_heads, rep, t, dh))?
+                    .contiguous()?
+                    .reshape((b, c.heads, t, dh))
+            };
+            crate::policy::transformer::kernels::attention(
+                &q,
+                &expand(k)?,
+                &expand(v)?,
+                1.0 / (dh as f64).sqrt(),
+            )?
+        } else {
+            self.masked_attention(&q, &k, &v, mask)?
+        };
+        let y = y.transpose(1, 2)?.reshape((b, t, c.q_width()))?;
+        proj(Target::O, &y, &l.wo)
+    }
+
+    /// softmax(q kᵀ/√d + mask) v for q [B, heads, T, d], k and v
+    /// [B, kv_heads, total, d], any mask of [`causal_mask`]'s.
+    fn masked_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, _, t, dh) = q.dims4()?;
         // Grouped-query attention without copying keys and values per
         // query head: query head h = g·rep + r uses key/value head g, so
         // the rep query heads of group g (× T positions) are the rows of
@@ -367,12 +409,9 @@ impl Llama {
             _ => mask.unsqueeze(1)?, // [B, 1, 1, T, total]
         };
         let p = softmax_last(&scores.broadcast_add(&mask)?)?;
-        let y = p.reshape((b, c.kv_heads, rep * t, total))?.matmul(&v)?;
-        let y = y
-            .reshape((b, c.heads, t, dh))?
-            .transpose(1, 2)?
-            .reshape((b, t, c.q_width()))?;
-        proj(Target::O, &y, &l.wo)
+        p.reshape((b, c.kv_heads, rep * t, total))?
+            .matmul(&v)?
+            .reshape((b, c.heads, t, dh))
     }
 
     pub fn device(&self) -> &Device {
@@ -454,7 +493,18 @@ impl Cache {
 }
 
 /// x / √(mean(x²) + ε) · w over the last dimension.
+/// RMSNorm over the last dimension: one fused node on the CPU
+/// ([`super::fused`]), else [`rms_norm_primitive`].
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() {
+        super::fused::rms_norm(x, w, eps)
+    } else {
+        rms_norm_primitive(x, w, eps)
+    }
+}
+
+/// x / √(mean(x²) + ε) ⊙ w from differentiable primitives.
+pub(crate) fn rms_norm_primitive(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
 }
@@ -502,34 +552,30 @@ fn causal_mask(
     }
 }
 
-/// cos and sin of position × frequency for positions start..start + T,
-/// [T, d_h/2, 1] each: frequency i is base^(−2i/d_h).
-fn rope_tables(
-    c: &Config,
-    start: usize,
-    t: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = c.head_dim / 2;
-    let mut cos = Vec::with_capacity(t * half);
-    let mut sin = Vec::with_capacity(t * half);
-    for p in start..start + t {
-        for i in 0..half {
-            let angle = p as f64 * c.rope_base.powf(-2.0 * i as f64 / c.head_dim as f64);
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    Ok((
-        Tensor::from_vec(cos, (t, half, 1), device)?,
-        Tensor::from_vec(sin, (t, half, 1), device)?,
-    ))
-}
-
 /// Rotates each pair of the last dimension of x [B, H, T, d_h] by its
 /// position's angle: pairs (x₂ᵢ, x₂ᵢ₊₁) or (xᵢ, xᵢ₊d_h/2), as `pairs` says;
 /// pair i turns by position × frequency i either way.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, pairs: RopePairs) -> candle_core::Result<Tensor> {
+/// One fused node on the CPU ([`super::fused`]), else [`rope_primitive`]
+/// on the tables' tensors.
+fn rope(
+    x: &Tensor,
+    (tables, cos, sin): (&RopeTables, &Tensor, &Tensor),
+    pairs: RopePairs,
+) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() {
+        super::fused::rope(x, tables, pairs)
+    } else {
+        rope_primitive(x, cos, sin, pairs)
+    }
+}
+
+/// [`rope`] from differentiable primitives; `cos` and `sin` [T, d_h/2, 1].
+pub(crate) fn rope_primitive(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    pairs: RopePairs,
+) -> candle_core::Result<Tensor> {
     let (b, h, t, dh) = x.dims4()?;
     // [B, H, T, d_h/2, 2] with pair i at [.., i, 0..2]; halves are first
     // laid out as [B, H, T, 2, d_h/2] and read transposed.

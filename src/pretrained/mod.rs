@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod frozen;
+mod fused;
 pub mod gguf;
 pub mod hf;
 pub mod llama;
