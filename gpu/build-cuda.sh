@@ -15,8 +15,9 @@
 # 3. a link-time stand-in for the driver, libcuda.so (soname libcuda.so.1):
 #    every cu* entry point cudarc declares, each returning
 #    CUDA_ERROR_NO_DEVICE. The real driver of a GPU machine replaces it at
-#    run time; on a machine without one, the binary finds no device and
-#    runs on the CPU;
+#    run time. The binary needs a libcuda.so.1 to start: on a machine
+#    without a driver, put target/cuda-stub on LD_LIBRARY_PATH too, and it
+#    finds no device and runs on the CPU;
 # 4. cargo build --release --features cuda, into target/cuda (so the CPU
 #    build in target/release is untouched).
 set -euo pipefail

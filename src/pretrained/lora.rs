@@ -236,8 +236,9 @@ impl Adapted<'_> {
             _ => x.clone(),
         };
         let low = input.broadcast_matmul(&a.t()?)?;
-        let delta = low.broadcast_matmul(&b.t()?)?;
-        base + (delta * self.adapters.config.scale())?
+        // The scale on B ([out, r]) rather than on the [rows, out] product.
+        let delta = low.broadcast_matmul(&(b * self.adapters.config.scale())?.t()?)?;
+        base + delta
     }
 }
 
