@@ -221,36 +221,7 @@ pub fn device_check(
 /// The chat prompts of the first `k` nontrivial 3-block tasks of the
 /// shipped pretrained spec's generator.
 fn blocksworld_prompts(tok: &crate::pretrained::ChatTokenizer, k: usize) -> Result<Vec<Vec<u32>>> {
-    let spec = format!(
-        r#"
-id = "bench-device"
-title = "t"
-question = "q"
-seeds = [1]
-[tasks]
-domain = "blocksworld"
-horizon = 16
-seed = 2026
-nontrivial = true
-[[tasks.buckets]]
-name = "3 blocks"
-count = {k}
-params = {{ blocks = 3 }}
-[policy]
-kind = "mlp"
-[base]
-buckets = []
-tasks = 0
-seed = 1
-epochs = 0
-learning_rate = 0.001
-[deployment.defaults]
-generations = 1
-[[deployment.arms]]
-name = "a"
-method = "curated-sft"
-"#
-    );
+    let spec = super::pretrained::three_block_spec("bench-device", k, "kind = \"mlp\"");
     let r = crate::experiment::Resolved::parse(&spec, "bench device")?;
     let (work, _) = crate::experiment::build_workload(&r.spec)?;
     (0..work.env.tasks.len())

@@ -77,47 +77,15 @@ struct Inputs {
 }
 
 fn inputs(model: &Path, w: &PretrainedWorkload) -> Result<Inputs> {
-    let spec = format!(
-        r#"
-id = "bench-pretrained"
-title = "t"
-question = "q"
-seeds = [1]
-[tasks]
-domain = "blocksworld"
-horizon = 16
-seed = 2026
-nontrivial = true
-[[tasks.buckets]]
-name = "3 blocks"
-count = {}
-params = {{ blocks = 3 }}
-[policy]
-kind = "pretrained"
-model = "{}"
-lora_rank = {}
-lora_alpha = {}
-lora_dropout = {}
-max_new_tokens = {}
-[base]
-buckets = []
-tasks = 0
-seed = 1
-epochs = 0
-learning_rate = 0.001
-[deployment.defaults]
-generations = 1
-[[deployment.arms]]
-name = "a"
-method = "curated-sft"
-"#,
-        w.tasks,
+    let policy = format!(
+        "kind = \"pretrained\"\nmodel = \"{}\"\nlora_rank = {}\nlora_alpha = {}\nlora_dropout = {}\nmax_new_tokens = {}",
         model.display(),
         w.lora_rank,
         w.lora_alpha,
         w.lora_dropout,
         w.new_tokens
     );
+    let spec = three_block_spec("bench-pretrained", w.tasks, &policy);
     let r = crate::experiment::Resolved::parse(&spec, "bench pretrained")?;
     let (work, _) = crate::experiment::build_workload(&r.spec)?;
     let settings = r.spec.policy.pretrained_settings();
@@ -139,6 +107,42 @@ method = "curated-sft"
         policy,
         plans,
     })
+}
+
+/// A one-arm spec deploying the first `k` nontrivial 3-block tasks of the
+/// shipped pretrained spec's generator (seed 2026) with the `[policy]`
+/// body `policy`: the tasks both pretrained benches run.
+pub(super) fn three_block_spec(id: &str, k: usize, policy: &str) -> String {
+    format!(
+        r#"
+id = "{id}"
+title = "t"
+question = "q"
+seeds = [1]
+[tasks]
+domain = "blocksworld"
+horizon = 16
+seed = 2026
+nontrivial = true
+[[tasks.buckets]]
+name = "3 blocks"
+count = {k}
+params = {{ blocks = 3 }}
+[policy]
+{policy}
+[base]
+buckets = []
+tasks = 0
+seed = 1
+epochs = 0
+learning_rate = 0.001
+[deployment.defaults]
+generations = 1
+[[deployment.arms]]
+name = "a"
+method = "curated-sft"
+"#
+    )
 }
 
 /// Our side: the policy's own batched sampler and training path.

@@ -16,26 +16,11 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::config::RopePairs;
+use crate::policy::transformer::kernels::rows;
 
 type R<T> = candle_core::Result<T>;
-
-/// Rows below this many elements in all run on one thread.
-const PARALLEL_MIN: usize = 1 << 15;
-
-/// `f(row index, output row)` over the rows of `out`, in parallel when
-/// large.
-fn each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    if out.len() >= PARALLEL_MIN {
-        out.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(r, o)| f(r, o));
-    } else {
-        out.chunks_mut(width).enumerate().for_each(|(r, o)| f(r, o));
-    }
-}
 
 /// The element types the kernels run in: f32 (the model) and f64 (the
 /// finite-difference tests).
@@ -115,7 +100,7 @@ fn inv_rms<T: Float>(x: &[T], eps: f64) -> f64 {
 fn rms_fwd<T: Float>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
     let mut out = vec![T::of(0.0); x.len()];
-    each_row(&mut out, d, |r, o| {
+    rows(&mut out, d, |r, o| {
         let row = &x[r * d..(r + 1) * d];
         let inv = inv_rms(row, eps);
         for ((o, &v), &g) in o.iter_mut().zip(row).zip(w) {
@@ -180,7 +165,7 @@ struct RmsNormGrad {
 fn rms_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
     let mut out = vec![T::of(0.0); x.len()];
-    each_row(&mut out, d, |r, o| {
+    rows(&mut out, d, |r, o| {
         let (row, drow) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
         let inv = inv_rms(row, eps);
         let gx: f64 = drow
@@ -304,7 +289,7 @@ fn rope_fwd<T: Float>(
     let d = 2 * half;
     let sign = if inverse { -1.0 } else { 1.0 };
     let mut out = vec![T::of(0.0); x.len()];
-    each_row(&mut out, d, |r, o| {
+    rows(&mut out, d, |r, o| {
         let p = r % t;
         let row = &x[r * d..(r + 1) * d];
         let (cos, sin) = (

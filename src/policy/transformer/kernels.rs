@@ -117,8 +117,9 @@ fn slice<'a, T>(v: &'a [T], l: &Layout, op: &str) -> R<&'a [T]> {
 }
 
 /// Applies `f` to rows of `width` (`out` and inputs row-aligned), in
-/// parallel when the tensor is large.
-fn rows<T: Real>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+/// parallel when the tensor is large (also the pretrained model's fused
+/// nodes' loop).
+pub(crate) fn rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() >= PARALLEL_MIN {
         out.par_chunks_mut(width)
             .enumerate()
