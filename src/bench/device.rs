@@ -113,11 +113,6 @@ impl DeviceReport {
     }
 }
 
-/// One copy of the model per device, θ's adapters on it.
-struct Side {
-    model: Llama,
-}
-
 /// The check and the timings (module docs) of the model at `model` on
 /// `device` beside the CPU.
 pub fn device_check(
@@ -126,12 +121,10 @@ pub fn device_check(
     name: &str,
     w: &DeviceWorkload,
 ) -> Result<DeviceReport> {
-    let (tokenizer, cpu_model) = crate::pretrained::load(model, &Device::Cpu)?;
-    let cpu = Side { model: cpu_model };
-    let other = Side {
-        model: crate::pretrained::load(model, device)?.1,
-    };
-    let config = &cpu.model.config;
+    // One copy of the model per device: the CPU's first.
+    let (tokenizer, cpu) = crate::pretrained::load(model, &Device::Cpu)?;
+    let sides = [cpu, crate::pretrained::load(model, device)?.1];
+    let config = &sides[0].config;
     let lora = crate::pretrained::LoraConfig {
         rank: 16,
         alpha: 32.0,
@@ -155,14 +148,14 @@ pub fn device_check(
 
     let mut rates = Vec::new();
     let mut completions = Vec::new();
-    for side in [&cpu, &other] {
+    for side in &sides {
         let infer = Adapters::from_flat(
             config,
             lora,
             &theta,
-            (DType::F32, side.model.device(), Mode::Infer),
+            (DType::F32, side.device(), Mode::Infer),
         )?;
-        let (r, written) = time_sampling(&side.model, &infer, &prompts, w, &sampling, &tokenizer)?;
+        let (r, written) = time_sampling(side, &infer, &prompts, w, &sampling, &tokenizer)?;
         if completions.is_empty() {
             completions = written;
         }
@@ -177,9 +170,9 @@ pub fn device_check(
         })
         .collect();
     let mut scored = Vec::new();
-    for (side, r) in [&cpu, &other].into_iter().zip(rates.iter_mut()) {
-        let lp = log_probs(&side.model, lora, &theta, &rows, w)?;
-        let (g, train) = score_and_train(&side.model, lora, &theta, &rows, w)?;
+    for (side, r) in sides.iter().zip(rates.iter_mut()) {
+        let lp = log_probs(side, lora, &theta, &rows, w)?;
+        let (g, train) = score_and_train(side, lora, &theta, &rows, w)?;
         r.train = train;
         scored.push((lp, g));
     }
