@@ -337,6 +337,17 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let y = few_rows(&x, &w, k);
+            // The paths this CPU does not dispatch to give the same bits:
+            // the portable loop and, where the CPU has them, AVX2 + FMA.
+            let mut portable = vec![0f32; m * n];
+            rows_into(&x, &w, k, &mut portable);
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                let mut wide = vec![0f32; m * n];
+                // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                unsafe { rows_avx2(&x, &w, k, &mut wide) };
+                assert_eq!(wide, portable, "AVX2 path, m {m} n {n} k {k}");
+            }
             for i in 0..m {
                 let xi = &x[i * k..(i + 1) * k];
                 let alone = few_rows(xi, &w, k);
@@ -349,6 +360,11 @@ mod tests {
                         "m {m} n {n} k {k} ({i}, {j})"
                     );
                     assert_eq!(alone[j].to_bits(), want.to_bits(), "row {i} alone");
+                    assert_eq!(
+                        portable[j * m + i].to_bits(),
+                        want.to_bits(),
+                        "portable path"
+                    );
                     let exact: f64 = xi
                         .iter()
                         .zip(wj)
