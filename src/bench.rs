@@ -733,6 +733,33 @@ pub struct TransformerRates {
     pub isa: String,
 }
 
+/// Same-round comparisons of ours with a peer, from (ours, peer) rates
+/// per round: the median of the peer's rates and of the per-round ratios
+/// ours / peer, and those ratios listed ("0.95, 1.16, 1.00").
+pub(crate) struct RoundRatios {
+    pub peer: f64,
+    pub ratio: f64,
+    pub list: String,
+}
+
+/// [`RoundRatios`] of `pairs`; `None` without any (no peer ran).
+pub(crate) fn round_ratios(pairs: &[(f64, f64)]) -> Option<RoundRatios> {
+    use crate::stats::median;
+    if pairs.is_empty() {
+        return None;
+    }
+    let ratios: Vec<f64> = pairs.iter().map(|&(o, p)| o / p).collect();
+    Some(RoundRatios {
+        peer: median(pairs.iter().map(|&(_, p)| p).collect()),
+        list: ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ratio: median(ratios),
+    })
+}
+
 /// The CPU as /proc/cpuinfo names it (or the architecture elsewhere).
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -951,18 +978,12 @@ pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
             .iter()
             .filter_map(|(o, p)| p.as_ref().map(|p| (pick(o), pick(p))))
             .collect();
-        if peers.is_empty() {
-            println!("| {name} | {ours:.0} | — | — | — |");
-        } else {
-            let torch = median(peers.iter().map(|&(_, t)| t).collect());
-            let ratios: Vec<f64> = peers.iter().map(|&(o, t)| o / t).collect();
-            let list = ratios
-                .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mid = median(ratios);
-            println!("| {name} | {ours:.0} | {torch:.0} | {mid:.2} | {list} |");
+        match round_ratios(&peers) {
+            None => println!("| {name} | {ours:.0} | — | — | — |"),
+            Some(r) => println!(
+                "| {name} | {ours:.0} | {:.0} | {:.2} | {} |",
+                r.peer, r.ratio, r.list
+            ),
         }
     };
     row("training (fwd + bwd + AdamW)", |r| r.train);

@@ -95,8 +95,8 @@ pub struct DeviceReport {
     pub device: String,
     pub completions: usize,
     pub tokens: usize,
-    /// Largest |Δ log π| over completions, divided by the completion's
-    /// length (nats per token), and the completion it is of.
+    /// Largest |Δ log π| over completions, each divided by its
+    /// completion's length (nats per token).
     pub log_prob_per_token: f64,
     /// Largest |Δ log π| of any completion, nats.
     pub log_prob_abs: f64,
@@ -155,7 +155,7 @@ pub fn device_check(
             &theta,
             (DType::F32, side.device(), Mode::Infer),
         )?;
-        let (r, written) = time_sampling(side, &infer, &prompts, w, &sampling, &tokenizer)?;
+        let (r, written) = time_sampling(side, &infer, &prompts, w, &sampling, tokenizer.im_end)?;
         if completions.is_empty() {
             completions = written;
         }
@@ -222,8 +222,8 @@ fn blocksworld_prompts(tok: &crate::pretrained::ChatTokenizer, k: usize) -> Resu
         .collect()
 }
 
-/// Prefill alone, then prefill + decode of K·N rows (written tokens
-/// returned per row with its prompt index).
+/// Prefill alone (prompts left-padded with `stop`), then prefill + decode
+/// of K·N rows (written tokens returned per row with its prompt index).
 #[allow(clippy::type_complexity)]
 fn time_sampling(
     model: &Llama,
@@ -231,27 +231,13 @@ fn time_sampling(
     prompts: &[Vec<u32>],
     w: &DeviceWorkload,
     sampling: &Sampling,
-    tok: &crate::pretrained::ChatTokenizer,
+    stop: u32,
 ) -> Result<(DeviceRates, Vec<(usize, Vec<u32>)>)> {
-    let stop = tok.im_end;
+    let asked: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let padded: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| {
-            let mut r = vec![stop; width - p.len()];
-            r.extend_from_slice(p);
-            r
-        })
-        .collect();
-    let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
     let prefill = || -> Result<f64> {
         let start = Instant::now();
-        let mut cache = model.cache().with_padding(pads.clone());
-        let mut ad = Adapted {
-            adapters,
-            dropout: None,
-        };
-        let l = model.forward_cached(&padded, &mut cache, Some(&mut ad))?;
+        let (_, l) = crate::pretrained::sample::prefill(model, Some(adapters), &asked, stop)?;
         // Reading the logits back waits for the device.
         l.to_dtype(DType::F32)
             .and_then(|x| x.flatten_all())
@@ -261,13 +247,7 @@ fn time_sampling(
     };
     prefill()?; // warm-up (kernel loading on a GPU)
     let t_prefill = prefill()?;
-    let mut rngs: Vec<Vec<crate::rng::Rng>> = (0..prompts.len())
-        .map(|x| {
-            (0..w.samples)
-                .map(|i| crate::rng::stream(7, (x * w.samples + i) as u64))
-                .collect()
-        })
-        .collect();
+    let mut rngs = super::pretrained::row_streams(prompts.len(), w.samples);
     let mut asks: Vec<(&[u32], &mut [crate::rng::Rng])> = prompts
         .iter()
         .zip(rngs.iter_mut())

@@ -145,6 +145,18 @@ method = "curated-sft"
     )
 }
 
+/// The benches' sampling generators: row i of prompt x draws from stream
+/// x·samples + i of seed 7.
+pub(super) fn row_streams(prompts: usize, samples: usize) -> Vec<Vec<crate::rng::Rng>> {
+    (0..prompts)
+        .map(|x| {
+            (0..samples)
+                .map(|i| crate::rng::stream(7, (x * samples + i) as u64))
+                .collect()
+        })
+        .collect()
+}
+
 /// Our side: the policy's own batched sampler and training path.
 fn ours(inp: &Inputs, w: &PretrainedWorkload) -> Result<PretrainedRates> {
     use crate::policy::transformer::sampling::Sampling;
@@ -156,13 +168,7 @@ fn ours(inp: &Inputs, w: &PretrainedWorkload) -> Result<PretrainedRates> {
     };
     let adapters = inp.policy.adapters()?;
     let model = &inp.policy.backbone().model;
-    let mut rngs: Vec<Vec<crate::rng::Rng>> = (0..w.tasks)
-        .map(|x| {
-            (0..w.samples)
-                .map(|i| crate::rng::stream(7, (x * w.samples + i) as u64))
-                .collect()
-        })
-        .collect();
+    let mut rngs = row_streams(w.tasks, w.samples);
     let mut asks: Vec<(&[u32], &mut [crate::rng::Rng])> = rngs
         .iter_mut()
         .enumerate()
@@ -298,42 +304,35 @@ pub fn pretrained_throughput(model: &Path, peer_python: Option<&Path>) -> Result
         "| measure | iterdeploy tokens/s | peer | peer tokens/s | iterdeploy / peer | ratio per round |"
     );
     println!("|---|---|---|---|---|---|");
-    let row = |name: &str, peer: &str, pick: &dyn Fn(&PretrainedRates) -> f64, which: usize| {
+    // pick: the measure of one side; peer_of: which peer it is compared with.
+    let row = |name: &str,
+               peer: &str,
+               pick: fn(&PretrainedRates) -> f64,
+               peer_of: fn(&(PretrainedRates, PretrainedRates)) -> &PretrainedRates| {
         let ours = median(rounds.iter().map(|(o, _)| pick(o)).collect());
         let pairs: Vec<(f64, f64)> = rounds
             .iter()
-            .filter_map(|(o, p)| {
-                p.as_ref()
-                    .map(|(l, t)| (pick(o), pick(if which == 0 { l } else { t })))
-            })
+            .filter_map(|(o, p)| p.as_ref().map(|p| (pick(o), pick(peer_of(p)))))
             .collect();
-        if pairs.is_empty() {
-            println!("| {name} | {ours:.1} | {peer} | — | — | — |");
-            return;
+        match super::round_ratios(&pairs) {
+            None => println!("| {name} | {ours:.1} | {peer} | — | — | — |"),
+            Some(r) => println!(
+                "| {name} | {ours:.1} | {peer} | {:.1} | {:.2} | {} |",
+                r.peer, r.ratio, r.list
+            ),
         }
-        let theirs = median(pairs.iter().map(|&(_, t)| t).collect());
-        let ratios: Vec<f64> = pairs.iter().map(|&(o, t)| o / t).collect();
-        let list = ratios
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        println!(
-            "| {name} | {ours:.1} | {peer} | {theirs:.1} | {:.2} | {list} |",
-            median(ratios.clone())
-        );
     };
     row(
         "sampling (prefill + K·N rows)",
         "llama.cpp",
-        &|r| r.sample,
-        0,
+        |r| r.sample,
+        |(llama, _)| llama,
     );
     row(
         "LoRA training (fwd + bwd + Adam)",
         "PyTorch + peft",
-        &|r| r.train,
-        1,
+        |r| r.train,
+        |(_, torch)| torch,
     );
     Ok(())
 }

@@ -18,65 +18,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::config::RopePairs;
-use crate::policy::transformer::kernels::rows;
+use crate::policy::transformer::kernels::{Real, binary, rows, ternary, unary};
 
 type R<T> = candle_core::Result<T>;
-
-/// The element types the kernels run in: f32 (the model) and f64 (the
-/// finite-difference tests).
-trait Float: Copy + Send + Sync + 'static {
-    fn f(self) -> f64;
-    fn of(x: f64) -> Self;
-    fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    fn storage(v: Vec<Self>) -> CpuStorage;
-}
-
-impl Float for f32 {
-    fn f(self) -> f64 {
-        f64::from(self)
-    }
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    fn slice(s: &CpuStorage) -> Option<&[f32]> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn storage(v: Vec<f32>) -> CpuStorage {
-        CpuStorage::F32(v)
-    }
-}
-
-impl Float for f64 {
-    fn f(self) -> f64 {
-        self
-    }
-    fn of(x: f64) -> Self {
-        x
-    }
-    fn slice(s: &CpuStorage) -> Option<&[f64]> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn storage(v: Vec<f64>) -> CpuStorage {
-        CpuStorage::F64(v)
-    }
-}
-
-/// The contiguous elements of `s` under layout `l`.
-fn view<'a, T: Float>(s: &'a CpuStorage, l: &Layout, what: &str) -> R<&'a [T]> {
-    let Some(v) = T::slice(s) else {
-        candle_core::bail!("{what}: the inputs must share one dtype, f32 or f64");
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: input must be contiguous"),
-    }
-}
 
 // ---- RMSNorm ----------------------------------------------------------------
 
@@ -92,12 +36,12 @@ struct RmsNorm {
 }
 
 /// Per row: 1 / √(mean(x²) + ε).
-fn inv_rms<T: Float>(x: &[T], eps: f64) -> f64 {
+fn inv_rms<T: Real>(x: &[T], eps: f64) -> f64 {
     let ss: f64 = x.iter().map(|v| v.f() * v.f()).sum();
     1.0 / (ss / x.len() as f64 + eps).sqrt()
 }
 
-fn rms_fwd<T: Float>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
     let mut out = vec![T::of(0.0); x.len()];
     rows(&mut out, d, |r, o| {
@@ -125,19 +69,7 @@ impl CustomOp2 for RmsNorm {
         if lx.dims().last() != Some(&d) {
             candle_core::bail!("rms-norm: input {:?} does not end in {d}", lx.dims());
         }
-        let out = match sx {
-            CpuStorage::F32(_) => f32::storage(rms_fwd::<f32>(
-                view(sx, lx, "rms-norm")?,
-                view(sw, lw, "rms-norm")?,
-                self.eps,
-            )),
-            CpuStorage::F64(_) => f64::storage(rms_fwd::<f64>(
-                view(sx, lx, "rms-norm")?,
-                view(sw, lw, "rms-norm")?,
-                self.eps,
-            )),
-            _ => candle_core::bail!("rms-norm: f32 or f64 only"),
-        };
+        let out = binary!(sx, lx, sw, lw, self.name(), rms_fwd, self.eps);
         Ok((out, lx.shape().clone()))
     }
     fn bwd(
@@ -162,7 +94,7 @@ struct RmsNormGrad {
     eps: f64,
 }
 
-fn rms_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
+fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
     let mut out = vec![T::of(0.0); x.len()];
     rows(&mut out, d, |r, o| {
@@ -196,22 +128,7 @@ impl CustomOp3 for RmsNormGrad {
         sd: &CpuStorage,
         ld: &Layout,
     ) -> R<(CpuStorage, Shape)> {
-        let n = self.name();
-        let out = match sx {
-            CpuStorage::F32(_) => f32::storage(rms_bwd::<f32>(
-                view(sx, lx, n)?,
-                view(sw, lw, n)?,
-                view(sd, ld, n)?,
-                self.eps,
-            )),
-            CpuStorage::F64(_) => f64::storage(rms_bwd::<f64>(
-                view(sx, lx, n)?,
-                view(sw, lw, n)?,
-                view(sd, ld, n)?,
-                self.eps,
-            )),
-            _ => candle_core::bail!("{n}: f32 or f64 only"),
-        };
+        let out = ternary!(sx, lx, sw, lw, sd, ld, self.name(), rms_bwd, self.eps);
         Ok((out, lx.shape().clone()))
     }
 }
@@ -278,7 +195,7 @@ struct Rope {
     inverse: bool,
 }
 
-fn rope_fwd<T: Float>(
+fn rope_fwd<T: Real>(
     x: &[T],
     tab: &RopeTables,
     t: usize,
@@ -323,23 +240,8 @@ impl CustomOp1 for Rope {
                 self.tables.cos.len() / self.tables.half.max(1)
             );
         }
-        let out = match s {
-            CpuStorage::F32(_) => f32::storage(rope_fwd::<f32>(
-                view(s, l, "rope")?,
-                &self.tables,
-                t,
-                self.pairs,
-                self.inverse,
-            )),
-            CpuStorage::F64(_) => f64::storage(rope_fwd::<f64>(
-                view(s, l, "rope")?,
-                &self.tables,
-                t,
-                self.pairs,
-                self.inverse,
-            )),
-            _ => candle_core::bail!("rope: f32 or f64 only"),
-        };
+        let (tab, pairs, inverse) = (&self.tables, self.pairs, self.inverse);
+        let out = unary!(s, l, self.name(), rope_fwd, tab, t, pairs, inverse);
         Ok((out, l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {

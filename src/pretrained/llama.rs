@@ -233,8 +233,11 @@ impl Llama {
             .index_select(&ids, 0)?
             .reshape((b, t, c.d_model))?;
         let dtype = self.embedding.dtype();
-        let tables = RopeTables::new(c.rope_base, c.head_dim, start, t);
-        let (cos, sin) = tables.tensors(dtype, &self.device)?;
+        let rotation = Rotation::new(
+            RopeTables::new(c.rope_base, c.head_dim, start, t),
+            dtype,
+            &self.device,
+        )?;
         let pads = cache.as_ref().map_or(&[][..], |k| &k.pads[..]);
         let mask = causal_mask(start, t, pads, b, &self.device)?.to_dtype(dtype)?;
         for (i, l) in self.layers.iter().enumerate() {
@@ -244,7 +247,7 @@ impl Llama {
             };
             let a = rms_norm(&h, &l.attn_norm, c.rms_eps)?;
             let kv = cache.as_deref_mut().map(|k| &mut k.layers[i]);
-            let att = self.attention(l, &a, (&tables, &cos, &sin, &mask), kv, &mut proj)?;
+            let att = self.attention(l, &a, (&rotation, &mask), kv, &mut proj)?;
             h = (h + att)?;
             let f = rms_norm(&h, &l.ffn_norm, c.rms_eps)?;
             let gate = proj(Target::Gate, &f, &l.w_gate)?.silu()?;
@@ -311,13 +314,13 @@ impl Llama {
         .map_err(ce)
     }
 
-    /// `tables`: RoPE cos and sin, and the causal mask; `proj`: each
+    /// `rotation`: RoPE's angles, and the causal mask; `proj`: each
     /// linear map of the block, by target (with its adapter, if any).
     fn attention(
         &self,
         l: &Layer,
         a: &Tensor,
-        (tables, cos, sin, mask): (&RopeTables, &Tensor, &Tensor, &Tensor),
+        (rotation, mask): (&Rotation, &Tensor),
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         proj: &mut impl FnMut(Target, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<Tensor> {
@@ -341,8 +344,8 @@ impl Llama {
             q = rms_norm(&q, qn, c.rms_eps)?;
             k = rms_norm(&k, kn, c.rms_eps)?;
         }
-        let q = rope(&q, (tables, cos, sin), c.rope_pairs)?;
-        let mut k = rope(&k, (tables, cos, sin), c.rope_pairs)?;
+        let q = rope(&q, rotation, c.rope_pairs)?;
+        let mut k = rope(&k, rotation, c.rope_pairs)?;
         let mut v = heads(v, c.kv_heads)?;
         let cache_free = cache.is_none();
         if let Some(slot) = cache {
@@ -555,17 +558,33 @@ fn causal_mask(
 /// Rotates each pair of the last dimension of x [B, H, T, d_h] by its
 /// position's angle: pairs (x₂ᵢ, x₂ᵢ₊₁) or (xᵢ, xᵢ₊d_h/2), as `pairs` says;
 /// pair i turns by position × frequency i either way.
-/// One fused node on the CPU ([`super::fused`]), else [`rope_primitive`]
-/// on the tables' tensors.
-fn rope(
-    x: &Tensor,
-    (tables, cos, sin): (&RopeTables, &Tensor, &Tensor),
-    pairs: RopePairs,
-) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() {
-        super::fused::rope(x, tables, pairs)
-    } else {
-        rope_primitive(x, cos, sin, pairs)
+fn rope(x: &Tensor, rotation: &Rotation, pairs: RopePairs) -> candle_core::Result<Tensor> {
+    match rotation {
+        Rotation::Fused(tables) => super::fused::rope(x, tables, pairs),
+        Rotation::Primitive(cos, sin) => rope_primitive(x, cos, sin, pairs),
+    }
+}
+
+/// RoPE's angles for one forward pass, in the form its device applies:
+/// one fused node on the CPU ([`super::fused`]), else cos and sin tensors
+/// for [`rope_primitive`] (made once per pass, not per layer).
+enum Rotation {
+    Fused(RopeTables),
+    Primitive(Tensor, Tensor),
+}
+
+impl Rotation {
+    fn new(
+        tables: RopeTables,
+        dtype: candle_core::DType,
+        device: &Device,
+    ) -> candle_core::Result<Rotation> {
+        if device.is_cpu() {
+            Ok(Rotation::Fused(tables))
+        } else {
+            let (cos, sin) = tables.tensors(dtype, device)?;
+            Ok(Rotation::Primitive(cos, sin))
+        }
     }
 }
 

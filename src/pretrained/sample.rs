@@ -3,7 +3,7 @@
 //! N rows decode together, one token per step, until each writes the
 //! end-of-turn token or reaches `max_new` tokens.
 
-use super::llama::{Llama, ce};
+use super::llama::{Cache, Llama, ce};
 use super::lora::{Adapted, Adapters};
 use crate::policy::transformer::sampling::{Sampling, draw_with_log_prob};
 use crate::rng::Rng;
@@ -63,24 +63,13 @@ pub fn complete_many(
     if live.is_empty() {
         return Ok(out);
     }
-    let width = live.iter().map(|&q| requests[q].0.len()).max().unwrap_or(0);
-    let pads: Vec<usize> = live.iter().map(|&q| width - requests[q].0.len()).collect();
-    let padded: Vec<Vec<u32>> = live
-        .iter()
-        .zip(&pads)
-        .map(|(&q, &pad)| {
-            let mut row = vec![stop; pad];
-            row.extend_from_slice(requests[q].0);
-            row
-        })
-        .collect();
+    let prompts: Vec<&[u32]> = live.iter().map(|&q| requests[q].0).collect();
+    let (prompt_cache, logits) = prefill(model, lora, &prompts, stop)?;
+    let firsts = last_logits(&logits)?;
     let mut adapted = lora.map(|adapters| Adapted {
         adapters,
         dropout: None,
     });
-    let mut prefill = model.cache().with_padding(pads);
-    let logits = model.forward_cached(&padded, &mut prefill, adapted.as_mut())?;
-    let firsts = last_logits(&logits)?;
     // Rows in order: every row of the first live prompt, then the next.
     let owner: Vec<(usize, usize)> = live
         .iter()
@@ -88,7 +77,7 @@ pub fn complete_many(
         .flat_map(|(i, &q)| (0..requests[q].1.len()).map(move |j| (i, j)))
         .collect();
     let index: Vec<u32> = owner.iter().map(|&(i, _)| i as u32).collect();
-    let mut cache = prefill.select_rows(&index)?;
+    let mut cache = prompt_cache.select_rows(&index)?;
     let mut rows: Vec<Vec<f64>> = owner.iter().map(|&(i, _)| firsts[i].clone()).collect();
     let mut done = vec![false; owner.len()];
     for _ in 0..sampling.max_new {
@@ -116,6 +105,35 @@ pub fn complete_many(
         rows = last_logits(&l)?;
     }
     Ok(out)
+}
+
+/// The prompts left-padded with `pad` to one length and run in one pass
+/// (the padding masked; RoPE scores depend only on relative positions):
+/// their key/value cache and each prompt's last logits, [K, 1, V].
+pub fn prefill(
+    model: &Llama,
+    lora: Option<&Adapters>,
+    prompts: &[&[u32]],
+    pad: u32,
+) -> Result<(Cache, candle_core::Tensor)> {
+    let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+    let padded: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(&pads)
+        .map(|(p, &n)| {
+            let mut row = vec![pad; n];
+            row.extend_from_slice(p);
+            row
+        })
+        .collect();
+    let mut adapted = lora.map(|adapters| Adapted {
+        adapters,
+        dropout: None,
+    });
+    let mut cache = model.cache().with_padding(pads);
+    let logits = model.forward_cached(&padded, &mut cache, adapted.as_mut())?;
+    Ok((cache, logits))
 }
 
 /// The last position's logits of each row, [B][V] in f64.

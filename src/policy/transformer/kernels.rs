@@ -44,7 +44,9 @@ const PARALLEL_MIN: usize = 1 << 15;
 const GELU_C: f64 = 0.797_884_560_802_865_4; // √(2/π)
 const GELU_A: f64 = 0.044_715;
 
-trait Real:
+/// The element types the kernels run in: f32 (training, sampling) and
+/// f64 (verification). Also the pretrained model's fused nodes' type.
+pub(crate) trait Real:
     Copy
     + Send
     + Sync
@@ -109,7 +111,8 @@ impl Real for f64 {
     }
 }
 
-fn slice<'a, T>(v: &'a [T], l: &Layout, op: &str) -> R<&'a [T]> {
+/// The elements of a contiguous storage under its layout.
+pub(crate) fn slice<'a, T>(v: &'a [T], l: &Layout, op: &str) -> R<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{op}: input must be contiguous"),
@@ -131,18 +134,22 @@ pub(crate) fn rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut 
 
 /// Dispatches a one-input kernel over f32/f64 storage.
 macro_rules! unary {
-    ($s:expr, $l:expr, $op:expr, $k:ident $(, $arg:expr)*) => {
+    ($s:expr, $l:expr, $op:expr, $k:ident $(, $arg:expr)*) => {{
+        use $crate::policy::transformer::kernels::slice;
+        use candle_core::CpuStorage;
         match $s {
             CpuStorage::F32(v) => CpuStorage::F32($k(slice(v, $l, $op)?, $($arg),*)),
             CpuStorage::F64(v) => CpuStorage::F64($k(slice(v, $l, $op)?, $($arg),*)),
             _ => candle_core::bail!("{}: f32 or f64 only", $op),
         }
-    };
+    }};
 }
 
 /// Dispatches a two-input kernel (same dtype) over f32/f64 storage.
 macro_rules! binary {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $op:expr, $k:ident $(, $arg:expr)*) => {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $op:expr, $k:ident $(, $arg:expr)*) => {{
+        use $crate::policy::transformer::kernels::slice;
+        use candle_core::CpuStorage;
         match ($s1, $s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
                 CpuStorage::F32($k(slice(a, $l1, $op)?, slice(b, $l2, $op)?, $($arg),*))
@@ -152,12 +159,14 @@ macro_rules! binary {
             }
             _ => candle_core::bail!("{}: f32 or f64, both the same", $op),
         }
-    };
+    }};
 }
 
 /// Dispatches a three-input kernel (same dtype) over f32/f64 storage.
 macro_rules! ternary {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $op:expr, $k:ident $(, $arg:expr)*) => {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $op:expr, $k:ident $(, $arg:expr)*) => {{
+        use $crate::policy::transformer::kernels::slice;
+        use candle_core::CpuStorage;
         match ($s1, $s2, $s3) {
             (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => CpuStorage::F32($k(
                 slice(a, $l1, $op)?,
@@ -173,8 +182,11 @@ macro_rules! ternary {
             )),
             _ => candle_core::bail!("{}: f32 or f64, all the same", $op),
         }
-    };
+    }};
 }
+
+// The dispatchers, for the pretrained model's fused nodes too.
+pub(crate) use {binary, ternary, unary};
 
 /// Column sums of rows of `width`: Σ_rows dy (a bias's or gain's gradient).
 fn column_sums<T: Real>(dy: &[T], width: usize) -> Vec<f64> {
