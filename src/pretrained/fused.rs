@@ -291,7 +291,10 @@ mod tests {
         let loss = |y: Tensor| (y * dy.as_tensor()).unwrap().sum_all().unwrap();
         let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
         let prim = rms_norm_primitive(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
-        assert!(max_gap(&fused, &prim) < 1e-13, "rms-norm values");
+        assert!(
+            max_gap(&fused, &prim) < crate::tolerance::EXACT_ABS,
+            "rms-norm values"
+        );
         let (gf, gp) = (
             loss(fused).backward().unwrap(),
             loss(prim).backward().unwrap(),
@@ -301,14 +304,20 @@ mod tests {
                 gf.get(v.as_tensor()).unwrap(),
                 gp.get(v.as_tensor()).unwrap(),
             );
-            assert!(gap < 1e-12, "rms-norm gradient differs by {gap}");
+            assert!(
+                gap < crate::tolerance::EXACT_ABS,
+                "rms-norm gradient differs by {gap}"
+            );
         }
         for pairs in [RopePairs::Interleaved, RopePairs::Halves] {
             let tables = RopeTables::new(10_000.0, 8, 3, 5);
             let (cos, sin) = tables.tensors(DType::F64, &Device::Cpu).unwrap();
             let fused = rope(x.as_tensor(), &tables, pairs).unwrap();
             let prim = rope_primitive(x.as_tensor(), &cos, &sin, pairs).unwrap();
-            assert!(max_gap(&fused, &prim) < 1e-13, "rope values ({pairs:?})");
+            assert!(
+                max_gap(&fused, &prim) < crate::tolerance::EXACT_ABS,
+                "rope values ({pairs:?})"
+            );
             let (gf, gp) = (
                 loss(fused).backward().unwrap(),
                 loss(prim).backward().unwrap(),
@@ -317,7 +326,10 @@ mod tests {
                 gf.get(x.as_tensor()).unwrap(),
                 gp.get(x.as_tensor()).unwrap(),
             );
-            assert!(gap < 1e-13, "rope gradient ({pairs:?}) differs by {gap}");
+            assert!(
+                gap < crate::tolerance::EXACT_ABS,
+                "rope gradient ({pairs:?}) differs by {gap}"
+            );
         }
     }
 }
