@@ -23,7 +23,7 @@ use candle_core::{DType, Device};
 
 use crate::policy::transformer::sampling::Sampling;
 use crate::pretrained::Llama;
-use crate::pretrained::lora::{Adapted, Adapters, Mode};
+use crate::pretrained::lora::{Adapters, Mode};
 use crate::{Error, Result};
 
 /// What the check runs.
@@ -295,10 +295,7 @@ fn log_probs(
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for part in rows.chunks(w.rows) {
-        let mut ad = Adapted {
-            adapters: &infer,
-            dropout: None,
-        };
+        let mut ad = infer.without_dropout();
         let lp = model.completion_log_probs(part, w.temperature, Some(&mut ad))?;
         out.extend(
             lp.to_dtype(DType::F64)
@@ -327,10 +324,7 @@ fn score_and_train(
     let pass = |g: &mut [f64]| -> Result<usize> {
         let mut tokens = 0;
         for part in rows.chunks(w.rows) {
-            let mut ad = Adapted {
-                adapters: &train,
-                dropout: None,
-            };
+            let mut ad = train.without_dropout();
             let lp = model.completion_log_probs(part, w.temperature, Some(&mut ad))?;
             let grads = lp
                 .sum_all()

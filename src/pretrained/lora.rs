@@ -172,6 +172,15 @@ impl Adapters {
         })
     }
 
+    /// These adapters applied without dropout (sampling and scoring, or
+    /// training with p = 0).
+    pub fn without_dropout(&self) -> Adapted<'_> {
+        Adapted {
+            adapters: self,
+            dropout: None,
+        }
+    }
+
     /// Every variable's gradient in θ's order, added to `out` (a variable
     /// the loss did not reach adds nothing; [`Adapters::missing_grads`]
     /// tells which).

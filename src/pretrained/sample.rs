@@ -4,7 +4,7 @@
 //! end-of-turn token or reaches `max_new` tokens.
 
 use super::llama::{Cache, Llama, ce};
-use super::lora::{Adapted, Adapters};
+use super::lora::Adapters;
 use crate::policy::transformer::sampling::{Sampling, draw_with_log_prob};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -66,10 +66,7 @@ pub fn complete_many(
     let prompts: Vec<&[u32]> = live.iter().map(|&q| requests[q].0).collect();
     let (prompt_cache, logits) = prefill(model, lora, &prompts, stop)?;
     let firsts = last_logits(&logits)?;
-    let mut adapted = lora.map(|adapters| Adapted {
-        adapters,
-        dropout: None,
-    });
+    let mut adapted = lora.map(Adapters::without_dropout);
     // Rows in order: every row of the first live prompt, then the next.
     let owner: Vec<(usize, usize)> = live
         .iter()
@@ -127,10 +124,7 @@ pub fn prefill(
             row
         })
         .collect();
-    let mut adapted = lora.map(|adapters| Adapted {
-        adapters,
-        dropout: None,
-    });
+    let mut adapted = lora.map(Adapters::without_dropout);
     let mut cache = model.cache().with_padding(pads);
     let logits = model.forward_cached(&padded, &mut cache, adapted.as_mut())?;
     Ok((cache, logits))
