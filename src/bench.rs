@@ -760,17 +760,31 @@ pub(crate) fn round_ratios(pairs: &[(f64, f64)]) -> Option<RoundRatios> {
     })
 }
 
-/// The CPU as /proc/cpuinfo names it (or the architecture elsewhere).
+/// The CPU as /proc/cpuinfo names it, with its family, model and stepping
+/// where it gives them (a name such as "AMD EPYC" covers several
+/// generations: family 25 is Zen 3/4, family 26 Zen 5), or the
+/// architecture elsewhere.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    match std::fs::read_to_string("/proc/cpuinfo") {
+        Ok(info) => cpu_model_in(&info),
+        Err(_) => std::env::consts::ARCH.to_string(),
+    }
+}
+
+/// [`cpu_model`] from the text of /proc/cpuinfo.
+fn cpu_model_in(info: &str) -> String {
+    let field = |key: &str| {
+        info.lines()
+            .take_while(|l| !l.trim().is_empty()) // the first processor only
+            .find(|l| l.split(':').next().map(str::trim) == Some(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    match (field("cpu family"), field("model"), field("stepping")) {
+        (Some(f), Some(m), Some(s)) => format!("{name} (family {f}, model {m}, stepping {s})"),
+        _ => name,
+    }
 }
 
 /// The widest vector instructions our matrix multiply (gemm, chosen at run
@@ -1006,4 +1020,21 @@ pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CPU line names family, model and stepping of the first
+    /// processor (two CPUs sharing a marketing name stay apart), and falls
+    /// back to the name alone.
+    #[test]
+    fn the_cpu_line_tells_generations_apart() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n\
+                    model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 25\n";
+        assert_eq!(
+            super::cpu_model_in(info),
+            "AMD EPYC (family 26, model 2, stepping 1)"
+        );
+        assert_eq!(super::cpu_model_in("model name\t: Some CPU\n"), "Some CPU");
+    }
 }

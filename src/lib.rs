@@ -22,6 +22,7 @@
 //! | [`exact`] | dynamic programs: J, ∇J, success and length laws, exact fits |
 //! | [`estimator`] | sampled traces; SFT, REINFORCE, RLOO, GRPO, importance-weighted estimators |
 //! | [`curation`] | curation rules and pools, as implicit length weights |
+//! | [`matmul`] | x Wᵀ for a few rows against a whole weight matrix: the decode step's product |
 //! | [`optim`] | SGD and Adam on flat parameters |
 //! | [`verify`] | the claims of `proofs/`, checked numerically |
 //! | [`explain`] | the worked example of the tutorial (`iterdeploy explain`) |
@@ -62,6 +63,7 @@ pub mod generate;
 mod hashing;
 pub mod input;
 pub mod limits;
+pub mod matmul;
 pub mod mdp;
 pub mod optim;
 pub mod output;

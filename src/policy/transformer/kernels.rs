@@ -216,7 +216,7 @@ fn gelu_slope<T: Real>(u: T) -> T {
 }
 
 /// GELU(x + b) row by row (b: one entry per column).
-fn bias_gelu_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
+pub(crate) fn bias_gelu_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
     let mut out = vec![T::of(0.0); x.len()];
     let n = b.len();
     rows(&mut out, n, |i, r| {
@@ -321,7 +321,7 @@ fn moments<T: Real>(r: &[T], eps: f64) -> (f64, f64) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-fn layer_norm_fwd<T: Real>(x: &[T], g: &[T], b: &[T], eps: f64) -> Vec<T> {
+pub(crate) fn layer_norm_fwd<T: Real>(x: &[T], g: &[T], b: &[T], eps: f64) -> Vec<T> {
     let n = g.len();
     let mut out = x.to_vec();
     rows(&mut out, n, |_, r| {
@@ -477,7 +477,7 @@ fn layer_norm_primitive(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> R<Tenso
 
 // ---- bias ------------------------------------------------------------------
 
-fn bias_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
+pub(crate) fn bias_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
     let mut out = x.to_vec();
     rows(&mut out, b.len(), |_, r| {
         for (v, b) in r.iter_mut().zip(b) {
@@ -548,7 +548,7 @@ fn visible(r: usize, t: usize, p: usize) -> usize {
     p + r % t + 1
 }
 
-fn causal_softmax_fwd<T: Real>(x: &[T], n: usize, t: usize, scale: f64) -> Vec<T> {
+pub(crate) fn causal_softmax_fwd<T: Real>(x: &[T], n: usize, t: usize, scale: f64) -> Vec<T> {
     let p = n - t;
     let mut out = x.to_vec();
     rows(&mut out, n, |i, r| {

@@ -20,6 +20,7 @@
 //! of [`Config::shapes`]; the candle graph is rebuilt from it when it
 //! changes. Initial weights come from our seeded generator.
 
+pub mod decode;
 pub mod kernels;
 pub mod model;
 pub mod sampling;

@@ -32,7 +32,7 @@ pub struct Config {
     pub f64: bool,
 }
 
-const LN_EPS: f64 = 1e-5;
+pub(crate) const LN_EPS: f64 = 1e-5;
 
 impl Config {
     /// Parameter tensors, in flat order, with their names (the safetensors

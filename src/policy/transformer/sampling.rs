@@ -22,6 +22,7 @@
 use candle_core::{DType, Tensor};
 use rand::RngExt;
 
+use super::decode::StepWeights;
 use super::model::{KvCache, Weights, log_softmax_last};
 
 type R<T> = candle_core::Result<T>;
@@ -71,8 +72,13 @@ pub fn next_token_distribution(logits: &[f64], s: &Sampling) -> Vec<f64> {
         return p;
     }
     let mut order: Vec<usize> = (0..v).collect();
-    // Descending by logit, ties by id: a fixed order for top-k and greedy.
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    // Descending by logit, ties by id: a total order, so selecting the k
+    // first and sorting only those gives the prefix a full sort would.
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    if k < v {
+        order.select_nth_unstable_by(k - 1, by_logit);
+    }
+    order[..k].sort_unstable_by(by_logit);
     let mut p = vec![0.0; v];
     if temperature == 0.0 {
         p[order[0]] = 1.0;
@@ -169,11 +175,16 @@ pub fn generate_rows(
     }
     let (first, cache) = w.prompt(prompt)?;
     let first: Vec<f64> = first.to_dtype(DType::F64)?.to_vec1()?;
+    let step = match decode {
+        Decode::KvCache => StepWeights::of(w)?,
+        Decode::Recompute => None,
+    };
     let job = Rows {
         w,
         prompt,
         first: &first,
         cache: &cache,
+        step: step.as_ref(),
         stop,
         sampling,
         decode,
@@ -201,6 +212,8 @@ struct Rows<'a> {
     /// log-probabilities of the first new token (from the prompt pass).
     first: &'a [f64],
     cache: &'a KvCache,
+    /// The graph-free cached step ([`super::decode`]), where it applies.
+    step: Option<&'a StepWeights>,
     stop: &'a [u32],
     sampling: &'a Sampling,
     decode: Decode,
@@ -216,6 +229,10 @@ impl Rows<'_> {
         let mut logp = vec![0.0; batch];
         let mut done = vec![false; batch];
         let mut cache = self.cache.clone();
+        let mut step_cache = match self.step {
+            Some(sw) => Some(sw.cache(self.cache, batch, sampling.max_new)?),
+            None => None,
+        };
         for (((row, d), rng), lp) in out
             .iter_mut()
             .zip(done.iter_mut())
@@ -234,8 +251,9 @@ impl Rows<'_> {
             }
             // Finished rows are fed their last token; their output is ignored.
             let last: Vec<u32> = out.iter().map(|r| *r.last().expect("one token")).collect();
-            let logits = match self.decode {
-                Decode::KvCache => {
+            let rows: Vec<Vec<f64>> = match (self.decode, self.step, step_cache.as_mut()) {
+                (Decode::KvCache, Some(sw), Some(sc)) => sw.step(sc, &last)?,
+                (Decode::KvCache, ..) => {
                     let input = Tensor::from_vec(last, (batch, 1), &w.device)?;
                     let (logits, keys, values) = w.forward(&input, len, Some(&cache))?;
                     cache = KvCache {
@@ -243,9 +261,9 @@ impl Rows<'_> {
                         values,
                         len: len + 1,
                     };
-                    logits
+                    log_probs(&logits)?
                 }
-                Decode::Recompute => {
+                (Decode::Recompute, ..) => {
                     let width = len + 1;
                     let mut all = Vec::with_capacity(batch * width);
                     for row in &out {
@@ -256,12 +274,9 @@ impl Rows<'_> {
                     }
                     let input = Tensor::from_vec(all, (batch, width), &w.device)?;
                     let (logits, _, _) = w.forward(&input, 0, None)?;
-                    logits.narrow(1, width - 1, 1)?
+                    log_probs(&logits.narrow(1, width - 1, 1)?)?
                 }
             };
-            let rows: Vec<Vec<f64>> = log_softmax_last(&logits.squeeze(1)?)?
-                .to_dtype(DType::F64)?
-                .to_vec2()?;
             for ((((row, d), z), rng), lp) in out
                 .iter_mut()
                 .zip(done.iter_mut())
@@ -279,6 +294,13 @@ impl Rows<'_> {
         }
         Ok(out.into_iter().zip(logp).collect())
     }
+}
+
+/// Per row, log-probabilities of the next token from logits [B, 1, V].
+fn log_probs(logits: &Tensor) -> R<Vec<Vec<f64>>> {
+    log_softmax_last(&logits.squeeze(1)?)?
+        .to_dtype(DType::F64)?
+        .to_vec2()
 }
 
 #[cfg(test)]
@@ -329,6 +351,30 @@ mod tests {
             next_token_distribution(&z, &at(1.0, None, Some(0.5)))[3],
             1.0
         );
+        // On a larger vocabulary with ties, against a full sort: the top-k
+        // set, and the top-p prefix within it, in descending order.
+        let wide: Vec<f64> = (0..60)
+            .map(|_| f64::from(rng.random_range(0..25u32)) / 5.0)
+            .collect();
+        let mut sorted: Vec<usize> = (0..60).collect();
+        sorted.sort_by(|&a, &b| wide[b].total_cmp(&wide[a]).then(a.cmp(&b)));
+        for (k, top_p) in [(5, 0.6), (17, 0.5), (17, 0.9), (59, 0.8), (60, 0.3)] {
+            let mut want = vec![0.0; 60];
+            for &i in &sorted[..k] {
+                want[i] = (wide[i] - wide[sorted[0]]).exp();
+            }
+            let total: f64 = want.iter().sum();
+            let (mut mass, mut keep) = (0.0, 0);
+            while mass < top_p {
+                mass += want[sorted[keep]] / total;
+                keep += 1;
+            }
+            sorted[keep..].iter().for_each(|&i| want[i] = 0.0);
+            let got = next_token_distribution(&wide, &at(1.0, Some(k), Some(top_p)));
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b / (mass * total)).abs() < 1e-12, "k {k}, p {top_p}");
+            }
+        }
         assert_eq!(
             next_token_distribution(&z, &at(1.0, Some(2), Some(0.9))),
             next_token_distribution(&z, &at(1.0, Some(2), None))
