@@ -39,6 +39,7 @@
 //! | [`output`] | atomic writes, locks and completion manifests of outputs |
 //! | [`error`] | the library's error type |
 //! | `hashing` | a fast hasher for dense integer keys (private) |
+//! | `simd` | loops compiled for the widest vector instructions the CPU has, chosen at run time (private) |
 //! | [`cli`] | command-line front end (argument types → library calls) |
 //!
 //! # Claim → code
@@ -74,6 +75,7 @@ pub mod policy;
 pub mod pretrained;
 pub mod rng;
 pub mod search;
+mod simd;
 pub mod stats;
 pub mod task;
 pub mod tolerance;

@@ -85,15 +85,15 @@ impl Optimizer {
                 self.t += 1;
                 let c1 = 1.0 - BETA1.powi(self.t);
                 let c2 = 1.0 - BETA2.powi(self.t);
+                let step = AdamStep {
+                    scale,
+                    keep,
+                    lr,
+                    c1,
+                    c2,
+                };
                 let update = |theta: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64]| {
-                    for ((p, g), (m, v)) in
-                        theta.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()))
-                    {
-                        let g = g * scale;
-                        *m = BETA1 * *m + (1.0 - BETA1) * g;
-                        *v = BETA2 * *v + (1.0 - BETA2) * g * g;
-                        *p = *p * keep + lr * (*m / c1) / ((*v / c2).sqrt() + EPSILON);
-                    }
+                    adam_chunk(theta, g, m, v, step)
                 };
                 // Element-wise, so chunks on the rayon pool give the same
                 // numbers as one loop; worth it only for large models (the
@@ -115,6 +115,35 @@ impl Optimizer {
     }
 }
 
+/// The numbers of one Adam step shared by every coordinate: the gradient's
+/// clipping scale, the weight-decay factor, the learning rate and the bias
+/// corrections 1 − β₁ᵗ, 1 − β₂ᵗ.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    scale: f64,
+    keep: f64,
+    lr: f64,
+    c1: f64,
+    c2: f64,
+}
+
+#[inline(always)]
+fn adam_chunk_body(theta: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], s: AdamStep) {
+    for ((p, g), (m, v)) in theta.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut())) {
+        let g = g * s.scale;
+        *m = BETA1 * *m + (1.0 - BETA1) * g;
+        *v = BETA2 * *v + (1.0 - BETA2) * g * g;
+        *p = *p * s.keep + s.lr * (*m / s.c1) / ((*v / s.c2).sqrt() + EPSILON);
+    }
+}
+
+crate::simd::widest! {
+    /// Adam on one chunk of coordinates, at the widest vector width (its
+    /// divisions and square roots were the step's serial tail at SSE2's
+    /// two f64 lanes); the same bits on every path.
+    fn adam_chunk = adam_chunk_body(theta: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], s: AdamStep)
+}
+
 /// Parameter counts from which Adam's update runs in parallel chunks.
 const PARALLEL_MIN: usize = 1 << 16;
 const PARALLEL_CHUNK: usize = 1 << 14;
@@ -122,6 +151,36 @@ const PARALLEL_CHUNK: usize = 1 << 14;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Adam at the widest vector width the CPU has gives the portable
+    /// loop's bits.
+    #[test]
+    fn adam_at_the_widest_width_gives_the_portable_bits() {
+        use rand::RngExt;
+        let mut rng = crate::rng::stream(23, 0);
+        let mut v =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let n = 1003;
+        let (theta, g, m) = (v(n), v(n), v(n));
+        let second: Vec<f64> = v(n).iter().map(|x| x * x).collect();
+        let step = AdamStep {
+            scale: 0.7,
+            keep: 0.999,
+            lr: 1e-3,
+            c1: 0.19,
+            c2: 0.002,
+        };
+        let run = |wide: bool| {
+            let (mut p, mut m, mut s) = (theta.clone(), m.clone(), second.clone());
+            if wide {
+                adam_chunk(&mut p, &g, &mut m, &mut s, step);
+            } else {
+                adam_chunk_body(&mut p, &g, &mut m, &mut s, step);
+            }
+            [p, m, s].map(|x| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        assert_eq!(run(true), run(false));
+    }
 
     /// Adam's first step moves every coordinate by ±η (m̂/√v̂ = sign g).
     #[test]

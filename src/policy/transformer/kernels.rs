@@ -35,6 +35,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::widest;
+
 type R<T> = candle_core::Result<T>;
 
 /// Below this many elements a kernel runs on one thread (the policy's
@@ -65,12 +67,15 @@ pub(crate) trait Real:
     fn tanh_(self) -> Self;
 }
 impl Real for f32 {
+    #[inline(always)]
     fn f(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
     fn of(x: f64) -> Self {
         x as f32
     }
+    #[inline(always)]
     fn exp_(self) -> Self {
         self.exp()
     }
@@ -78,6 +83,7 @@ impl Real for f32 {
     /// ±1), P of degree 6 and Q of degree 3 in x²: the minimax
     /// coefficients Eigen publishes for its float tanh (error within a few
     /// ulp; `f32_tanh_is_accurate` checks it against libm).
+    #[inline(always)]
     fn tanh_(self) -> Self {
         const A: [f32; 7] = [
             -2.760_768_5e-16,
@@ -97,15 +103,19 @@ impl Real for f32 {
     }
 }
 impl Real for f64 {
+    #[inline(always)]
     fn f(self) -> f64 {
         self
     }
+    #[inline(always)]
     fn of(x: f64) -> Self {
         x
     }
+    #[inline(always)]
     fn exp_(self) -> Self {
         self.exp()
     }
+    #[inline(always)]
     fn tanh_(self) -> Self {
         self.tanh()
     }
@@ -202,12 +212,14 @@ fn column_sums<T: Real>(dy: &[T], width: usize) -> Vec<f64> {
 // ---- GELU ------------------------------------------------------------------
 
 /// GELU(u) and its slope GELU'(u) (module docs), in the storage's precision.
+#[inline(always)]
 fn gelu_at<T: Real>(u: T) -> T {
     let (c, a, half, one) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5), T::of(1.0));
     let t = (c * (u + a * u * u * u)).tanh_();
     half * u * (one + t)
 }
 
+#[inline(always)]
 fn gelu_slope<T: Real>(u: T) -> T {
     let (c, a, half, one) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5), T::of(1.0));
     let a3 = T::of(3.0 * GELU_A);
@@ -220,11 +232,21 @@ pub(crate) fn bias_gelu_fwd<T: Real>(x: &[T], b: &[T]) -> Vec<T> {
     let mut out = vec![T::of(0.0); x.len()];
     let n = b.len();
     rows(&mut out, n, |i, r| {
-        for ((o, &x), &b) in r.iter_mut().zip(&x[i * n..]).zip(b) {
-            *o = gelu_at(x + b);
-        }
+        bias_gelu_row(r, &x[i * n..(i + 1) * n], b)
     });
     out
+}
+
+#[inline(always)]
+fn bias_gelu_row_body<T: Real>(out: &mut [T], x: &[T], b: &[T]) {
+    for ((o, &x), &b) in out.iter_mut().zip(x).zip(b) {
+        *o = gelu_at(x + b);
+    }
+}
+
+widest! {
+    /// One row of [`bias_gelu_fwd`].
+    fn bias_gelu_row<T: Real> = bias_gelu_row_body(out: &mut [T], x: &[T], b: &[T])
 }
 
 /// dy ⊙ GELU'(x + b): the gradient of the pre-activation (= dx; db is its
@@ -233,12 +255,22 @@ fn bias_gelu_bwd<T: Real>(x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
     let mut out = vec![T::of(0.0); x.len()];
     let n = b.len();
     rows(&mut out, n, |i, r| {
-        let at = i * n;
-        for (j, o) in r.iter_mut().enumerate() {
-            *o = dy[at + j] * gelu_slope(x[at + j] + b[j]);
-        }
+        let at = i * n..(i + 1) * n;
+        bias_gelu_grad_row(r, &x[at.clone()], b, &dy[at]);
     });
     out
+}
+
+#[inline(always)]
+fn bias_gelu_grad_row_body<T: Real>(out: &mut [T], x: &[T], b: &[T], dy: &[T]) {
+    for (((o, &x), &b), &dy) in out.iter_mut().zip(x).zip(b).zip(dy) {
+        *o = dy * gelu_slope(x + b);
+    }
+}
+
+widest! {
+    /// One row of [`bias_gelu_bwd`].
+    fn bias_gelu_grad_row<T: Real> = bias_gelu_grad_row_body(out: &mut [T], x: &[T], b: &[T], dy: &[T])
 }
 
 struct BiasGelu;
@@ -314,6 +346,7 @@ fn gelu_primitive(x: &Tensor) -> R<Tensor> {
 // ---- layer norm over the last dimension ----------------------------------
 
 /// Mean and 1/σ of one row.
+#[inline(always)]
 fn moments<T: Real>(r: &[T], eps: f64) -> (f64, f64) {
     let n = r.len() as f64;
     let mean = r.iter().map(|v| v.f()).sum::<f64>() / n;
@@ -324,34 +357,53 @@ fn moments<T: Real>(r: &[T], eps: f64) -> (f64, f64) {
 pub(crate) fn layer_norm_fwd<T: Real>(x: &[T], g: &[T], b: &[T], eps: f64) -> Vec<T> {
     let n = g.len();
     let mut out = x.to_vec();
-    rows(&mut out, n, |_, r| {
-        let (mean, inv) = moments(r, eps);
-        for ((v, g), b) in r.iter_mut().zip(g).zip(b) {
-            *v = T::of((v.f() - mean) * inv * g.f() + b.f());
-        }
-    });
+    rows(&mut out, n, |_, r| layer_norm_row(r, g, b, eps));
     out
+}
+
+#[inline(always)]
+fn layer_norm_row_body<T: Real>(r: &mut [T], g: &[T], b: &[T], eps: f64) {
+    let (mean, inv) = moments(r, eps);
+    for ((v, g), b) in r.iter_mut().zip(g).zip(b) {
+        *v = T::of((v.f() - mean) * inv * g.f() + b.f());
+    }
+}
+
+widest! {
+    /// One row of [`layer_norm_fwd`], normalised in place.
+    fn layer_norm_row<T: Real> = layer_norm_row_body(r: &mut [T], g: &[T], b: &[T], eps: f64)
 }
 
 fn layer_norm_dx<T: Real>(x: &[T], g: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let n = g.len();
     let mut out = vec![T::of(0.0); x.len()];
     rows(&mut out, n, |i, r| {
-        let (xs, dys) = (&x[i * n..(i + 1) * n], &dy[i * n..(i + 1) * n]);
-        let (mean, inv) = moments(xs, eps);
-        let (mut m_g, mut m_gx) = (0.0, 0.0);
-        for j in 0..n {
-            let gh = g[j].f() * dys[j].f();
-            m_g += gh;
-            m_gx += gh * (xs[j].f() - mean) * inv;
-        }
-        let (m_g, m_gx) = (m_g / n as f64, m_gx / n as f64);
-        for (j, v) in r.iter_mut().enumerate() {
-            let xh = (xs[j].f() - mean) * inv;
-            *v = T::of((g[j].f() * dys[j].f() - m_g - xh * m_gx) * inv);
-        }
+        let at = i * n..(i + 1) * n;
+        layer_norm_dx_row(r, &x[at.clone()], g, &dy[at], eps);
     });
     out
+}
+
+#[inline(always)]
+fn layer_norm_dx_row_body<T: Real>(out: &mut [T], xs: &[T], g: &[T], dys: &[T], eps: f64) {
+    let n = g.len();
+    let (mean, inv) = moments(xs, eps);
+    let (mut m_g, mut m_gx) = (0.0, 0.0);
+    for j in 0..n {
+        let gh = g[j].f() * dys[j].f();
+        m_g += gh;
+        m_gx += gh * (xs[j].f() - mean) * inv;
+    }
+    let (m_g, m_gx) = (m_g / n as f64, m_gx / n as f64);
+    for (j, v) in out.iter_mut().enumerate() {
+        let xh = (xs[j].f() - mean) * inv;
+        *v = T::of((g[j].f() * dys[j].f() - m_g - xh * m_gx) * inv);
+    }
+}
+
+widest! {
+    /// One row of [`layer_norm_dx`].
+    fn layer_norm_dx_row<T: Real> = layer_norm_dx_row_body(out: &mut [T], xs: &[T], g: &[T], dys: &[T], eps: f64)
 }
 
 /// [dg; db] as one [2, n] tensor: Σ_rows dy ⊙ x̂ and Σ_rows dy.
@@ -900,6 +952,38 @@ fn causal_softmax_primitive(scores: &Tensor, scale: f64) -> R<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The widest path the CPU dispatches to gives the portable body's
+    /// bits, for every row kernel under `widest!` (so the same seed gives
+    /// the same bytes on AVX-512, AVX2 and baseline machines alike).
+    #[test]
+    fn the_widest_row_kernels_give_the_portable_bits() {
+        use rand::RngExt;
+        let mut rng = crate::rng::stream(17, 0);
+        for n in [1, 7, 16, 37, 128, 513] {
+            let mut v = |scale: f32| -> Vec<f32> {
+                (0..n)
+                    .map(|_| scale * rng.random_range(-1.0..1.0f32))
+                    .collect()
+            };
+            let (x, b, dy, g) = (v(4.0), v(1.0), v(1.0), v(2.0));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (mut wide, mut portable) = (vec![0f32; n], vec![0f32; n]);
+            bias_gelu_row(&mut wide, &x, &b);
+            bias_gelu_row_body(&mut portable, &x, &b);
+            assert_eq!(bits(&wide), bits(&portable), "GELU, n {n}");
+            bias_gelu_grad_row(&mut wide, &x, &b, &dy);
+            bias_gelu_grad_row_body(&mut portable, &x, &b, &dy);
+            assert_eq!(bits(&wide), bits(&portable), "GELU slope, n {n}");
+            layer_norm_dx_row(&mut wide, &x, &g, &dy, 1e-5);
+            layer_norm_dx_row_body(&mut portable, &x, &g, &dy, 1e-5);
+            assert_eq!(bits(&wide), bits(&portable), "layer norm dx, n {n}");
+            let (mut wide, mut portable) = (x.clone(), x.clone());
+            layer_norm_row(&mut wide, &g, &b, 1e-5);
+            layer_norm_row_body(&mut portable, &g, &b, 1e-5);
+            assert_eq!(bits(&wide), bits(&portable), "layer norm, n {n}");
+        }
+    }
 
     /// The f32 tanh against libm's f64 tanh on a fine grid (it feeds GELU
     /// in every f32 run).
