@@ -8,10 +8,13 @@
 //!   p(v) ∝ exp(z_v / τ) for the k largest logits z_v, 0 for the rest;
 //! τ = 0 is greedy decoding (argmax, lowest id on ties).
 //!
-//! Two decode loops give the same tokens for the same generator state:
-//! with a key/value cache the prompt runs once and each step feeds one new
-//! token per sequence (O(T) work per step); without it each step re-runs
-//! the whole sequence (O(T²) per step). The benchmark compares them.
+//! Two decode loops: with a key/value cache the prompt runs once and each
+//! step feeds one new token per sequence (O(T) work per step); without it
+//! each step re-runs the whole sequence (O(T²) per step). The benchmark
+//! compares them. An f64 model decodes both ways through the graph and
+//! writes the same tokens for the same generator state; an f32 model on
+//! the CPU takes the cached steps on [`super::decode`], which agrees with
+//! the graph to f32 round-off (so a near-tie can draw differently).
 //!
 //! Draws use our seeded generator (never candle's): one number from the
 //! caller's generator seeds a stream per row (`rng::stream(base, row)`),
