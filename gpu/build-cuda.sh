@@ -38,10 +38,17 @@ for lib in cublas cublasLt curand nvrtc cudart; do
   real="$(ls "$cu/lib/lib$lib.so."* | grep -v builtins | head -1)"
   ln -sf "$(basename "$real")" "$cu/lib/lib$lib.so"
 done
-# The driver stand-in: the names of cudarc's driver entry points.
-sys="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs | tail -1)"
+# The driver stand-in: the names of cudarc's driver entry points, read
+# from the cudarc version Cargo.lock pins. On a fresh machine nothing has
+# downloaded it yet (the CPU build does not use it), so fetch the locked
+# crates first and read the file out of cargo's download cache.
 stub="$root/target/cuda-stub"
 mkdir -p "$stub"
+cudarc="$(awk '/^name = "cudarc"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$root/Cargo.lock")"
+(cd "$root" && cargo fetch >&2)
+crate="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"cudarc-$cudarc.crate" | tail -1)"
+tar -xzf "$crate" -C "$stub" "cudarc-$cudarc/src/driver/sys/mod.rs"
+sys="$stub/cudarc-$cudarc/src/driver/sys/mod.rs"
 grep -oE '^\s+fn cu[A-Za-z0-9_]+\(' "$sys" | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u |
   awk '{ printf "int %s(void) { return 100; }\n", $1 }' > "$stub/libcuda.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/libcuda.c"
