@@ -216,22 +216,19 @@ impl StepWeights {
         cache.len += 1;
         let out = layer_norm_fwd(&x, &self.ln_f.0, &self.ln_f.1, LN_EPS);
         let logits = few_rows(&out, &self.head, d);
-        Ok(logits.chunks_exact(self.vocab).map(log_softmax).collect())
+        Ok(logits
+            .chunks_exact(self.vocab)
+            .map(|z| {
+                let mut z: Vec<f64> = z.iter().map(|&v| f64::from(v)).collect();
+                crate::policy::log_softmax_in_place(&mut z, 1.0);
+                z
+            })
+            .collect())
     }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
-}
-
-/// log softmax of one row of f32 logits, in f64.
-fn log_softmax(z: &[f32]) -> Vec<f64> {
-    let max = z
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-    let total: f64 = z.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-    let shift = max + total.ln();
-    z.iter().map(|&v| f64::from(v) - shift).collect()
 }
 
 #[cfg(test)]
