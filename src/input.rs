@@ -41,9 +41,49 @@ pub fn read_bounded(from: impl Read, name: &str) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A file's bytes, bounded; errors name the path.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+/// Opens `path` for reading if it is a regular file (through links):
+/// a FIFO, a device or a folder is refused before it is opened, since
+/// opening a FIFO without a writer would wait for ever.
+pub fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let not_regular = |what: &str| {
+        Error::Invalid(format!(
+            "{}: {what}, not a regular file; give a file",
+            path.display()
+        ))
+    };
+    let kind = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !kind.is_file() {
+        return Err(not_regular(file_kind(&kind)));
+    }
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // The path may have been swapped between the two calls.
+    let kind = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !kind.is_file() {
+        return Err(not_regular(file_kind(&kind)));
+    }
+    Ok(f)
+}
+
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// A file's bytes, bounded; errors name the path. Only regular files are
+/// read ([`open_regular`]).
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let f = open_regular(path)?;
     read_bounded(f, &path.display().to_string()).map_err(|e| Error::io(path, e))
 }
 

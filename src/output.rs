@@ -92,10 +92,11 @@ fn temp_owner(name: &str) -> Option<u32> {
 }
 
 /// An exclusive claim on an output directory for one process: the file
-/// `<dir>/.iterdeploy.lock` holding the owner's pid, created new (so two
-/// processes cannot both create it) and removed when the claim is
-/// dropped. A lock left by a process that no longer exists (a killed run)
-/// is taken over; one of a live process is an error.
+/// `<dir>/.iterdeploy.lock` holding the owner's pid and its start time
+/// (so a later, unrelated process that reuses the pid is not taken for
+/// the owner), created new (so two processes cannot both create it) and
+/// removed when the claim is dropped. A lock whose owner no longer runs
+/// (a killed run) is taken over; one of a live owner is an error.
 pub struct DirLock {
     path: PathBuf,
 }
@@ -103,6 +104,46 @@ pub struct DirLock {
 impl Drop for DirLock {
     fn drop(&mut self) {
         std::fs::remove_file(&self.path).ok();
+    }
+}
+
+/// A lock file holds a few dozen bytes; more is not one of ours.
+const MAX_LOCK_BYTES: u64 = 4096;
+
+/// The start time of process `pid` in clock ticks since boot (field 22
+/// of `/proc/<pid>/stat`), if it runs and this is Linux.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's lock text: `<pid> <start time>` (start time 0 where
+/// /proc does not say).
+fn lock_text() -> String {
+    let pid = std::process::id();
+    format!("{pid} {}", start_time(pid).unwrap_or(0))
+}
+
+/// Whether the owner a lock file names still runs: its pid exists and,
+/// where the lock records one, with the same start time. Without /proc
+/// (not Linux) every owner is taken to run.
+fn owner_runs(text: &str) -> bool {
+    let mut f = text.split_whitespace();
+    let Some(pid) = f.next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    if pid == std::process::id() || !Path::new("/proc/self").exists() {
+        return true;
+    }
+    match (
+        start_time(pid),
+        f.next().and_then(|t| t.parse::<u64>().ok()),
+    ) {
+        (None, _) => false,
+        (Some(now), Some(then)) if then != 0 => now == then,
+        (Some(_), _) => true,
     }
 }
 
@@ -116,22 +157,30 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
             .open(&path)
         {
             Ok(mut f) => {
-                f.write_all(std::process::id().to_string().as_bytes())
+                f.write_all(lock_text().as_bytes())
                     .map_err(|e| Error::io(&path, e))?;
                 return Ok(DirLock { path });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+                if !meta.is_file() || meta.len() > MAX_LOCK_BYTES {
+                    return Err(Error::Invalid(format!(
+                        "{} is not an iterdeploy lock ({}); remove it if no run is writing to {}",
+                        path.display(),
+                        if meta.is_file() {
+                            format!("{} bytes", meta.len())
+                        } else {
+                            "not a plain file".into()
+                        },
+                        dir.display()
+                    )));
+                }
                 let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                let alive = owner.trim().parse::<u32>().ok().is_some_and(|pid| {
-                    pid == std::process::id()
-                        || !Path::new("/proc/self").exists()
-                        || Path::new(&format!("/proc/{pid}")).exists()
-                });
-                if alive {
+                if owner_runs(&owner) {
                     return Err(Error::Invalid(format!(
                         "{} is in use by another iterdeploy run (pid {}); wait for it to finish, or write elsewhere with --out",
                         dir.display(),
-                        owner.trim()
+                        owner.split_whitespace().next().unwrap_or("?")
                     )));
                 }
                 // The owner is gone: a killed run's lock.
@@ -166,9 +215,26 @@ fn content_hash(bytes: &[u8]) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The entry of file `name` of `dir`: a plain name (no folder, no `..`),
+/// read as a regular file within the input bound.
 fn entry(dir: &Path, name: &str) -> Result<Entry> {
+    let plain = Path::new(name)
+        .file_name()
+        .is_some_and(|n| n == std::ffi::OsStr::new(name));
+    if !plain || name == ".." || name == "." {
+        return Err(Error::Invalid(format!(
+            "{}: `{name}` is not a file of this folder",
+            dir.display()
+        )));
+    }
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Invalid(format!(
+            "{}: a symbolic link; a run's files are its own",
+            path.display()
+        )));
+    }
+    let bytes = crate::input::read_file(&path)?;
     Ok(Entry {
         name: name.to_string(),
         bytes: bytes.len() as u64,
@@ -210,13 +276,22 @@ pub fn check_set(dir: &Path) -> Result<()> {
             dir.display()
         ))
     };
-    let text = std::fs::read_to_string(&mark)
-        .map_err(|_| incomplete(format!("no {COMPLETE}: killed, or still running")))?;
+    if !mark.exists() {
+        return Err(incomplete(format!(
+            "no {COMPLETE}: killed, or still running"
+        )));
+    }
+    let text = crate::input::read_text(&mark)?;
     let entries: Vec<Entry> = serde_json::from_str(&text)
         .map_err(|e| incomplete(format!("{COMPLETE} is unreadable: {e}")))?;
     for want in &entries {
-        let have =
-            entry(dir, &want.name).map_err(|_| incomplete(format!("{} is missing", want.name)))?;
+        let have = entry(dir, &want.name).map_err(|e| {
+            incomplete(if dir.join(&want.name).exists() {
+                e.to_string()
+            } else {
+                format!("{} is missing", want.name)
+            })
+        })?;
         if have != *want {
             return Err(incomplete(format!(
                 "{} differs from the set {COMPLETE} lists: files of two runs are mixed",
@@ -227,23 +302,48 @@ pub fn check_set(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The absolute, symlink-free form of `p`, also for a file that does not
-/// exist yet (its directory is resolved, its name kept).
-fn resolved(p: &Path) -> PathBuf {
-    if let Ok(c) = p.canonicalize() {
-        return c;
+/// The absolute, symlink-free path the kernel will write to for `p`,
+/// whether or not `p` exists yet: its longest existing ancestor is
+/// canonicalised (following links), and the rest, which does not exist
+/// and so holds no link, is applied lexically, each `..` removing the
+/// component before it. So `fx/new/../gen0.jsonl` is `fx/gen0.jsonl`
+/// even while `fx/new` does not exist: exactly where the file lands once
+/// the missing folders are created.
+pub fn resolved(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        match std::env::current_dir() {
+            Ok(d) => d.join(p),
+            Err(_) => p.to_path_buf(),
+        }
+    };
+    let parts: Vec<Component> = abs.components().collect();
+    for k in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..k].iter().collect();
+        let Ok(mut out) = prefix.canonicalize() else {
+            continue;
+        };
+        for c in &parts[k..] {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(n) => out.push(n),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return out;
     }
-    let dir = parent_dir(p);
-    match (dir.canonicalize(), p.file_name()) {
-        (Ok(d), Some(n)) => d.join(n),
-        _ => p.to_path_buf(),
-    }
+    abs
 }
 
 /// Refuses to write any of `outputs` if it is one of the `inputs` files or
-/// lies inside one of the `inputs` directories (by resolved path, so
-/// `./a`, `a` and a link to it are the same file), before anything is
-/// written: an output never destroys what it was made from.
+/// lies inside one of the `inputs` directories, before anything is
+/// written or any folder created: an output never destroys what it was
+/// made from. Paths are compared as [`resolved`], so `./a`, `a`, `x/../a`
+/// (with or without `x`) and a link to `a` are the same file.
 pub fn refuse_overwriting_inputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
     for out in outputs {
         let o = resolved(out);
@@ -251,14 +351,33 @@ pub fn refuse_overwriting_inputs(outputs: &[&Path], inputs: &[&Path]) -> Result<
             let i = resolved(input);
             if o == i || (i.is_dir() && o.starts_with(&i)) {
                 return Err(Error::Invalid(format!(
-                    "refusing to write {}: it would overwrite the input {}; choose another --out",
+                    "refusing to write {}: it would overwrite the input {}{}; choose another --out",
                     out.display(),
-                    input.display()
+                    input.display(),
+                    if o == i { "" } else { " (it lies inside it)" }
                 )));
             }
         }
     }
     Ok(())
+}
+
+/// Refuses `dir` as a folder to write into if it is a symbolic link (or a
+/// file): a link planted there would send our writes and deletions into
+/// its target. A folder that does not exist yet is fine.
+pub fn refuse_linked_dir(dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Invalid(format!(
+            "refusing to write into {}: it is a symbolic link (to {}); remove it or choose another --out",
+            dir.display(),
+            std::fs::read_link(dir).map_or("?".into(), |t| t.display().to_string())
+        ))),
+        Ok(m) if !m.is_dir() => Err(Error::Invalid(format!(
+            "refusing to write into {}: it is not a folder",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A CSV field, quoted if it holds a comma, quote or newline (RFC 4180).
@@ -273,6 +392,75 @@ pub fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock records its owner's pid and start time: a live process that
+    /// merely reuses the pid (here pid 1, with another start time) does
+    /// not hold the folder; the owner itself (pid 1 with its own start
+    /// time) does; a lock file too large to be ours is refused, not read
+    /// (issue 27, item 2).
+    #[test]
+    fn locks_name_their_owner_by_pid_and_start_time() {
+        let dir = std::env::temp_dir().join(format!("iterdeploy-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join(".iterdeploy.lock");
+        let Some(init_start) = start_time(1) else {
+            return; // not Linux: no /proc to name owners by
+        };
+        std::fs::write(&lock, format!("1 {}", init_start + 1)).unwrap();
+        let held = lock_dir(&dir).expect("a reused pid does not hold the folder");
+        assert!(
+            std::fs::read_to_string(&lock)
+                .unwrap()
+                .starts_with(&std::process::id().to_string())
+        );
+        drop(held);
+        assert!(!lock.exists());
+        std::fs::write(&lock, format!("1 {init_start}")).unwrap();
+        let e = lock_dir(&dir)
+            .err()
+            .expect("the live owner holds it")
+            .to_string();
+        assert!(
+            e.contains("in use by another iterdeploy run (pid 1)"),
+            "{e}"
+        );
+        std::fs::write(&lock, "1 ".repeat(3000)).unwrap();
+        let e = lock_dir(&dir).err().expect("oversized").to_string();
+        assert!(
+            e.contains("not an iterdeploy lock") && e.contains("6000 bytes"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `complete.json` is read within the input bound, and may name only
+    /// plain files of its own folder, never through `..` or a link
+    /// (issue 27, item 2).
+    #[test]
+    fn a_manifest_is_bounded_and_names_only_its_own_files() {
+        let dir = std::env::temp_dir().join(format!("iterdeploy-set-{}", std::process::id()));
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(dir.join("outside.csv"), "secret").unwrap();
+        std::fs::write(run.join("a.csv"), "a").unwrap();
+        finish_set(&run, &["a.csv".to_string()]).unwrap();
+        check_set(&run).unwrap();
+        let entry_of =
+            |name: &str| format!("[{{\"name\": \"{name}\", \"bytes\": 6, \"hash\": \"0\"}}]");
+        std::fs::write(run.join(COMPLETE), entry_of("../outside.csv")).unwrap();
+        let e = check_set(&run).unwrap_err().to_string();
+        assert!(e.contains("not a file of this folder"), "{e}");
+        std::os::unix::fs::symlink(dir.join("outside.csv"), run.join("link.csv")).unwrap();
+        std::fs::write(run.join(COMPLETE), entry_of("link.csv")).unwrap();
+        let e = check_set(&run).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // A sparse manifest past the bound: refused without reading it all.
+        let f = std::fs::File::create(run.join(COMPLETE)).unwrap();
+        f.set_len(crate::input::MAX_INPUT_BYTES + 1).unwrap();
+        let e = check_set(&run).unwrap_err().to_string();
+        assert!(e.contains("larger than 256 MiB"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// A symlink planted where a temporary name could be is never
     /// followed: temporary files are created new, under names nobody can

@@ -534,9 +534,14 @@ fn inputs_with_a_bom_read_and_endless_or_repeated_inputs_are_refused() {
         ],
         None,
     );
+    // An endless device is not a regular file: refused before it is
+    // read (a pipe on standard input is bounded instead: input.rs).
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("larger than 256 MiB"), "{err}");
+    assert!(
+        err.contains("/dev/zero: a device, not a regular file"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -733,4 +738,284 @@ fn a_planner_limit_reads_as_no_plan_within_the_limit() {
         !err.contains("ExpansionLimit") && !err.contains("length 0"),
         "{err}"
     );
+}
+
+/// Copies the bridge fixture (tasks/, gen0.jsonl, gen1.jsonl) into `dir`.
+fn bridge_run_in(dir: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bridge");
+    std::fs::create_dir_all(dir.join("tasks")).unwrap();
+    for e in std::fs::read_dir(fixtures.join("tasks")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join("tasks").join(e.file_name())).unwrap();
+    }
+    for g in ["gen0.jsonl", "gen1.jsonl"] {
+        std::fs::copy(fixtures.join(g), dir.join(g)).unwrap();
+    }
+}
+
+/// Every file under `dir` with its bytes, to compare before and after.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An `--out` through a folder that does not exist yet and then `..` is
+/// the file it lands on: refused when that is an input, before any folder
+/// is created (issue 27, item 1). `report` never writes inside its run,
+/// its tasks or an overlay, and checks the overlay before writing;
+/// `compare` refuses a run given twice and an `--out` inside a run.
+#[test]
+fn outputs_through_missing_folders_and_dotdot_never_overwrite_inputs() {
+    let dir = scratch("dotdot");
+    let fx = dir.join("fx");
+    bridge_run_in(&fx);
+    let before = snapshot(&fx);
+    let p = |rel: &str| fx.join(rel).to_str().unwrap().to_string();
+    let (tasks, gen0) = (p("tasks"), p("gen0.jsonl"));
+    // curate onto its generation file, and prompts onto a task file.
+    let o = run(
+        &[
+            "curate",
+            "--tasks",
+            &tasks,
+            "--generations",
+            &gen0,
+            "--out",
+            &p("new/../gen0.jsonl"),
+        ],
+        None,
+    );
+    assert!(exits(&o, 2).contains("would overwrite the input"));
+    let o = run(
+        &[
+            "prompts",
+            "--tasks",
+            &tasks,
+            "--out",
+            &p("tasks/x/../bw4.pddl"),
+        ],
+        None,
+    );
+    assert!(exits(&o, 2).contains("would overwrite the input"));
+    // report inside its own run, or inside its tasks through a new folder.
+    for out in [p(""), p("tasks/x"), p("new/../tasks/y")] {
+        let o = run(&["report", &p(""), "--out", &out], None);
+        assert!(exits(&o, 2).contains("would overwrite the input"), "{out}");
+    }
+    assert_eq!(snapshot(&fx), before, "an input changed");
+    assert!(!fx.join("new").exists() && !fx.join("tasks/x").exists());
+
+    // A bad overlay is refused before anything is written.
+    let bad_sim = dir.join("sim");
+    std::fs::create_dir_all(&bad_sim).unwrap();
+    std::fs::write(bad_sim.join("summary.csv"), "not,a,summary\n").unwrap();
+    let rep = dir.join("rep");
+    let o = run(
+        &[
+            "report",
+            &p(""),
+            "--overlay",
+            bad_sim.to_str().unwrap(),
+            "--out",
+            rep.to_str().unwrap(),
+        ],
+        None,
+    );
+    exits(&o, 2);
+    assert!(!rep.exists(), "report wrote before checking its overlay");
+    // Without --out: beside the run, never inside it.
+    let o = run(&["report", &p("")], None);
+    exits(&o, 0);
+    assert!(dir.join("fx-report/results.csv").is_file());
+    assert!(dir.join("fx-report/complete.json").is_file());
+    assert_eq!(snapshot(&fx), before, "report wrote inside its run");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!stdout.contains("//"), "{stdout}");
+
+    // compare: the same run twice (also spelled differently), and --out
+    // inside one of the runs.
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let a2 = format!("{sb}/../a");
+    let o = run(
+        &["compare", sa, &a2, "--out", dir.join("c").to_str().unwrap()],
+        None,
+    );
+    assert!(exits(&o, 2).contains("are the same run"));
+    for out in [sa.to_string(), format!("{sb}/x/../")] {
+        let o = run(&["compare", sa, sb, "--out", &out], None);
+        assert!(exits(&o, 2).contains("would overwrite the input"), "{out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A `checkpoints` link planted in a run folder is refused before the run
+/// writes anything; the link's target is untouched (issue 27, item 1).
+#[test]
+fn a_planted_checkpoints_link_is_never_followed() {
+    let dir = scratch("planted");
+    let victim = dir.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep.json"), "keep").unwrap();
+    let run_dir = dir.join("plots/headline-smoke");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, run_dir.join("checkpoints")).unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/headline.toml");
+    let o = run(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--smoke",
+            "--out",
+            dir.join("plots").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(exits(&o, 2).contains("symbolic link"));
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(victim.join("keep.json")).unwrap(),
+        "keep"
+    );
+    assert!(
+        !run_dir.join("spec.toml").exists(),
+        "the run wrote before refusing"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Anything that is not a regular file is refused as an input, at once: a
+/// FIFO with no writer once made `validate` wait for ever (issue 27,
+/// item 2).
+#[test]
+fn a_fifo_given_as_an_input_is_refused_not_waited_on() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("plan.fifo");
+    let ok = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo failed");
+    let (domain, problem, plan) = examples();
+    let f = fifo.to_str().unwrap();
+    let cases: [Vec<&str>; 3] = [
+        vec![
+            "validate",
+            domain.to_str().unwrap(),
+            problem.to_str().unwrap(),
+            f,
+        ],
+        vec![
+            "validate",
+            f,
+            problem.to_str().unwrap(),
+            plan.to_str().unwrap(),
+        ],
+        vec![
+            "validate",
+            domain.to_str().unwrap(),
+            f,
+            plan.to_str().unwrap(),
+        ],
+    ];
+    for args in cases {
+        let start = std::time::Instant::now();
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait at most 20 s: a hang is the bug.
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed().as_secs() > 20 {
+                child.kill().ok();
+                panic!("{args:?} hung on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("FIFO") && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `plan DOMAIN DIR` on a folder `generate` wrote skips its domain.pddl,
+/// and a problem that fails is a row of plans.csv, which is written even
+/// then (issue 27, item 5).
+#[test]
+fn plan_on_a_generated_folder_skips_the_domain_and_always_writes_plans_csv() {
+    let dir = scratch("plan-dir");
+    let tasks = dir.join("tasks");
+    let o = run(
+        &[
+            "generate",
+            "blocksworld",
+            "--count",
+            "2",
+            "--out",
+            tasks.to_str().unwrap(),
+            "--param",
+            "blocks=3",
+        ],
+        None,
+    );
+    exits(&o, 0);
+    let plans = dir.join("plans");
+    let domain = tasks.join("domain.pddl");
+    let o = run(
+        &[
+            "plan",
+            domain.to_str().unwrap(),
+            tasks.to_str().unwrap(),
+            "--out",
+            plans.to_str().unwrap(),
+        ],
+        None,
+    );
+    exits(&o, 0);
+    let csv = std::fs::read_to_string(plans.join("plans.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(!csv.contains("domain,"), "{csv}");
+    // A broken problem among them: its row says error, the others are
+    // planned, plans.csv is written, and the exit code is 2.
+    std::fs::write(tasks.join("broken.pddl"), "(define (problem").unwrap();
+    let o = run(
+        &[
+            "plan",
+            domain.to_str().unwrap(),
+            tasks.to_str().unwrap(),
+            "--out",
+            plans.to_str().unwrap(),
+        ],
+        None,
+    );
+    exits(&o, 2);
+    let csv = std::fs::read_to_string(plans.join("plans.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.contains("broken,error,"), "{csv}");
+    std::fs::remove_dir_all(&dir).ok();
 }

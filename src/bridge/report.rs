@@ -138,7 +138,21 @@ const REPORT_FILES: [&str; 7] = [
     "lengths.svg",
 ];
 
-/// Reads, judges and reports a run; writes `out` (default `RUN_DIR/report`).
+/// Where `report` writes by default: `RUN-report` beside the run folder,
+/// never inside it (the run is an input).
+pub fn default_out(run: &Path) -> PathBuf {
+    let run = match run.file_name() {
+        Some(_) => run.to_path_buf(),
+        None => crate::output::resolved(run),
+    };
+    let name = run
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+    run.with_file_name(format!("{name}-report"))
+}
+
+/// Reads, judges and reports a run; writes `out` (default
+/// [`default_out`]) as one complete set.
 pub fn report(
     run: &Path,
     tasks: Option<&Path>,
@@ -162,17 +176,29 @@ pub fn report(
     let info = task_info(&set, &tasks_path)?;
     let judge = Judge::new(&set);
     let files = generation_files(run)?;
-    let out = out.map_or_else(|| run.join("report"), Path::to_path_buf);
-    // Before anything is written: no output file may be an input (the
-    // default RUN_DIR/report sits beside the generation files, not on them).
+    let out = out.map_or_else(|| default_out(run), Path::to_path_buf);
+    // Before anything is written: no output file may be an input or lie
+    // inside the run, its tasks or an overlaid simulation.
     let outputs: Vec<PathBuf> = REPORT_FILES.iter().map(|f| out.join(f)).collect();
-    let mut inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let mut inputs: Vec<&Path> = vec![run];
+    inputs.extend(files.iter().map(PathBuf::as_path));
     inputs.push(&tasks_path);
     inputs.extend(overlay.iter().map(PathBuf::as_path));
     crate::output::refuse_overwriting_inputs(
         &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
         &inputs,
     )?;
+    crate::output::refuse_linked_dir(&out)?;
+    // Every overlay is read (and refused if it is not a complete
+    // simulation) before anything is written.
+    let mut overlay_series = Vec::new();
+    for dir in overlay {
+        overlay_series.extend(crate::experiment::summary_series(
+            dir,
+            "solved_sampled",
+            "simulation: ",
+        )?);
+    }
     let mut generations: Vec<Vec<Judged>> = Vec::new();
     let mut bad_lines = 0;
     for (g, f) in files.iter().enumerate() {
@@ -185,6 +211,9 @@ pub fn report(
     }
     let buckets: BTreeSet<String> = info.iter().map(|(b, _)| b.clone()).collect();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    // A report killed while writing leaves no set that looks whole.
+    let _lock = crate::output::lock_dir(&out)?;
+    crate::output::begin_set(&out)?;
 
     let mut results = String::from("generation,bucket,metric,value\n");
     let mut lengths_csv = String::from("generation,plan_length,valid_samples\n");
@@ -219,11 +248,12 @@ pub fn report(
                 .collect();
             let distinct: HashSet<(usize, &str)> =
                 valid.iter().map(|s| (s.task, s.plan.as_str())).collect();
+            // Undefined (NaN; "–" in the table) without a valid plan.
             let longest = valid
                 .iter()
                 .map(|s| s.plan_length)
                 .max()
-                .map_or(0.0, |v| v as f64);
+                .map_or(f64::NAN, |v| v as f64);
             let metrics = [
                 ("solved_sampled", solved.len() as f64 / tasks.max(1) as f64),
                 (
@@ -248,11 +278,12 @@ pub fn report(
             if bucket.is_none() {
                 let _ = writeln!(
                     table,
-                    "| {g} | {} | {} | {}/{tasks} | {:.1} | {longest} | {} |",
+                    "| {g} | {} | {} | {}/{tasks} | {} | {} | {} |",
                     mine.len(),
                     valid.len(),
                     solved.len(),
-                    mean(&lens),
+                    crate::experiment::fmt_value(mean(&lens), 1),
+                    crate::experiment::fmt_value(longest, 0),
                     distinct.len()
                 );
                 let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
@@ -291,13 +322,7 @@ pub fn report(
             style: LineKind::Solid,
         })
         .collect();
-    for dir in overlay {
-        solved_series.extend(crate::experiment::summary_series(
-            dir,
-            "solved_sampled",
-            "simulation: ",
-        )?);
-    }
+    solved_series.extend(overlay_series);
     Figure {
         title: format!("Tasks solved per generation ({})", run.display()),
         x_label: "generation".into(),
@@ -308,6 +333,8 @@ pub fn report(
         y_bounds: Some((0.0, 1.0)),
         band_note: None,
         integer_x: true,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(&out, "solved")?;
     Figure {
@@ -320,6 +347,8 @@ pub fn report(
         y_bounds: Some((0.0, 1.0)),
         band_note: None,
         integer_x: true,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(&out, "lengths")?;
     let summary = format!(
@@ -335,6 +364,7 @@ pub fn report(
         }
     );
     crate::output::write_atomic(&out.join("summary.md"), summary.as_bytes())?;
+    crate::output::finish_set(&out, &REPORT_FILES.map(String::from))?;
     Ok(Report {
         out,
         table,
