@@ -404,6 +404,12 @@ fn pretrained_fields_are_checked_and_the_model_is_relative_to_the_spec() {
     for (field, needle) in [
         ("lora_rank = 0", "policy.lora_rank = 0"),
         ("lora_alpha = -2.0", "policy.lora_alpha = -2"),
+        // α/r past what f32 holds once gave NaN log-probabilities, exit 0.
+        (
+            "lora_alpha = 1e39",
+            "lora_alpha / lora_rank = 1000000000000000000000000000000000000000 / 16",
+        ),
+        ("lora_alpha = 16385.0", "= 1.0240625e3 is above 1024"),
         ("lora_dropout = 1.0", "policy.lora_dropout = 1"),
         ("max_new_tokens = 0", "policy.max_new_tokens = 0"),
         ("top_k = 0", "policy.top_k = 0"),
@@ -451,21 +457,93 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
             && r.spec.policy.model.is_none()
             && iterdeploy::pretrained::cached_model().is_none()
         {
-            eprintln!(
-                "SKIPPED {}: no cached model; run peers/fetch-model.sh (.ci/run does)",
+            crate::common::skip_or_fail(&format!(
+                "{}: no cached model; run peers/fetch-model.sh (.ci/run does)",
                 r.spec.id
-            );
+            ));
             continue;
         }
-        let outcome =
-            experiment::run(&r, &options(&out)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let dir = out.join(format!("{}-smoke", r.spec.id));
+        let figures: Vec<String> =
+            if r.spec.policy.kind == iterdeploy::experiment::spec::PolicyKind::Pretrained {
+                // In its own process, so its peak memory is its own: the
+                // estimate the spec was admitted on must cover it.
+                let run = std::process::Command::new(env!("CARGO_BIN_EXE_iterdeploy"))
+                    .args(["run", "--smoke", "--quiet", "--out"])
+                    .arg(&out)
+                    .arg(&p)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&run.stdout);
+                assert!(
+                    run.status.success(),
+                    "{}: {}{stdout}",
+                    p.display(),
+                    String::from_utf8_lossy(&run.stderr)
+                );
+                let line = stdout
+                    .lines()
+                    .find(|l| l.starts_with("memory: peak resident "))
+                    .unwrap_or_else(|| panic!("no memory line in\n{stdout}"));
+                let gb: Vec<f64> = line
+                    .split(' ')
+                    .filter_map(|w| w.parse::<f64>().ok())
+                    .collect();
+                assert_eq!(gb.len(), 2, "{line}");
+                assert!(
+                    gb[0] <= gb[1],
+                    "{}: the estimate undercounts: {line}",
+                    r.spec.id
+                );
+                let mut pngs: Vec<String> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .filter_map(|e| {
+                        let name = e.unwrap().file_name().into_string().unwrap();
+                        name.strip_suffix(".png").map(String::from)
+                    })
+                    .collect();
+                pngs.sort();
+                pngs
+            } else {
+                experiment::run(&r, &options(&out))
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                    .figures
+            };
         for f in ["spec.toml", "results.csv", "summary.csv", "summary.md"] {
             let bytes =
                 std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", dir.display()));
             assert!(bytes.len() > 20, "{}/{f} is nearly empty", dir.display());
         }
-        assert!(!outcome.figures.is_empty());
+        assert!(!figures.is_empty());
+        if r.spec.deployment.is_some() {
+            // The reach measures and their verdict (issue 28).
+            let results = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+            assert!(
+                results.contains(",frontier_solved_at_1,")
+                    && results.contains(",frontier_all_of_3,")
+            );
+            let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+            assert!(
+                summary.contains("## Reach: do later generations solve larger tasks?"),
+                "{}",
+                r.spec.id
+            );
+            assert!(
+                summary.contains("## Paired gains in solved@1"),
+                "{}",
+                r.spec.id
+            );
+            assert!(
+                figures.iter().any(|f| f.starts_with("reach_heatmap_")),
+                "{}",
+                r.spec.id
+            );
+            assert!(
+                figures.iter().any(|f| f == "frontier_solved_at_1"),
+                "{}",
+                r.spec.id
+            );
+        }
         // Whether P(valid) is exact or estimated is said, in the summary
         // and on the success figure's axis.
         let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
@@ -480,7 +558,7 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
                 r.spec.id
             );
         }
-        for f in &outcome.figures {
+        for f in &figures {
             let png = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
             assert_eq!(&png[1..4], b"PNG", "{f}.png");
             let svg = std::fs::read_to_string(dir.join(format!("{f}.svg"))).unwrap();

@@ -12,8 +12,8 @@ use iterdeploy::pretrained::{self, ChatTokenizer, Gguf, Llama};
 fn model() -> Option<std::path::PathBuf> {
     let m = pretrained::cached_model();
     if m.is_none() {
-        eprintln!(
-            "SKIPPED: no cached model; run peers/fetch-model.sh (it puts SmolLM2-135M-Instruct.Q4_1.gguf under ~/.cache/iterdeploy/models)"
+        crate::common::skip_or_fail(
+            "no cached model; run peers/fetch-model.sh (it puts SmolLM2-135M-Instruct.Q4_1.gguf under ~/.cache/iterdeploy/models)",
         );
     }
     m
@@ -653,5 +653,226 @@ fn hugging_face_directories_it_cannot_run_are_refused_by_name() {
     assert!(e.contains("config.json") && e.contains("line"), "{e}");
     let e = err(&good.replace("\"qwen2\"", "\"llama\""));
     assert!(e.contains(".bias`") && e.contains("not used"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A GGUF file written byte by byte, so a test can give it any header: its
+/// metadata (key, GGUF value type, value bytes), then its tensors (name,
+/// dims, ggml type, offset) and `data` after the header, padded to 32.
+fn write_gguf(
+    path: &std::path::Path,
+    kvs: &[(&str, u32, Vec<u8>)],
+    tensors: &[(&str, &[u64], u32, u64)],
+    data: &[u8],
+) {
+    let string = |s: &str| {
+        let mut b = (s.len() as u64).to_le_bytes().to_vec();
+        b.extend(s.as_bytes());
+        b
+    };
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((kvs.len() as u64).to_le_bytes());
+    for (k, t, v) in kvs {
+        b.extend(string(k));
+        b.extend(t.to_le_bytes());
+        b.extend(v);
+    }
+    for (name, dims, ty, offset) in tensors {
+        b.extend(string(name));
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+    }
+    while !b.len().is_multiple_of(32) {
+        b.push(0);
+    }
+    b.extend(data);
+    std::fs::write(path, b).unwrap();
+}
+
+/// GGUF metadata values: a string, a u32, an array of strings.
+fn gguf_str(s: &str) -> (u32, Vec<u8>) {
+    let mut b = (s.len() as u64).to_le_bytes().to_vec();
+    b.extend(s.as_bytes());
+    (8, b)
+}
+fn gguf_u32(v: u32) -> (u32, Vec<u8>) {
+    (4, v.to_le_bytes().to_vec())
+}
+fn gguf_strings(items: &[&str]) -> (u32, Vec<u8>) {
+    let mut b = 8u32.to_le_bytes().to_vec();
+    b.extend((items.len() as u64).to_le_bytes());
+    for s in items {
+        b.extend(gguf_str(s).1);
+    }
+    (9, b)
+}
+
+/// GGUF files that once panicked or were read silently wrong are refused
+/// with the file and the field (issue 27, item 2): alignment 0 (candle's
+/// reader divides by it), alignments that are not multiples of 8, tensors
+/// sharing bytes, a declared type that disagrees with the bytes its tensor
+/// was given, a tensor past the end of the file, a token listed twice
+/// (a second `<|im_end|>`) and no merges.
+#[test]
+fn gguf_files_that_once_panicked_or_misread_are_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("iterdeploy-gguf-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.gguf");
+    let arch = |kvs: &mut Vec<(&str, u32, Vec<u8>)>| {
+        let (t, v) = gguf_str("llama");
+        kvs.insert(0, ("general.architecture", t, v));
+    };
+    let open_err =
+        |kvs: Vec<(&str, u32, Vec<u8>)>, tensors: &[(&str, &[u64], u32, u64)], data: &[u8]| {
+            let mut kvs = kvs;
+            arch(&mut kvs);
+            write_gguf(&path, &kvs, tensors, data);
+            Gguf::open(&path).err().expect("refused").to_string()
+        };
+    for a in [0u32, 1, 3] {
+        let (t, v) = gguf_u32(a);
+        let e = open_err(vec![("general.alignment", t, v)], &[], &[]);
+        assert!(
+            e.contains("m.gguf") && e.contains(&format!("general.alignment = {a}")),
+            "{e}"
+        );
+    }
+    // F32 is ggml type 0, F16 type 1.
+    let data = vec![0u8; 256];
+    let e = open_err(vec![], &[("a", &[8], 0, 0), ("b", &[8], 0, 0)], &data);
+    assert!(e.contains("share bytes"), "{e}");
+    // `a` is declared F16 [32] (64 bytes) but was given F32's 128.
+    let e = open_err(vec![], &[("a", &[32], 1, 0), ("b", &[8], 0, 128)], &data);
+    assert!(e.contains("tensor `b`") && e.contains("gap"), "{e}");
+    let e = open_err(vec![], &[("a", &[128], 0, 0)], &data);
+    assert!(
+        e.contains("tensor `a`") && e.contains("past the end"),
+        "{e}"
+    );
+    // The same layout laid out right opens.
+    let mut kvs = vec![];
+    arch(&mut kvs);
+    write_gguf(
+        &path,
+        &kvs,
+        &[("a", &[32], 1, 0), ("b", &[8], 0, 64)],
+        &data,
+    );
+    Gguf::open(&path).unwrap();
+
+    // Tokenizer tables: a token listed twice, and no merges.
+    let tokenizer_err = |tokens: &[&str], merges: &[&str]| {
+        let mut kvs = vec![];
+        arch(&mut kvs);
+        let (t, v) = gguf_str("gpt2");
+        kvs.push(("tokenizer.ggml.model", t, v));
+        let (t, v) = gguf_strings(tokens);
+        kvs.push(("tokenizer.ggml.tokens", t, v));
+        let (t, v) = gguf_strings(merges);
+        kvs.push(("tokenizer.ggml.merges", t, v));
+        write_gguf(&path, &kvs, &[], &[]);
+        let g = Gguf::open(&path).unwrap();
+        ChatTokenizer::from_gguf(&g)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let tokens = ["a", "b", "ab", "<|im_start|>", "<|im_end|>"];
+    let e = tokenizer_err(&[&tokens[..], &["<|im_end|>"]].concat(), &["a b"]);
+    assert!(
+        e.contains("`<|im_end|>` appears twice") && e.contains("ids 4 and 5"),
+        "{e}"
+    );
+    let e = tokenizer_err(&tokens, &[]);
+    assert!(e.contains("merges") && e.contains("empty"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Hugging Face directories that once panicked (exit 101) are refused by
+/// the file and the field (issue 27, item 2): a layer count whose
+/// allocation overflowed, heads × head size wrapping to 0, a 1-D
+/// `lm_head`, `lm_head` rows other than the vocabulary, a tokenizer id
+/// past the vocabulary, and integer weights read as floats.
+#[test]
+fn hugging_face_directories_that_once_panicked_are_refused_by_name() {
+    use candle_core::DType;
+    let root = std::env::temp_dir().join(format!("iterdeploy-hf-panic-{}", std::process::id()));
+    let dir = root.join("m");
+    let load_err = |dir: &std::path::Path| {
+        pretrained::load(dir, &Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    write_hf_dir(&dir, "llama", 5);
+    let config = dir.join("config.json");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let with = |key: &str, v: serde_json::Value| {
+        let mut c = good.clone();
+        c[key] = v;
+        std::fs::write(&config, c.to_string()).unwrap();
+    };
+    with("num_hidden_layers", serde_json::json!(1u64 << 62));
+    let e = load_err(&dir);
+    assert!(e.contains("config.json") && e.contains("layers"), "{e}");
+    let mut c = good.clone();
+    c["num_attention_heads"] = serde_json::json!(1u64 << 32);
+    c["num_key_value_heads"] = serde_json::json!(1u64 << 32);
+    c["head_dim"] = serde_json::json!(1u64 << 32);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("config.json") && e.contains("heads"), "{e}");
+    std::fs::write(&config, good.to_string()).unwrap();
+
+    // lm_head of the wrong shape, and an I32 tensor.
+    let weights = dir.join("model.safetensors");
+    let original = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let save_with = |name: &str, t: Tensor| {
+        let mut w = original.clone();
+        w.insert(name.to_string(), t);
+        candle_core::safetensors::save(&w, &weights).unwrap();
+    };
+    save_with(
+        "lm_head.weight",
+        Tensor::zeros(40, DType::BF16, &Device::Cpu).unwrap(),
+    );
+    let e = load_err(&dir);
+    assert!(
+        e.contains("output.weight") && e.contains("shape [40]"),
+        "{e}"
+    );
+    save_with(
+        "lm_head.weight",
+        Tensor::zeros((39, 16), DType::BF16, &Device::Cpu).unwrap(),
+    );
+    let e = load_err(&dir);
+    assert!(e.contains("output.weight") && e.contains("[39, 16]"), "{e}");
+    save_with(
+        "lm_head.weight",
+        Tensor::zeros((40, 16), DType::I32, &Device::Cpu).unwrap(),
+    );
+    let e = load_err(&dir);
+    assert!(
+        e.contains("lm_head.weight") && e.contains("not floating-point"),
+        "{e}"
+    );
+    save_with("lm_head.weight", original["lm_head.weight"].clone());
+    pretrained::load(&dir, &Device::Cpu).unwrap();
+
+    // A tokenizer id past the 40 rows of the vocabulary.
+    let tok_path = dir.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+    tok["model"]["vocab"]["w35"] = serde_json::json!(45);
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("tokenizer") && e.contains("40 rows"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }

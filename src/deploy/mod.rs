@@ -433,6 +433,15 @@ fn deploy_generation(
     // Every arm at the same θ draws exactly these (at generation 0 all arms
     // do), so the generation's sampled metrics are paired across arms.
     let deployment = draw(current.as_ref(), 0..arm.samples_per_task);
+    // A NaN or infinite log-probability means the policy's numbers broke
+    // (an overflow in its forward pass); every estimator and importance
+    // weight downstream would silently read it.
+    if let Some(s) = deployment.iter().find(|s| !s.behaviour_logp.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "arm `{}`, seed {seed}, generation {k}: sample {} has log-probability {}; the policy's forward pass overflowed",
+            arm.name, s.index, s.behaviour_logp
+        )));
+    }
     if arm.method.on_policy() && !last {
         // The budget in successive batches, one update after each. The
         // first batch is the deployment's first samples (θ has not moved

@@ -37,6 +37,10 @@ pub struct Spec {
     pub gradient_error: Option<GradientErrorSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftSpec>,
+    /// The reach verdict's protocol (deployment specs; defaults when
+    /// absent): see `experiment::reach`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<super::reach::ReachSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -217,6 +221,14 @@ impl PolicySpec {
         if !(alpha.is_finite() && alpha > 0.0) {
             return Err(Error::Invalid(format!(
                 "policy.lora_alpha = {alpha} must be a positive number"
+            )));
+        }
+        let scale = alpha / rank as f64;
+        if scale > crate::pretrained::lora::MAX_SCALE {
+            return Err(Error::Invalid(format!(
+                "policy.lora_alpha / lora_rank = {alpha} / {rank} = {scale:e} is above {}: {}",
+                crate::pretrained::lora::MAX_SCALE,
+                crate::pretrained::lora::MAX_SCALE_WHY
             )));
         }
         if !(0.0..1.0).contains(&p) {
@@ -533,15 +545,21 @@ impl Resolved {
             // completions (the suite's budget for it is 3 minutes).
             s.seeds.truncate(1);
             s.base.tasks = s.base.tasks.min(2);
+            // One sample budget for every arm, as in the full run: rloo
+            // and grpo need 2 samples per task per batch, so the budget is
+            // the largest such need (at least 2).
+            let budget = self
+                .arms
+                .iter()
+                .filter(|a| a.method.on_policy())
+                .map(|a| 2 * a.rl_batches)
+                .fold(2, usize::max);
             for a in &mut self.arms {
                 a.generations = a.generations.min(1);
-                if a.method.on_policy() {
-                    // rloo and grpo need 2 samples per task per batch.
-                    a.samples_per_task = a.samples_per_task.min(2 * a.rl_batches);
-                } else {
+                if !a.method.on_policy() {
                     a.rl_batches = 1;
-                    a.samples_per_task = a.samples_per_task.min(2);
                 }
+                a.samples_per_task = a.samples_per_task.min(budget);
                 a.epochs = a.epochs.min(1);
             }
             s.base.epochs = s.base.epochs.min(1);
@@ -626,6 +644,14 @@ impl Spec {
             && !(p.is_finite() && p >= 0.0)
         {
             return invalid(format!("policy.prior = {p} must be a number ≥ 0"));
+        }
+        if let Some(r) = &self.reach {
+            if self.deployment.is_none() {
+                return invalid(
+                    "[reach] is a deployment spec's protocol; this spec has no [deployment]".into(),
+                );
+            }
+            r.check().map_err(Error::Invalid)?;
         }
         self.check_tasks_and_base()?;
         if matches!(

@@ -118,6 +118,25 @@ impl Config {
         if let Some((what, _)) = sizes.iter().find(|(_, n)| *n == 0) {
             return Err(format!("the {what} is 0"));
         }
+        // Bounds far above any released model of this family (the widest
+        // vocabularies are ~2.6·10⁵, the deepest ~128 layers), so every
+        // product of sizes below is exact in usize and no allocation is
+        // asked for a size a file merely claims.
+        let bounds = [
+            ("vocabulary", self.vocab, 1usize << 22),
+            ("d_model", self.d_model, 1 << 16),
+            ("layers", self.layers, 1 << 10),
+            ("heads", self.heads, 1 << 10),
+            ("key/value heads", self.kv_heads, 1 << 10),
+            ("head size", self.head_dim, 1 << 12),
+            ("feed-forward width", self.d_ff, 1 << 18),
+            ("context", self.context, 1 << 24),
+        ];
+        if let Some((what, n, max)) = bounds.iter().find(|(_, n, max)| n > max) {
+            return Err(format!(
+                "{what} = {n} is more than the {max} this reader allows"
+            ));
+        }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "{} heads do not split into groups over {} key/value heads",

@@ -137,7 +137,24 @@ impl HfDir {
     /// tables some checkpoints store.
     pub fn weights(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
+        // No shard can be larger than every weight in f32 (an untied
+        // output counted twice) plus 64 MiB for norms, biases and the
+        // header: a larger file is not this model's.
+        let c = &self.config;
+        let most = (c.num_weights() as u64 + (c.vocab * c.d_model) as u64) * 4 + (64 << 20);
         for file in self.weight_files()? {
+            let len = crate::input::open_regular(&file)?
+                .metadata()
+                .map_err(|e| Error::io(&file, e))?
+                .len();
+            if len > most {
+                return Err(invalid(
+                    &file,
+                    format!(
+                        "{len} bytes, more than this model's weights can take in f32 ({most} bytes)"
+                    ),
+                ));
+            }
             let tensors = candle_core::safetensors::load(&file, device)
                 .map_err(|e| invalid(&file, format!("not a readable safetensors file: {e}")))?;
             for (name, t) in tensors {
@@ -150,6 +167,18 @@ impl HfDir {
                         format!("tensor `{name}` is not one the decoder reads"),
                     )
                 })?;
+                if !matches!(
+                    t.dtype(),
+                    DType::F16 | DType::BF16 | DType::F32 | DType::F64
+                ) {
+                    return Err(invalid(
+                        &file,
+                        format!(
+                            "tensor `{name}` holds {:?}, not floating-point weights",
+                            t.dtype()
+                        ),
+                    ));
+                }
                 let t = t
                     .to_dtype(DType::F32)
                     .map_err(|e| invalid(&file, format!("`{name}`: {e}")))?;

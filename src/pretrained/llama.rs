@@ -87,6 +87,7 @@ impl Llama {
         origin: &str,
         device: &Device,
     ) -> Result<Llama> {
+        let own_output = w.contains_key("output.weight");
         let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = w
                 .remove(name)
@@ -133,9 +134,12 @@ impl Llama {
             });
         }
         let out_norm = take("output_norm.weight", &[d])?;
-        let output = match w.remove("output.weight") {
-            Some(t) => t,
-            None => embedding.clone(),
+        let output = match take("output.weight", &[config.vocab, d]) {
+            Ok(t) => t,
+            // Absent: tied to the embedding. Present with a wrong shape: an
+            // error (a 1-D or short output once panicked in the matmul).
+            Err(_) if !own_output => embedding.clone(),
+            Err(e) => return Err(e),
         };
         // A weight left over belongs to a variant this decoder would run
         // wrongly (a bias or norm the config does not declare).

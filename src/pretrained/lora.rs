@@ -62,6 +62,14 @@ impl Target {
     }
 }
 
+/// The largest LoRA scale α/r a spec may set. The adapters' output is
+/// (α/r)·B·A·x in f32; published settings use α/r between 0.5 and 4
+/// (rsLoRA's α/√r stays below 64 for r ≥ 1 at α ≤ 64). A thousand times
+/// more still leaves f32 range to spare for activations of order 10³,
+/// while α = 1e39 is infinite in f32 and made every log-probability NaN.
+pub const MAX_SCALE: f64 = 1024.0;
+pub const MAX_SCALE_WHY: &str = "the adapters' output is scaled by α/r in f32; published settings use 0.5–4, and far above that the scale overflows f32 (α = 1e39 gave NaN log-probabilities)";
+
 /// Rank r, scale numerator α and dropout p (the paper's: 16, 32, 0.05).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoraConfig {

@@ -66,14 +66,42 @@ pub fn load(
     path: &std::path::Path,
     device: &candle_core::Device,
 ) -> crate::Result<(ChatTokenizer, Llama)> {
-    if path.is_dir() {
+    let (tokenizer, model) = if path.is_dir() {
         let d = HfDir::open(path)?;
-        Ok((
+        (
             ChatTokenizer::from_file(&d.tokenizer_path())?,
             Llama::load_hf(&d, device)?,
-        ))
+        )
     } else {
         let g = Gguf::open(path)?;
-        Ok((ChatTokenizer::from_gguf(&g)?, Llama::load(&g, device)?))
+        (ChatTokenizer::from_gguf(&g)?, Llama::load(&g, device)?)
+    };
+    check_ids(&tokenizer, &model.config)
+        .map_err(|e| crate::Error::Invalid(format!("{}: {e}", path.display())))?;
+    Ok((tokenizer, model))
+}
+
+/// Every id the tokenizer can produce is a row of the embedding and of
+/// the output: an id past them would index outside the weights.
+fn check_ids(t: &ChatTokenizer, c: &Config) -> Result<(), String> {
+    if t.vocab > c.vocab {
+        return Err(format!(
+            "the tokenizer has ids up to {}, but the model's vocabulary has {} rows",
+            t.vocab - 1,
+            c.vocab
+        ));
     }
+    for (name, id) in [
+        ("<|im_start|>", t.im_start),
+        ("<|im_end|>", t.im_end),
+        ("end of turn", t.eos),
+    ] {
+        if id as usize >= c.vocab {
+            return Err(format!(
+                "{name} is id {id}, past the model's {} rows",
+                c.vocab
+            ));
+        }
+    }
+    Ok(())
 }

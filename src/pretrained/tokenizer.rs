@@ -30,6 +30,7 @@ pub struct ChatTokenizer {
     pub im_end: u32,
     /// End of the assistant's turn: sampling stops here.
     pub eos: u32,
+    /// One more than the largest id the tokenizer can produce.
     pub vocab: usize,
 }
 
@@ -67,11 +68,22 @@ impl ChatTokenizer {
                     .ok_or_else(|| bad(format!("merge `{m}` is not two tokens")))
             })
             .collect::<Result<_>>()?;
-        let vocab: std::collections::HashMap<String, u32> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        if merges.is_empty() {
+            return Err(bad(format!(
+                "{}: `tokenizer.ggml.merges` is empty; byte-level BPE needs its merges",
+                g.path().display()
+            )));
+        }
+        let mut vocab: std::collections::HashMap<String, u32> =
+            std::collections::HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if let Some(first) = vocab.insert(t.clone(), i as u32) {
+                return Err(bad(format!(
+                    "{}: token `{t}` appears twice in `tokenizer.ggml.tokens` (ids {first} and {i})",
+                    g.path().display()
+                )));
+            }
+        }
         let id_of = |t: &str| {
             vocab
                 .get(t)
@@ -80,6 +92,13 @@ impl ChatTokenizer {
         };
         let (im_start, im_end) = (id_of("<|im_start|>")?, id_of("<|im_end|>")?);
         let eos = g.token_id("tokenizer.ggml.eos_token_id").unwrap_or(im_end);
+        if eos as usize >= tokens.len() {
+            return Err(bad(format!(
+                "{}: `tokenizer.ggml.eos_token_id` = {eos} is not an id of the {} tokens",
+                g.path().display(),
+                tokens.len()
+            )));
+        }
         let bpe = BPE::builder()
             .vocab_and_merges(
                 vocab
@@ -110,8 +129,10 @@ impl ChatTokenizer {
     /// ChatML (`<|im_start|>`, `<|im_end|>`, as SmolLM2 and Qwen use);
     /// the turn ends at `<|im_end|>`.
     pub fn from_file(path: &std::path::Path) -> Result<ChatTokenizer> {
-        let inner =
-            Tokenizer::from_file(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let text = crate::input::read_text(path)?;
+        let inner: Tokenizer = text
+            .parse()
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
         let id_of = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| {
                 bad(format!(
@@ -121,7 +142,12 @@ impl ChatTokenizer {
             })
         };
         let (im_start, im_end) = (id_of("<|im_start|>")?, id_of("<|im_end|>")?);
-        let vocab = inner.get_vocab_size(true);
+        // The ids may be sparse: the table must cover the largest.
+        let vocab = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1);
         Ok(ChatTokenizer {
             inner,
             im_start,
