@@ -1,6 +1,7 @@
 //! Command-line front end: clap types and their conversion into library
 //! calls. No planning logic lives here.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -85,7 +86,7 @@ pub struct ReportArgs {
     /// Simulation output directories (plots/<id>) to overlay.
     #[arg(long)]
     pub overlay: Vec<PathBuf>,
-    /// Output directory [default: RUN_DIR/report].
+    /// Output directory [default: RUN_DIR-report, beside the run folder].
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -96,8 +97,10 @@ pub struct RunArgs {
     #[arg(required = true)]
     pub specs: Vec<PathBuf>,
     /// A quick, scaled-down run (2 seeds, 2 generations, 2 tasks per
-    /// bucket), written to `<out>/<id>-smoke/` so it never replaces a full
-    /// run's results.
+    /// bucket; a pretrained model: 1 seed, 1 generation after gen 0, one
+    /// sample budget of 2-4 per task for every arm), written to
+    /// `<out>/<id>-smoke/` so it never replaces a full run's results; its
+    /// titles and summary state its real size.
     #[arg(long)]
     pub smoke: bool,
     /// Parent directory of the outputs.
@@ -514,7 +517,21 @@ fn validate_cmd(args: &ValidateArgs) -> Result<ExitCode> {
                 Some(e),
             )
         } else {
-            (parse_ipc_plan(&bytes, &name)?, None)
+            let parsed = parse_ipc_plan(&bytes, &name).map_err(|e| {
+                // Raw model output (prose around the plan) is what
+                // --extract is for.
+                let text = String::from_utf8_lossy(&bytes);
+                let found = extract_plan(&text, &|a| domain.action(a).is_some());
+                if found.steps.is_empty() {
+                    anyhow::Error::from(e)
+                } else {
+                    anyhow::Error::from(e).context(format!(
+                        "{name} is not an IPC plan file, but a plan of {} step(s) can be extracted from it: if it is model output, add --extract",
+                        found.steps.len()
+                    ))
+                }
+            })?;
+            (parsed, None)
         };
         let verdict = validator.validate(&plan.steps);
         all_valid &= verdict.valid;
@@ -729,29 +746,55 @@ fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
         expansions: args.expansion_limit,
     };
     let domain = read_domain(&args.domain)?;
-    let problems = problem_files(&args.problems)?;
+    // A folder `generate` wrote holds domain.pddl beside the problems.
+    let domain_file = crate::output::resolved(&args.domain);
+    let problems: Vec<PathBuf> = problem_files(&args.problems)?
+        .into_iter()
+        .filter(|p| crate::output::resolved(p) != domain_file)
+        .collect();
     let out_dir = match (&args.out, problems.len()) {
         (Some(d), _) => Some(d.clone()),
         (None, 1) => None,
         (None, _) => anyhow::bail!("several problems need --out DIR for their plans"),
     };
     if let Some(d) = &out_dir {
+        let mut outputs: Vec<PathBuf> = vec![d.join("plans.csv")];
+        outputs.extend(problems.iter().map(|p| d.join(plan_name(p))));
+        let mut inputs: Vec<&Path> = vec![args.domain.as_path()];
+        inputs.extend(problems.iter().map(PathBuf::as_path));
+        crate::output::refuse_overwriting_inputs(
+            &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+            &inputs,
+        )?;
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let mut csv = String::from(
         "problem,outcome,length,cost,expanded,generated,evaluated,seconds,facts,operators\n",
     );
     let mut all_solved = true;
+    let mut failed = 0usize;
     for path in &problems {
-        let problem = read_problem(path, &domain)?;
-        let sol = solve(&domain, &problem, algorithm, limits)?;
+        // A problem that cannot be read or searched is a row of plans.csv
+        // (outcome `error`), and the others are still planned.
+        let solved = read_problem(path, &domain)
+            .and_then(|problem| solve(&domain, &problem, algorithm, limits));
+        let sol = match solved {
+            Ok(sol) => sol,
+            Err(e) => {
+                eprintln!("{}: error: {e:#}", path.display());
+                let _ = writeln!(
+                    csv,
+                    "{},error,,,,,,,,",
+                    crate::output::csv_field(&plan_stem(path))
+                );
+                failed += 1;
+                all_solved = false;
+                continue;
+            }
+        };
         let r = &sol.result;
         all_solved &= sol.ipc_text.is_some();
-        let stem = path
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let stem = plan_stem(path);
         csv += &format!(
             "{stem},{},{},{},{},{},{},{:.4},{},{}\n",
             serde_json::to_value(&r.outcome)?.as_str().unwrap_or("?"),
@@ -786,7 +829,7 @@ fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
         );
         match (&out_dir, &sol.ipc_text) {
             (Some(d), Some(text)) => {
-                crate::output::write_atomic(&d.join(format!("{stem}.plan")), text.as_bytes())?
+                crate::output::write_atomic(&d.join(plan_name(path)), text.as_bytes())?
             }
             (None, Some(text)) => print!("{text}"),
             (_, None) => {}
@@ -795,11 +838,34 @@ fn plan_cmd(args: &PlanArgs) -> Result<ExitCode> {
     if let Some(d) = &out_dir {
         crate::output::write_atomic(&d.join("plans.csv"), csv.as_bytes())?;
     }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} problem(s) could not be planned (see above{})",
+            problems.len(),
+            out_dir.as_ref().map_or(String::new(), |d| format!(
+                "; their rows in {} say `error`",
+                d.join("plans.csv").display()
+            ))
+        );
+    }
     Ok(if all_solved {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A problem file's name without its extension: its row in plans.csv.
+fn plan_stem(path: &Path) -> String {
+    path.file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The plan file `plan --out DIR` writes for a problem.
+fn plan_name(path: &Path) -> String {
+    format!("{}.plan", plan_stem(path))
 }
 
 /// Expansions each planner may use per generated task: what decides
@@ -986,19 +1052,23 @@ fn verify_cmd(args: &VerifyArgs) -> Result<ExitCode> {
             c.status.label()
         );
         let q = |s: &str| format!("\"{}\"", s.replace('"', "'"));
+        // Undefined (NaN): an empty field, as for the cosine.
+        let field = |v: f64| {
+            if v.is_nan() {
+                String::new()
+            } else {
+                format!("{v:e}")
+            }
+        };
         csv += &format!(
-            "{},{},{},{},{:e},{:e},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             c.claim,
             q(&c.setting),
             c.policy,
             q(&c.quantity),
-            c.max_abs_error,
-            c.max_rel_error,
-            if c.cosine.is_nan() {
-                String::new()
-            } else {
-                format!("{:e}", c.cosine)
-            },
+            field(c.max_abs_error),
+            field(c.max_rel_error),
+            field(c.cosine),
             q(&c.tolerance),
             c.status.label()
         );
@@ -1194,6 +1264,18 @@ fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
             outcome.figures.len(),
             started.elapsed().as_secs_f64()
         );
+        // The memory estimate a pretrained spec was admitted on, beside
+        // what the process used (its peak so far, this spec included).
+        if let (Some(estimate), Some(peak)) = (
+            crate::experiment::pretrained_memory_estimate(spec, args.smoke)?,
+            crate::limits::peak_resident_bytes(),
+        ) {
+            println!(
+                "memory: peak resident {:.2} GB; estimated {:.2} GB",
+                peak as f64 / 1e9,
+                estimate / 1e9
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1208,9 +1290,9 @@ fn report_cmd(args: &ReportArgs) -> Result<ExitCode> {
     .with_context(|| format!("reporting {}", args.run_dir.display()))?;
     print!("{}", r.table);
     println!(
-        "\n{} bad line(s) skipped; wrote {}/{{results.csv,lengths.csv,summary.md,solved.png,lengths.png}} (+ .svg)",
+        "\n{} bad line(s) skipped; wrote {}{{results.csv,lengths.csv,summary.md,solved.png,lengths.png}} (+ .svg)",
         r.bad_lines,
-        r.out.display()
+        r.out.join("").display()
     );
     Ok(ExitCode::SUCCESS)
 }

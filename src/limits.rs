@@ -17,6 +17,15 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// horizon, and it keeps (H+1) from overflowing anything.
 pub const MAX_HORIZON: usize = 10_000;
 
+/// This process's peak resident memory so far (VmHWM of
+/// `/proc/self/status`), where the system says.
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Bytes per trainable parameter: the f64 weights, their gradient and the
 /// two Adam moments.
 pub const BYTES_PER_PARAMETER: f64 = 32.0;

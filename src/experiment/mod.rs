@@ -19,10 +19,11 @@
 //! or not.
 
 mod analysis;
+pub mod reach;
 mod report;
 pub mod spec;
 
-pub use report::{Compared, compare, summary_series};
+pub use report::{Compared, compare, fmt_value, summary_series};
 pub use spec::{Resolved, Spec};
 
 use std::io::IsTerminal;
@@ -207,17 +208,16 @@ const BASE_DROPOUT_STREAM: u64 = 0xBA60;
 
 /// Refuses a policy whose parameters (with gradient and optimiser state)
 /// would not fit in memory, before any is allocated.
-fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Result<()> {
+fn check_policy_size(spec: &Spec, env: &crate::mdp::Deployment) -> Result<()> {
+    let p = &spec.policy;
     let actions = env.num_actions() as f64;
-    // Parameters, the field that sets their number, and bytes of frozen
-    // weights (a pretrained model's base, held as f32).
-    let (params, field, frozen) = match p.kind {
+    // Parameters and the field that sets their number.
+    let (params, field) = match p.kind {
         spec::PolicyKind::Mlp => {
             let h = p.hidden as f64;
             (
                 h * (2.0 * env.num_features as f64 + 1.0 + actions) + actions,
                 format!("policy.hidden = {}", p.hidden),
-                0.0,
             )
         }
         spec::PolicyKind::Tabular => {
@@ -225,22 +225,21 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
             (
                 states as f64 * actions,
                 format!("the tabular policy over {states} states"),
-                0.0,
             )
         }
         spec::PolicyKind::Pretrained => {
-            let path = p.model_path()?;
-            let c = crate::pretrained::read_config(&path)?;
-            let settings = p.pretrained_settings();
-            (
-                settings.lora.num_params(&c) as f64,
-                format!(
-                    "policy.lora_rank = {} on {}",
-                    settings.lora.rank,
-                    path.display()
+            // Its own measured model: frozen weights, activations, and
+            // per-job copies of the LoRA state.
+            let jobs = spec.seeds.len() * spec.deployment.as_ref().map_or(1, |d| d.arms.len());
+            let (bytes, how) = pretrained_memory(p, jobs)?;
+            return crate::limits::check_memory(
+                &format!(
+                    "policy.lora_rank = {} with {jobs} (seed, arm) job(s)",
+                    p.pretrained_settings().lora.rank
                 ),
-                4.0 * c.num_weights() as f64,
-            )
+                bytes,
+                &how,
+            );
         }
         spec::PolicyKind::Transformer | spec::PolicyKind::PlanWriter => {
             let (d, ff, l) = (p.d_model as f64, p.d_ff as f64, p.layers as f64);
@@ -252,18 +251,72 @@ fn check_policy_size(p: &spec::PolicySpec, env: &crate::mdp::Deployment) -> Resu
                     "policy.d_model = {}, d_ff = {}, layers = {}",
                     p.d_model, p.d_ff, p.layers
                 ),
-                0.0,
             )
         }
     };
     crate::limits::check_memory(
         &field,
-        params * crate::limits::BYTES_PER_PARAMETER + frozen,
+        params * crate::limits::BYTES_PER_PARAMETER,
         &format!(
             "{params:.3e} parameters x {} bytes",
             crate::limits::BYTES_PER_PARAMETER
         ),
     )
+}
+
+/// Bytes per LoRA parameter per (seed, arm) job of a pretrained run:
+/// measured, not derived. Peak resident memory (VmHWM) of the pretrained
+/// smoke run (1 seed × 2 arms, 2 threads, SmolLM2-135M, 48-token
+/// completions; 2026-12-07, `/usr/bin/time -v`) was 4.82·10⁹ bytes at
+/// lora_rank 16 (4.88·10⁶ LoRA parameters) and 8.86·10⁹ at rank 128
+/// (3.91·10⁷): 118 bytes per parameter over 2 jobs, 59 per job. Per job:
+/// θ and the previous θ in f64, the gradient and Adam's two moments, the
+/// candle variables, their gradients and the sampling adapters in f32, and
+/// the checkpoint's text while it is written. Every job is counted,
+/// whether or not it runs at the same time: finished jobs keep θ. 64 with
+/// a margin.
+pub const PRETRAINED_BYTES_PER_PARAMETER_JOB: f64 = 64.0;
+
+/// The part of the same peaks that does not grow with the rank: the
+/// intercept, 4.24·10⁹ bytes, less the frozen f32 weights, 0.54·10⁹, is
+/// 3.7·10⁹; 4.2·10⁹ with a margin of about 10% (a second run of the rank-16
+/// smoke peaked 1.2% higher than the first). It holds the training
+/// activations of the jobs that train at once, the key/value caches of
+/// sampling, the tokenizer and the process. Longer completions than the
+/// smoke's 48 tokens need more; the full spec (96 tokens) has not been
+/// measured.
+pub const PRETRAINED_FIXED_BYTES: f64 = 4.2e9;
+
+/// The estimated peak memory (bytes) of a pretrained run of `resolved`,
+/// scaled down first if `smoke`; None for other policy kinds.
+pub fn pretrained_memory_estimate(resolved: &Resolved, smoke: bool) -> Result<Option<f64>> {
+    if resolved.spec.policy.kind != spec::PolicyKind::Pretrained {
+        return Ok(None);
+    }
+    let mut r = resolved.clone();
+    if smoke {
+        r.smoke();
+    }
+    let jobs = r.spec.seeds.len() * r.arms.len().max(1);
+    Ok(Some(pretrained_memory(&r.spec.policy, jobs)?.0))
+}
+
+/// The estimated peak memory of a pretrained run with `jobs` (seed, arm)
+/// jobs, and how it was formed.
+fn pretrained_memory(p: &spec::PolicySpec, jobs: usize) -> Result<(f64, String)> {
+    let path = p.model_path()?;
+    let c = crate::pretrained::read_config(&path)?;
+    let params = p.pretrained_settings().lora.num_params(&c) as f64;
+    let frozen = 4.0 * c.num_weights() as f64;
+    let bytes =
+        frozen + PRETRAINED_FIXED_BYTES + params * PRETRAINED_BYTES_PER_PARAMETER_JOB * jobs as f64;
+    Ok((
+        bytes,
+        format!(
+            "{frozen:.2e} bytes of frozen f32 weights + {PRETRAINED_FIXED_BYTES:.1e} fixed + {params:.3e} LoRA parameters x {PRETRAINED_BYTES_PER_PARAMETER_JOB} bytes x {jobs} jobs, measured on {}",
+            path.display()
+        ),
+    ))
 }
 
 /// Generation 0 for `seed`: initial weights from our generator, then SFT
@@ -308,7 +361,7 @@ fn untrained_policy(spec: &Spec, work: &Workload, seed: u64) -> Result<Box<dyn P
     let mut init = crate::rng::stream(seed, BASE_INIT_STREAM);
     // Filled in for every kind that has one when the spec was resolved.
     let prior = p.prior.unwrap_or(spec::DEFAULT_PRIOR);
-    check_policy_size(p, env)?;
+    check_policy_size(spec, env)?;
     let size = crate::policy::transformer::Size {
         d_model: p.d_model,
         heads: p.heads,
@@ -446,6 +499,11 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let dir = opts
         .out_root
         .join(output_name(&resolved.spec.id, opts.smoke));
+    // A link planted as the run folder or as its checkpoints/ would send
+    // the run's writes, and its final removal of checkpoints/, into the
+    // link's target: refused before anything is written.
+    crate::output::refuse_linked_dir(&dir)?;
+    crate::output::refuse_linked_dir(&dir.join("checkpoints"))?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     // One run per directory at a time: a second one would rewrite the
     // first's checkpoints under it. Held until this function returns.
@@ -458,6 +516,8 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let work = with_base.without_base()?;
     let fp = fingerprint(&resolved, opts.smoke);
     let ck_dir = dir.join("checkpoints");
+    // Checked again under the lock: planted after the first check.
+    crate::output::refuse_linked_dir(&ck_dir)?;
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
     crate::output::remove_stale_temps(&ck_dir);
     let bases: Vec<Box<dyn Policy>> = spec

@@ -140,13 +140,6 @@ impl Clock {
     }
 }
 
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// What every search starts with: a clock, statistics, the state registry
 /// holding the initial state, and its node as the root.
 struct Scaffold {
@@ -188,7 +181,7 @@ fn finish(
     stats.seconds = clock.start.elapsed().as_secs_f64();
     stats.stored_states = reg.len() as u64;
     stats.registry_bytes = reg.bytes() as u64;
-    stats.peak_rss_bytes = peak_rss_bytes();
+    stats.peak_rss_bytes = crate::limits::peak_resident_bytes();
     let cost = plan.iter().map(|&o| task.operators[o as usize].cost).sum();
     SearchResult {
         outcome,
