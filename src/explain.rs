@@ -71,34 +71,18 @@ pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<Str
         );
     }
     let n_plus = kept.len();
-    let reinforce = estimator::reinforce(env, &policy, &batch);
-    let sft = estimator::sft_gradient(env, &policy, &kept);
-    let scale = n_plus as f64 / n as f64;
-    let _ = writeln!(
-        out,
-        "\nN⁺ = {n_plus} valid of N = {n}. REINFORCE = (1/N) Σ_i R_i ∇log π(y_i); \
-         SFT = (1/N⁺) Σ_valid ∇log π(y_i) (the gradient of the mean log-likelihood of the kept plans).\n"
-    );
-    let scaled: Vec<f64> = sft.iter().map(|s| s * scale).collect();
-    component_table(
-        &labels,
-        &[
-            ("REINFORCE", &reinforce),
-            ("SFT", &sft),
-            ("SFT × N⁺/N", &scaled),
-        ],
-        &mut out,
-    );
-    let gap = reinforce
-        .iter()
-        .zip(&sft)
-        .map(|(r, s)| (r - s * scale).abs())
-        .fold(0.0, f64::max);
-    let _ = writeln!(
-        out,
-        "\nmax |REINFORCE − SFT × N⁺/N| = {gap:.1e}: on every batch, not only in expectation, \
-         SFT on the valid samples is REINFORCE with reward 1 for a valid plan, scaled by N/N⁺ (claim P01)."
-    );
+    if n_plus == 0 {
+        // SFT on no kept plan is undefined (1/N⁺ with N⁺ = 0): the
+        // identity has nothing to compare, so it is not shown as holding.
+        let _ = writeln!(
+            out,
+            "\nN⁺ = 0 valid of N = {n}: this batch has no valid sample, so there is nothing to fine-tune on. \
+             SFT = (1/N⁺) Σ_valid ∇log π(y_i) is undefined, and REINFORCE is 0 (every R_i = 0). P01 cannot be \
+             shown on this batch; try more samples (--samples) or another --seed."
+        );
+    } else {
+        p01_on_the_batch(env, &policy, &batch, &kept, &labels, &mut out);
+    }
 
     let means = batch_means(env, &policy, &table, samples, seed);
     let _ = writeln!(
@@ -128,7 +112,59 @@ pub fn explain(env: &Deployment, samples: usize, seed: u64) -> crate::Result<Str
         crate::deploy::cosine(&grad, &means.reinforce),
         crate::deploy::cosine(&grad, &means.sft)
     );
+    one_update(env, &policy, &batch, &kept, j, &mut out);
     Ok(out)
+}
+
+/// The step size of section 6's update (in logits per unit of gradient).
+const STEP: f64 = 1.0;
+
+/// Section 6: one SFT step on section 4's kept plans, θ ← θ + η g_SFT,
+/// and J before and after, exactly; and the REINFORCE step of the same
+/// length (η N/N⁺ on g_RL), which is the same θ (P01).
+fn one_update(
+    env: &Deployment,
+    policy: &Tabular,
+    batch: &[Trace],
+    kept: &[&Trace],
+    j: f64,
+    out: &mut String,
+) {
+    let _ = writeln!(
+        out,
+        "\n## 6. One update: fine-tune on the kept plans and watch J\n"
+    );
+    if kept.is_empty() {
+        let _ = writeln!(
+            out,
+            "Section 4's batch kept no plan, so there is nothing to fine-tune on: θ and J = {j:.6} stay as they are."
+        );
+        return;
+    }
+    let sft = estimator::sft_gradient(env, policy, kept);
+    let rl = estimator::reinforce(env, policy, batch);
+    let scale = batch.len() as f64 / kept.len() as f64;
+    let step = |g: &[f64], eta: f64| {
+        let mut p = policy.clone();
+        for (t, d) in p.params_mut().iter_mut().zip(g) {
+            *t += eta * d;
+        }
+        exact::objective(env, &PolicyTable::new(&p, env))
+    };
+    let (after_sft, after_rl) = (step(&sft, STEP), step(&rl, STEP * scale));
+    let _ = writeln!(
+        out,
+        "θ ← θ + η g_SFT with η = {STEP} (one SFT step on the {} kept plan(s) of section 4). \
+         The same θ is reached by REINFORCE with η·N/N⁺ = {:.0} (P01).\n\n\
+         J before = {j:.6}; J after the SFT step = {after_sft:.6}; after the REINFORCE step = {after_rl:.6} ({}).",
+        kept.len(),
+        STEP * scale,
+        if after_sft > j {
+            "J rose: the kept plans became likelier, and they are valid"
+        } else {
+            "J did not rise on this batch: one batch is a noisy estimate of ∇J"
+        }
+    );
 }
 
 /// Batches averaged in section 5: Monte-Carlo error ~ 1/√2000 of one
@@ -298,9 +334,63 @@ fn component_table(labels: &[String], columns: &[(&str, &[f64])], out: &mut Stri
     );
 }
 
+/// P01 on one batch with N⁺ ≥ 1 valid samples: REINFORCE, SFT and SFT ×
+/// N⁺/N component by component, and their largest gap.
+fn p01_on_the_batch(
+    env: &Deployment,
+    policy: &Tabular,
+    batch: &[Trace],
+    kept: &[&Trace],
+    labels: &[String],
+    out: &mut String,
+) {
+    let (n, n_plus) = (batch.len(), kept.len());
+    let reinforce = estimator::reinforce(env, policy, batch);
+    let sft = estimator::sft_gradient(env, policy, kept);
+    let scale = n_plus as f64 / n as f64;
+    let _ = writeln!(
+        out,
+        "\nN⁺ = {n_plus} valid of N = {n}. REINFORCE = (1/N) Σ_i R_i ∇log π(y_i); \
+         SFT = (1/N⁺) Σ_valid ∇log π(y_i) (the gradient of the mean log-likelihood of the kept plans).\n"
+    );
+    let scaled: Vec<f64> = sft.iter().map(|s| s * scale).collect();
+    component_table(
+        labels,
+        &[
+            ("REINFORCE", &reinforce),
+            ("SFT", &sft),
+            ("SFT × N⁺/N", &scaled),
+        ],
+        out,
+    );
+    let gap = reinforce
+        .iter()
+        .zip(&sft)
+        .map(|(r, s)| (r - s * scale).abs())
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "\nmax |REINFORCE − SFT × N⁺/N| = {gap:.1e}: on every batch, not only in expectation, \
+         SFT on the valid samples is REINFORCE with reward 1 for a valid plan, scaled by N/N⁺ (claim P01)."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch with no valid sample has no SFT gradient: `explain` says
+    /// so instead of printing P01 as holding on it (issue 27, item 4).
+    #[test]
+    fn a_batch_without_a_valid_sample_is_not_shown_as_p01_holding() {
+        let env = crate::verify::settings::chain_setting().unwrap().env;
+        let empty = (0..200)
+            .map(|seed| explain(&env, 1, seed).unwrap())
+            .find(|t| t.contains("N⁺ = 0 valid"))
+            .expect("some seed draws no valid sample");
+        assert!(empty.contains("no valid sample"), "{empty}");
+        assert!(!empty.contains("max |REINFORCE − SFT × N⁺/N|"), "{empty}");
+    }
 
     #[test]
     fn the_chain_numbers_are_the_hand_computed_ones() {
@@ -323,5 +413,20 @@ mod tests {
             text.contains("max |REINFORCE − SFT × N⁺/N| = 0.0e0"),
             "{text}"
         );
+        // Section 6: the SFT step and the REINFORCE step of length N/N⁺
+        // reach the same θ, so the same J, and on this batch J rises.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("J before = "))
+            .expect("section 6");
+        let nums: Vec<f64> = line
+            .split(" = ")
+            .skip(1)
+            .map(|p| p.split([';', ' ']).next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(nums.len(), 3, "{line}");
+        assert!((nums[0] - j).abs() < 1e-6, "{line}");
+        assert_eq!(nums[1], nums[2], "{line}");
+        assert!(nums[1] > nums[0] && line.contains("J rose"), "{line}");
     }
 }

@@ -56,6 +56,12 @@ pub struct Figure {
     pub band_note: Option<String>,
     /// x takes integer values (generations): integer tick labels.
     pub integer_x: bool,
+    /// The y axis exactly, where several figures must share one range
+    /// (the per-bucket figures of every arm); `None`: from the data.
+    pub y_exact: Option<(f64, f64)>,
+    /// Text drawn beside points of the plot, at (x, y) in data units
+    /// (e.g. each point's parameter value).
+    pub annotations: Vec<(f64, f64, String)>,
 }
 
 #[derive(Clone, Copy)]
@@ -90,36 +96,180 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(240, 228, 66),
 ];
 
+/// Something drawn on a figure's canvas, by any plotters backend.
+trait Drawable {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` of `what` into `dir`, each
+/// atomically.
+fn render(what: &impl Drawable, dir: &Path, stem: &str) -> Result<()> {
+    register_font();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        what.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
+        root.present().map_err(|e| plot_error(dir, stem, e))?;
+    }
+    crate::output::write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
+    // The PNG encoder picks the format from the extension, so the
+    // temporary file keeps `.png`; the rename makes the write atomic.
+    let dest = dir.join(format!("{stem}.png"));
+    // Created new under an unpredictable name (see `output`), so the
+    // encoder writes a file of ours, never a planted link.
+    let (tmp, _) = crate::output::create_temp(&dest, ".png").map_err(|e| Error::io(&dest, e))?;
+    let drawn = (|| {
+        let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+        what.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
+        root.present().map_err(|e| plot_error(dir, stem, e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+    })();
+    if drawn.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    drawn
+}
+
+/// A grid of values in [0, 1] (rows × columns: sizes × generations),
+/// drawn as cells shaded on one fixed scale (white 0 → dark blue 1), each
+/// with its value written in it; an undefined (NaN) cell is left blank
+/// with "–".
+pub struct Heatmap {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Column names, left to right.
+    pub columns: Vec<String>,
+    /// Row names, bottom to top.
+    pub rows: Vec<String>,
+    /// `cells[row][column]`.
+    pub cells: Vec<Vec<f64>>,
+    /// What the shading means, shown under the title.
+    pub scale_label: String,
+}
+
+impl Heatmap {
+    /// Writes `<stem>.png` and `<stem>.svg` into `dir`, each atomically.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
+        render(self, dir, stem)
+    }
+}
+
+/// The shade of a value in [0, 1]: white to a dark blue.
+fn shade(v: f64) -> RGBColor {
+    let t = v.clamp(0.0, 1.0);
+    let mix = |white: f64, dark: f64| (white + (dark - white) * t).round() as u8;
+    RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
+}
+
+impl Drawable for Heatmap {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        root.fill(&WHITE)?;
+        let mut area = root.clone();
+        for line in wrap(&self.title, TITLE_CHARS) {
+            area = area.titled(&line, (FONT, 20))?;
+        }
+        area = area.titled(&self.scale_label, (FONT, 14))?;
+        let (nc, nr) = (self.columns.len().max(1), self.rows.len().max(1));
+        let mut chart = ChartBuilder::on(&area)
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(110)
+            // A segmented 0..n has n + 1 segments (its end included).
+            .build_cartesian_2d(
+                (0..nc as i32 - 1).into_segmented(),
+                (0..nr as i32 - 1).into_segmented(),
+            )?;
+        let name = |names: &[String], v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(nc)
+            .y_labels(nr)
+            .x_label_formatter(&|v| name(&self.columns, v))
+            .y_label_formatter(&|v| name(&self.rows, v))
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .draw()?;
+        for (r, row) in self.cells.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let (c, r) = (c as i32, r as i32);
+                let corners = [
+                    (SegmentValue::Exact(c), SegmentValue::Exact(r)),
+                    (SegmentValue::Exact(c + 1), SegmentValue::Exact(r + 1)),
+                ];
+                let fill = if v.is_finite() { shade(v) } else { WHITE };
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    corners.clone(),
+                    fill.filled(),
+                )))?;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    corners,
+                    RGBColor(200, 200, 200).stroke_width(1),
+                )))?;
+                let text = if v.is_finite() {
+                    format!("{v:.2}")
+                } else {
+                    "–".into()
+                };
+                let ink = if v.is_finite() && v > 0.55 {
+                    WHITE
+                } else {
+                    BLACK
+                };
+                let style =
+                    (FONT, 14)
+                        .into_font()
+                        .color(&ink)
+                        .pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Center,
+                        ));
+                chart.draw_series(std::iter::once(Text::new(
+                    text,
+                    (SegmentValue::CenterOf(c), SegmentValue::CenterOf(r)),
+                    style,
+                )))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Figure {
     /// Writes `<stem>.png` and `<stem>.svg` into `dir`, each atomically.
     pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
-        register_font();
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            self.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
-            root.present().map_err(|e| plot_error(dir, stem, e))?;
+        // A figure with no defined value says so in its title rather than
+        // showing empty axes that look like a plot of nothing happening.
+        let defined = self
+            .series
+            .iter()
+            .any(|s| s.points.iter().any(|p| p.0.is_finite() && p.1.is_finite()));
+        if !defined && !self.series.is_empty() {
+            let mut noted = self.clone();
+            noted.title = format!(
+                "{} — nothing to plot: the measure is undefined at every point (e.g. not defined for this policy)",
+                self.title
+            );
+            noted.series.clear();
+            return noted.write(dir, stem);
         }
-        crate::output::write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
-        // The PNG encoder picks the format from the extension, so the
-        // temporary file keeps `.png`; the rename makes the write atomic.
-        let dest = dir.join(format!("{stem}.png"));
-        // Created new under an unpredictable name (see `output`), so the
-        // encoder writes a file of ours, never a planted link.
-        let (tmp, _) =
-            crate::output::create_temp(&dest, ".png").map_err(|e| Error::io(&dest, e))?;
-        let drawn = (|| {
-            let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
-            self.draw(&root).map_err(|e| plot_error(dir, stem, e))?;
-            root.present().map_err(|e| plot_error(dir, stem, e))?;
-            std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
-        })();
-        if drawn.is_err() {
-            std::fs::remove_file(&tmp).ok();
-        }
-        drawn
+        render(self, dir, stem)
     }
+}
 
+impl Drawable for Figure {
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
@@ -152,7 +302,9 @@ impl Figure {
             (true, true) => self.draw_in(root, lx(), ly(), legend),
         }
     }
+}
 
+impl Figure {
     /// Where the legend covers the fewest plotted points and band edges:
     /// the box's top-left corner as fractions (left, top) of the plotting
     /// area, measured from its top-left. The box is sized from the longest
@@ -245,6 +397,9 @@ impl Figure {
     /// Data range along one axis (bands included), padded; positive for
     /// log axes.
     fn extent(&self, axis: Axis, fixed: Option<(f64, f64)>, log: bool) -> (f64, f64) {
+        if let (Axis::Y, Some(exact)) = (axis, self.y_exact) {
+            return exact;
+        }
         let mut values: Vec<f64> = Vec::new();
         for s in &self.series {
             match axis {
@@ -290,15 +445,28 @@ impl Figure {
             let pad = ((hi.max(0.0) - lo.min(0.0)) * 0.05).max(1e-9);
             (lo.min(0.0), hi + pad)
         } else {
-            let pad = ((hi - lo) * 0.05).max(1e-9);
+            // Flat data (every value equal) gets a visible span around it,
+            // so the ticks are distinct values, not one label repeated.
+            let flat = hi - lo <= 1e-9 * hi.abs().max(1.0);
+            let pad = if flat {
+                (0.1 * hi.abs()).max(0.05)
+            } else {
+                (hi - lo) * 0.05
+            };
             (lo - pad, hi + pad)
         };
         match fixed {
-            // Within the bounds; an axis that starts near a bound (0 for a
-            // probability) starts at it.
+            // A probability axis always starts at 0 (a rise from 0.32 must
+            // not look like one from 0). Other bounded axes start at the
+            // bound when the data come near it; when they do not, the
+            // y label says where the axis starts (see `axis_note`).
             Some((a, b)) => {
                 let near = 0.25 * (b - a);
-                let lo = if lo - a < near { a } else { lo.max(a) };
+                let lo = if (a, b) == (0.0, 1.0) || lo - a < near {
+                    a
+                } else {
+                    lo.max(a)
+                };
                 let hi = if b - hi < near { b } else { hi.min(b) };
                 (lo, hi)
             }
@@ -376,11 +544,22 @@ impl Figure {
         if self.log_x {
             mesh.x_label_formatter(&tick_label);
         }
+        // Linear y ticks with the decimals their spacing needs (about ten
+        // ticks over the axis): 0.9950 and 0.9955 stay apart, counts read 14.
+        let (y_lo, y_hi) = self.extent(Axis::Y, self.y_bounds, self.log_y);
+        let y_decimals = span_decimals(y_hi - y_lo);
+        let linear_y = |v: &f64| format!("{v:.y_decimals$}");
         if self.log_y {
             mesh.y_label_formatter(&tick_label);
+        } else {
+            mesh.y_label_formatter(&linear_y);
         }
+        let y_desc = match self.axis_note(y_lo) {
+            Some(note) => format!("{} {note}", self.y_label),
+            None => self.y_label.clone(),
+        };
         mesh.x_desc(&self.x_label)
-            .y_desc(&self.y_label)
+            .y_desc(&y_desc)
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
             .light_line_style(RGBColor(235, 235, 235))
@@ -488,6 +667,11 @@ impl Figure {
                 }
             }
         }
+        // Annotations: small text just right of and above each point.
+        let finite = |&(x, y, _): &&(f64, f64, String)| x.is_finite() && y.is_finite();
+        chart.draw_series(self.annotations.iter().filter(finite).map(|(x, y, t)| {
+            EmptyElement::at((*x, *y)) + Text::new(t.clone(), (4, -16), (FONT, 12).into_font())
+        }))?;
         // The note only where a band is drawn.
         let banded = self.series.iter().any(|s| {
             s.band
@@ -596,6 +780,28 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     }
 }
 
+/// Decimals for ticks about a tenth of `span` apart: 0 for spans of 10 or
+/// more, 1 for 1–10, 2 for 0.1–1, and so on (at most 8).
+fn span_decimals(span: f64) -> usize {
+    if !(span.is_finite() && span > 0.0) {
+        return 1;
+    }
+    (1.0 - span.log10().floor()).clamp(0.0, 8.0) as usize
+}
+
+impl Figure {
+    /// Where a linear y axis does not start at its measure's finite lower
+    /// bound: the note that says so, as a broken axis would.
+    fn axis_note(&self, start: f64) -> Option<String> {
+        let (a, b) = self.y_bounds?;
+        if self.log_y || !a.is_finite() || start <= a + 1e-12 * (b - a).abs().min(1.0) {
+            return None;
+        }
+        let d = span_decimals(start.abs().max(1e-12) / 100.0);
+        Some(format!("(axis starts at {start:.d$}, not {a})"))
+    }
+}
+
 /// A tick label with as many decimals as the value needs: 0.02, 0.5, 2, 50.
 fn tick_label(v: &f64) -> String {
     let decimals = (-v.abs().log10().floor()).max(0.0) as usize;
@@ -629,6 +835,99 @@ mod tests {
         assert_eq!(tick_label(&50.0), "50");
     }
 
+    fn figure(points: Vec<(f64, f64)>, bounds: Option<(f64, f64)>) -> Figure {
+        Figure {
+            title: "t".into(),
+            x_label: "generation".into(),
+            y_label: "y".into(),
+            series: vec![Series {
+                name: "s".into(),
+                points,
+                band: None,
+                style: LineKind::Solid,
+            }],
+            log_x: false,
+            log_y: false,
+            y_bounds: bounds,
+            band_note: None,
+            integer_x: true,
+            y_exact: None,
+            annotations: Vec::new(),
+        }
+    }
+
+    /// The y tick labels of a figure's SVG, in order of appearance.
+    fn y_ticks(fig: &Figure, name: &str) -> Vec<String> {
+        let dir =
+            std::env::temp_dir().join(format!("iterdeploy-ticks-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        fig.write(&dir, name).unwrap();
+        let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        // Tick labels are right-aligned text ("end" anchor) left of the axis.
+        svg.split("<text")
+            .filter(|t| t.contains("text-anchor=\"end\""))
+            .filter_map(|t| {
+                let text = t.split('>').nth(1)?.split('<').next()?;
+                Some(text.trim().to_string())
+            })
+            .filter(|t| t.parse::<f64>().is_ok())
+            .collect()
+    }
+
+    /// Flat data gets distinct tick labels (constant 14 once read "14.0"
+    /// at every tick; constant 0 read "0.0"), a probability axis starts at
+    /// 0 even when the data start at 0.32, and an axis that does not start
+    /// at its measure's bound says where it starts (issue 27, item 3).
+    #[test]
+    fn ticks_show_the_values_and_probability_axes_start_at_zero() {
+        let flat = figure(
+            vec![(0.0, 14.0), (1.0, 14.0), (2.0, 14.0)],
+            Some((0.0, f64::INFINITY)),
+        );
+        let ticks = y_ticks(&flat, "flat");
+        let distinct: std::collections::BTreeSet<&String> = ticks.iter().collect();
+        assert!(
+            distinct.len() >= 3 && distinct.len() == ticks.len(),
+            "{ticks:?}"
+        );
+        let zero = figure(vec![(0.0, 0.0), (1.0, 0.0)], Some((0.0, 1.0)));
+        let ticks = y_ticks(&zero, "zero");
+        let distinct: std::collections::BTreeSet<&String> = ticks.iter().collect();
+        assert!(
+            distinct.len() >= 3 && distinct.len() == ticks.len(),
+            "{ticks:?}"
+        );
+        let p = figure(vec![(0.0, 0.32), (1.0, 0.4)], Some((0.0, 1.0)));
+        assert_eq!(p.extent(Axis::Y, p.y_bounds, false).0, 0.0);
+        assert!(p.axis_note(0.0).is_none());
+        let ticks = y_ticks(&p, "prob");
+        assert!(
+            ticks.iter().any(|t| t.parse::<f64>().unwrap() == 0.0),
+            "{ticks:?}"
+        );
+        // A cosine near 1 keeps its zoom and says so; its ticks differ.
+        let c = figure(
+            vec![(1.0, 0.9945), (2.0, 0.9990), (3.0, 1.0)],
+            Some((-1.0, 1.0)),
+        );
+        let (lo, _) = c.extent(Axis::Y, c.y_bounds, false);
+        assert!(lo > 0.99, "{lo}");
+        assert!(
+            c.axis_note(lo).unwrap().contains("not -1"),
+            "{:?}",
+            c.axis_note(lo)
+        );
+        let ticks = y_ticks(&c, "cos");
+        let distinct: std::collections::BTreeSet<&String> = ticks.iter().collect();
+        assert!(
+            distinct.len() >= 3 && distinct.len() == ticks.len(),
+            "{ticks:?}"
+        );
+        assert_eq!(span_decimals(20.0), 0);
+        assert_eq!(span_decimals(0.42), 2);
+    }
+
     /// A figure whose measure is undefined everywhere (all NaN) with an
     /// unbounded axis (counts: [0, ∞)) draws at once on a finite axis; it
     /// once handed plotters an infinite range and never returned.
@@ -649,6 +948,8 @@ mod tests {
             y_bounds: Some((0.0, f64::INFINITY)),
             band_note: None,
             integer_x: true,
+            y_exact: None,
+            annotations: Vec::new(),
         };
         let (lo, hi) = fig.extent(Axis::Y, fig.y_bounds, false);
         assert!(lo.is_finite() && hi.is_finite() && lo < hi, "{lo} {hi}");

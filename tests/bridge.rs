@@ -297,6 +297,8 @@ fn an_integer_axis_of_millions_stays_a_small_figure() {
         y_bounds: Some((0.0, 1.0)),
         band_note: None,
         integer_x: true,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(&dir, "wide")
     .unwrap();

@@ -53,15 +53,28 @@ pub fn is_probability(metric: &str) -> bool {
         || metric == "accepted_rate"
 }
 
-/// The mean and 95% interval over seeds of `metric`'s values, clipped to
-/// [0, 1] where the metric is a probability.
-pub fn summarise(metric: &str, values: &[f64]) -> crate::stats::Interval {
-    let i = crate::stats::mean_ci95(values);
+/// The range a metric's values lie in: [0, 1] for probabilities and
+/// fractions, [−1, 1] for a cosine, [1, ∞) for a length over the optimal
+/// one, [0, ∞) for counts, lengths and the (never negative) KL.
+pub fn bounds(metric: &str) -> (f64, f64) {
     if is_probability(metric) {
-        i.clipped(0.0, 1.0)
+        (0.0, 1.0)
+    } else if metric.contains("cosine") {
+        (-1.0, 1.0)
+    } else if metric == "length_over_optimal" {
+        (1.0, f64::INFINITY)
     } else {
-        i
+        (0.0, f64::INFINITY)
     }
+}
+
+/// The mean and 95% interval over seeds of `metric`'s defined values
+/// (NaN, undefined, is left out and counted apart by the interval's n),
+/// clipped to the metric's [`bounds`]: a t-interval over few seeds can
+/// reach past them (a length's once read [−46.8, 54.8]).
+pub fn summarise(metric: &str, values: &[f64]) -> crate::stats::Interval {
+    let (lo, hi) = bounds(metric);
+    crate::stats::mean_ci95(values).clipped(lo, hi)
 }
 
 /// One measured number of a generation.
@@ -147,8 +160,12 @@ pub fn exact_measurement(
 /// * p̂(x) = c/M, unbiased for p(x);
 /// * 1 − C(M−c, N)/C(M, N), the unbiased estimator of 1 − (1 − p)^N (the
 ///   pass@N estimator of Chen et al., 2021; for M = N it is 1[c > 0]);
-/// * KL(π_k ‖ π_{k−1}) ≈ mean over π_k's samples of log π_k(y) − log
-///   π_{k−1}(y), unbiased (`previous` = π_{k−1} at the same temperature).
+/// * KL(π_k ‖ π_{k−1}) ≈ mean over π_k's samples of r − 1 − log r, with
+///   r = π_{k−1}(y)/π_k(y) (`previous` = π_{k−1} at the same
+///   temperature): unbiased, since E_{π_k}[r] = 1 where π_{k−1}'s support
+///   lies in π_k's (softmax policies: everywhere), and never negative
+///   term by term, unlike the plain mean of log π_k − log π_{k−1}, which
+///   gave −3.7·10⁻⁶ nats for two nearly equal policies.
 pub fn sampled_measurement(
     work: &Workload,
     current: &dyn crate::policy::Policy,
@@ -180,7 +197,10 @@ pub fn sampled_measurement(
             kl_sum += drawn
                 .iter()
                 .zip(prev.trace_log_probs(env, &traces))
-                .map(|((_, logp), before)| logp - before)
+                .map(|((_, logp), before)| {
+                    let log_r = before - logp;
+                    log_r.exp_m1() - log_r
+                })
                 .sum::<f64>()
                 / m as f64;
         }
@@ -369,8 +389,10 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
                 .iter()
                 .map(|s| s.trace.plan_length())
                 .max()
-                .map_or(0.0, |v| v as f64),
+                .map_or(f64::NAN, |v| v as f64),
         );
+        // Undefined (NaN, never 0) where no task was solved: a seed with
+        // none must not pull a mean over seeds towards 0.
         push(
             name,
             "longest_solved_optimal",
@@ -378,7 +400,7 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
                 .iter()
                 .filter_map(|&x| work.optimal[x])
                 .max()
-                .map_or(0.0, |v| v as f64),
+                .map_or(f64::NAN, |v| v as f64),
         );
         let distinct: HashSet<(usize, Vec<usize>)> = valid
             .iter()
@@ -411,8 +433,11 @@ pub fn generation_metrics(work: &Workload, g: &GenerationInputs) -> Vec<MetricRo
 mod tests {
     use super::{binomial_ratio, summarise};
 
-    /// A probability's interval over two seeds stays in [0, 1]; other
-    /// metrics keep the plain t-interval.
+    /// Every interval stays in its measure's bounds: a probability's in
+    /// [0, 1], a length's or a count's in [0, ∞) (a hardest-solved length
+    /// over two seeds once read [−46.8, 54.8]), a cosine's in [−1, 1]; and
+    /// a seed where the measure is undefined (NaN: nothing solved) is left
+    /// out, never averaged in as 0 (issue 27, item 3).
     #[test]
     fn probability_intervals_stay_in_the_unit_interval() {
         let values = [0.0, 0.01];
@@ -427,7 +452,19 @@ mod tests {
             let i = summarise(m, &values);
             assert_eq!((i.low, i.mean, i.high), (0.0, raw.mean, raw.high), "{m}");
         }
-        assert_eq!(summarise("mean_valid_length", &values), raw);
+        for m in [
+            "mean_valid_length",
+            "longest_solved_optimal",
+            "kl_from_previous",
+        ] {
+            let i = summarise(m, &values);
+            assert_eq!((i.low, i.mean, i.high), (0.0, raw.mean, raw.high), "{m}");
+        }
+        let c = summarise("update_cosine", &[0.99, 0.999, 1.0]);
+        assert!(c.high <= 1.0 && c.low >= -1.0, "{c:?}");
+        let hardest = summarise("longest_solved_optimal", &[f64::NAN, 4.0]);
+        assert_eq!((hardest.n, hardest.mean), (1, 4.0));
+        assert!(hardest.low.is_nan(), "one defined seed has no interval");
     }
 
     /// C(a, n)/C(m, n) against the factorial formula on small arguments,

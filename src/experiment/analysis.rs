@@ -178,6 +178,8 @@ pub(super) fn gradient_error(
         y_bounds: None,
         band_note: super::report::band_note(spec.seeds.len()),
         integer_x: false,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(dir, "gradient_error")?;
     let mut summary = format!(
@@ -376,6 +378,8 @@ pub(super) fn drift(
         y_bounds: Some((-1.0, 1.0)),
         band_note: super::report::band_note(spec.seeds.len()),
         integer_x: false,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(dir, "cosine_vs_kl")?;
     let objective: Vec<Series> = d
@@ -394,6 +398,8 @@ pub(super) fn drift(
         y_bounds: None,
         band_note: super::report::band_note(spec.seeds.len()),
         integer_x: true,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(dir, "objective")?;
     let mut summary = format!(

@@ -87,7 +87,7 @@ const PER_ARM_FIGURES: [PerArmFigure; 9] = [
         stem: "longest",
         metric: "longest_solved_optimal",
         title: "Hardest task solved",
-        y_label: "optimal length of the hardest task with a valid sample (steps)",
+        y_label: "steps: optimal length of the hardest task with a valid sample",
         bounds: NONNEGATIVE,
     },
     PerArmFigure {
@@ -137,9 +137,12 @@ pub(super) fn write_deployment(
     let arms = &resolved.arms;
     let mut results = String::from("arm,seed,generation,bucket,metric,value\n");
     let mut collected = Collected::default();
+    let reach_rule = spec.reach.unwrap_or_default();
     for (s, per_arm) in states.iter().enumerate() {
         for (a, state) in per_arm.iter().enumerate() {
-            for r in &state.rows {
+            // The measured rows, then the reach rows derived from them.
+            let derived = super::reach::derived_rows(state, &work.buckets, &reach_rule);
+            for r in state.rows.iter().chain(&derived) {
                 let _ = writeln!(
                     results,
                     "{},{},{},{},{},{}",
@@ -177,6 +180,12 @@ pub(super) fn write_deployment(
 
     let mut figures = Vec::new();
     for f in &PER_ARM_FIGURES {
+        // No exact ∇J for a policy that reads its own text: the cosine is
+        // undefined, and an empty figure would say nothing (the summary
+        // says why it is absent).
+        if f.metric == "update_cosine" && !spec.policy.kind.is_markov() {
+            continue;
+        }
         let mut series: Vec<Series> = arms
             .iter()
             .enumerate()
@@ -188,7 +197,7 @@ pub(super) fn write_deployment(
             let g0 = collected.interval(0, 0, BUCKET_ALL, "longest_valid_plan");
             let last = arms.iter().map(|a| a.generations).max().unwrap_or(0) as f64;
             series.push(Series {
-                name: "longest valid plan of gen 0".into(),
+                name: "gen 0's longest valid plan (its sampled length, not an optimal one)".into(),
                 points: vec![(0.0, g0.mean), (last, g0.mean)],
                 band: None,
                 style: LineKind::Reference,
@@ -204,20 +213,39 @@ pub(super) fn write_deployment(
             y_bounds: Some(f.bounds),
             band_note: band_note(spec.seeds.len()),
             integer_x: true,
+            y_exact: None,
+            annotations: Vec::new(),
         };
         fig.write(dir, f.stem)?;
         figures.push(f.stem.to_string());
     }
-    // Success by size bucket for each arm (one figure per arm).
-    for (a, arm) in arms.iter().enumerate() {
-        let mut buckets: Vec<String> = work.buckets.clone();
-        buckets.push(crate::deploy::metrics::BUCKET_HELD_OUT.into());
-        let series: Vec<Series> = buckets
-            .iter()
-            .map(|b| collected.series(a, b, b, "success_prob"))
-            .filter(|s| !s.points.is_empty())
-            .collect();
-        let stem = format!("success_by_bucket_arm{a}");
+    // Success by size bucket for each arm (one figure per arm, named by
+    // the arm, all on one y range so they can be set side by side).
+    let mut buckets: Vec<String> = work.buckets.clone();
+    buckets.push(crate::deploy::metrics::BUCKET_HELD_OUT.into());
+    let per_arm: Vec<Vec<Series>> = (0..arms.len())
+        .map(|a| {
+            buckets
+                .iter()
+                .map(|b| collected.series(a, b, b, "success_prob"))
+                .filter(|s| !s.points.is_empty())
+                .collect()
+        })
+        .collect();
+    let top = per_arm
+        .iter()
+        .flatten()
+        .flat_map(|s| {
+            let band = s.band.iter().flatten().map(|&(_, h)| h);
+            s.points.iter().map(|p| p.1).chain(band)
+        })
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let shared = (0.0, (top * 1.05).clamp(0.05, 1.0));
+    let slugs = arm_slugs(&arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>());
+    let slugs_for_reach = slugs.clone();
+    for ((arm, series), slug) in arms.iter().zip(per_arm).zip(slugs) {
+        let stem = format!("success_by_bucket_{slug}");
         Figure {
             title: format!("Success by size: {} ({})", arm.name, spec.title),
             x_label: "generation".into(),
@@ -231,18 +259,53 @@ pub(super) fn write_deployment(
             y_bounds: Some((0.0, 1.0)),
             band_note: band_note(spec.seeds.len()),
             integer_x: true,
+            y_exact: Some(shared),
+            annotations: Vec::new(),
         }
         .write(dir, &stem)?;
         figures.push(stem);
     }
 
+    figures.extend(super::reach::figures(
+        dir,
+        resolved,
+        work,
+        &collected,
+        &slugs_for_reach,
+    )?);
     let mut summary = deployment_summary(resolved, work, &collected, states, &figures);
     summary += &headline_checks(resolved, states);
+    summary += &super::reach::summary(resolved, work, states, &reach_rule);
+    summary += &paired_gains(resolved, work, states);
     Ok(RunOutcome {
         dir: dir.to_path_buf(),
         summary,
         figures,
     })
+}
+
+/// Arm names as parts of file names: lower-case letters and digits, every
+/// other run of characters one `-` ("curated SFT (paper)" →
+/// "curated-sft-paper"); a name that would repeat an earlier arm's gets
+/// the arm's index after it.
+fn arm_slugs(names: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (a, name) in names.iter().enumerate() {
+        let mut slug = String::new();
+        for c in name.chars() {
+            if c.is_ascii_alphanumeric() {
+                slug.push(c.to_ascii_lowercase());
+            } else if !slug.is_empty() && !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        let mut slug = slug.trim_end_matches('-').to_string();
+        if slug.is_empty() || out.contains(&slug) {
+            slug = format!("{slug}{}arm{a}", if slug.is_empty() { "" } else { "-" });
+        }
+        out.push(slug);
+    }
+    out
 }
 
 /// The legend note for bands of mean ± 95% t-interval over seeds (none
@@ -271,7 +334,7 @@ fn fmt_interval(i: Interval, digits: usize) -> String {
 
 /// A number for a summary table: "–" where it is undefined for every seed
 /// (NaN: e.g. a cosine with no valid sample to form a direction).
-pub(super) fn fmt_value(v: f64, digits: usize) -> String {
+pub fn fmt_value(v: f64, digits: usize) -> String {
     if v.is_finite() {
         format!("{v:.digits$}")
     } else {
@@ -419,8 +482,9 @@ fn deployment_summary(
     }
     let _ = writeln!(
         s,
-        "\nRatio and 2× are per seed against generation 0; a seed whose generation-0 value is 0 has no ratio \
-         (\"–\" in the ratio column, \"n/a\" per seed), and \"–\" per seed means 2× was not reached.\n"
+        "\nThe ratio column is the ratio of the means over seeds (last gen's mean / gen 0's mean; \"–\" where gen 0's mean is 0). \
+         \"At least 2×\" and the first generation at 2× are per seed, against that seed's own generation 0: a seed whose \
+         generation-0 value is 0 has no ratio (\"n/a\" per seed), and \"–\" per seed means 2× was not reached.\n"
     );
     let _ = writeln!(
         s,
@@ -429,21 +493,18 @@ fn deployment_summary(
     for (a, arm) in resolved.arms.iter().enumerate() {
         let l0 = c.interval(a, 0, BUCKET_ALL, "longest_valid_plan");
         let hg = c.interval(a, arm.generations, BUCKET_ALL, "longest_solved_optimal");
-        // A length of 0 means no valid plan (in any seed): say so.
-        let length = |v: f64| {
-            if v == 0.0 {
-                "none".to_string()
-            } else {
-                fmt_value(v, 1)
-            }
+        // The mean over the seeds where it is defined; seeds with no valid
+        // plan (or no solved task) are counted apart, never as 0.
+        let seeds = states.len();
+        let length = |i: &crate::stats::Interval| match i.n {
+            0 => "none in any seed".to_string(),
+            n if n == seeds => fmt_value(i.mean, 1),
+            n => format!(
+                "{} ({n} of {seeds} seeds; none in the others)",
+                fmt_value(i.mean, 1)
+            ),
         };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} |",
-            arm.name,
-            length(l0.mean),
-            length(hg.mean)
-        );
+        let _ = writeln!(s, "| {} | {} | {} |", arm.name, length(&l0), length(&hg));
     }
     let _ = writeln!(
         s,
@@ -458,6 +519,107 @@ fn deployment_summary(
         let _ = writeln!(s, "\nRelated claim: `proofs/` {p}.");
     }
     s
+}
+
+/// Solved@1's gains computed by the tool, not by hand: per arm the paired
+/// gain gen 0 → last generation over seeds (mean and t-interval), each
+/// seed's gain with its Monte-Carlo z where solved@1 is sampled, and each
+/// arm against the first at the last generation, paired by seed, with
+/// the smallest difference this many seeds could resolve (the interval's
+/// half-width).
+fn paired_gains(resolved: &Resolved, work: &Workload, states: &[Vec<ArmState>]) -> String {
+    let metric = "success_prob";
+    let sampled = !resolved.spec.policy.kind.is_markov();
+    let tasks = work.tasks_with(crate::deploy::Role::Deployed).len();
+    let mut s = String::from(
+        "\n## Paired gains in solved@1\n\nEach seed's gain is its last generation minus its own generation 0 (paired); \
+         the interval is a 95% t-interval over seeds.",
+    );
+    if sampled {
+        let _ = write!(
+            s,
+            " Solved@1 is a Monte-Carlo estimate here (N fresh samples per task, {tasks} tasks): z is each seed's gain \
+             over its binomial standard error √(p₀(1−p₀)/n + p_G(1−p_G)/n), n = {tasks}·N samples (conservative: \
+             it ignores the stratification by task); |z| < 2 is within Monte-Carlo error."
+        );
+    }
+    s.push_str("\n\n| arm | gain gen 0 → last gen | per seed |\n|---|---|---|\n");
+    let gains_of = |a: usize, g: usize| -> Vec<f64> {
+        states
+            .iter()
+            .map(|per_arm| value(&per_arm[a], g, metric) - value(&per_arm[a], 0, metric))
+            .collect()
+    };
+    for (a, arm) in resolved.arms.iter().enumerate() {
+        let g = arm.generations;
+        let gains = gains_of(a, g);
+        let per_seed: Vec<String> = states
+            .iter()
+            .zip(&gains)
+            .map(|(per_arm, d)| {
+                let (p0, pg) = (value(&per_arm[a], 0, metric), value(&per_arm[a], g, metric));
+                let n = (tasks * arm.samples_per_task) as f64;
+                let se = (p0 * (1.0 - p0) / n + pg * (1.0 - pg) / n).sqrt();
+                if sampled && se > 0.0 {
+                    format!("{d:+.3} (z {:.1})", d / se)
+                } else {
+                    format!("{d:+.3}")
+                }
+            })
+            .collect();
+        let i = crate::stats::mean_ci95(&gains);
+        let _ = writeln!(
+            s,
+            "| {} | {} (gen {g}) | {} |",
+            arm.name,
+            fmt_signed_interval(i),
+            per_seed.join(", ")
+        );
+    }
+    if resolved.arms.len() >= 2 && states.len() >= 2 {
+        let first = &resolved.arms[0];
+        let _ = writeln!(
+            s,
+            "\n| arm − {} | difference at the last generation, paired by seed | smallest difference these seeds resolve | verdict |\n|---|---|---|---|",
+            first.name
+        );
+        for (a, arm) in resolved.arms.iter().enumerate().skip(1) {
+            let g = arm.generations.min(first.generations);
+            let diffs: Vec<f64> = states
+                .iter()
+                .map(|per_arm| value(&per_arm[a], g, metric) - value(&per_arm[0], g, metric))
+                .collect();
+            let i = crate::stats::mean_ci95(&diffs);
+            let half = (i.high - i.low) / 2.0;
+            let verdict = if !(i.low.is_finite() && i.high.is_finite()) {
+                "–".to_string()
+            } else if i.low > 0.0 || i.high < 0.0 {
+                "separated".to_string()
+            } else {
+                "this run cannot separate the two arms".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} (gen {g}) | ±{} | {verdict} |",
+                arm.name,
+                fmt_signed_interval(i),
+                fmt_value(half, 3)
+            );
+        }
+    }
+    s
+}
+
+/// "+0.183 [+0.031, +0.335]", or the mean alone without an interval.
+fn fmt_signed_interval(i: Interval) -> String {
+    if !i.mean.is_finite() {
+        return "–".into();
+    }
+    if i.low.is_finite() && i.high.is_finite() {
+        format!("{:+.3} [{:+.3}, {:+.3}]", i.mean, i.low, i.high)
+    } else {
+        format!("{:+.3}", i.mean)
+    }
 }
 
 /// Value of `metric` (bucket `all`) at `generation` in one arm's rows.
@@ -479,15 +641,31 @@ fn headline_checks(resolved: &Resolved, states: &[Vec<ArmState>]) -> String {
     );
     let seeds = states.len();
     for (a, arm) in resolved.arms.iter().enumerate() {
-        let harder = states
-            .iter()
-            .filter(|per_arm| {
-                let st = &per_arm[a];
-                let longest0 = value(st, 0, "longest_valid_plan");
-                (1..=arm.generations).any(|g| value(st, g, "longest_solved_optimal") > longest0)
-            })
-            .count();
-        let _ = writeln!(s, "| {} | {harder} of {seeds} seeds |", arm.name);
+        // A seed whose generation 0 sampled no valid plan has no
+        // reference length: counted apart, not as "harder than 0".
+        let (mut harder, mut no_reference) = (0, 0);
+        for per_arm in states {
+            let st = &per_arm[a];
+            let longest0 = value(st, 0, "longest_valid_plan");
+            if longest0.is_nan() {
+                no_reference += 1;
+            } else if (1..=arm.generations)
+                .any(|g| value(st, g, "longest_solved_optimal") > longest0)
+            {
+                harder += 1;
+            }
+        }
+        let apart = if no_reference > 0 {
+            format!(" ({no_reference} seed(s) without a valid plan at gen 0 left out)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {harder} of {} seeds{apart} |",
+            arm.name,
+            seeds - no_reference
+        );
     }
     s
 }
@@ -498,7 +676,7 @@ fn headline_checks(resolved: &Resolved, states: &[Vec<ArmState>]) -> String {
 pub fn summary_series(dir: &Path, metric: &str, label: &str) -> Result<Vec<Series>> {
     crate::output::check_set(dir)?;
     let path = dir.join("summary.csv");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::input::read_text(&path)?;
     let mut lines = text.lines();
     if lines.next() != Some("arm,generation,bucket,metric,seeds,mean,ci_low,ci_high") {
         return Err(Error::Invalid(format!(
@@ -590,7 +768,7 @@ pub struct Compared {
 /// The `[tasks]` table of a run's `spec.toml`.
 fn tasks_of(dir: &Path) -> Result<toml::Value> {
     let path = dir.join("spec.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::input::read_text(&path)?;
     let v: toml::Table =
         toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     v.get("tasks")
@@ -602,6 +780,30 @@ fn tasks_of(dir: &Path) -> Result<toml::Value> {
 /// experiments (e.g. the same spec run with different policy kinds), and
 /// the plotted numbers as CSV.
 pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<Compared> {
+    // Before anything is read or written: each run once, and the output
+    // neither one of the runs nor inside one (their files would be
+    // replaced by the comparison's).
+    for (i, a) in dirs.iter().enumerate() {
+        if let Some(b) = dirs[..i]
+            .iter()
+            .find(|b| crate::output::resolved(b) == crate::output::resolved(a))
+        {
+            return Err(Error::Invalid(format!(
+                "{} and {} are the same run; give each run once",
+                b.display(),
+                a.display()
+            )));
+        }
+    }
+    let outputs = [
+        out.join(format!("{metric}.csv")),
+        out.join(format!("{metric}.png")),
+        out.join(format!("{metric}.svg")),
+    ];
+    crate::output::refuse_overwriting_inputs(
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    )?;
     let mut series = Vec::new();
     let mut csv = String::from("experiment,arm,generation,mean,ci_low,ci_high\n");
     for d in dirs {
@@ -643,6 +845,8 @@ pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<Compared> {
             .map(|f| f.bounds),
         band_note: Some("shaded: 95% CI over each run's seeds".into()),
         integer_x: true,
+        y_exact: None,
+        annotations: Vec::new(),
     }
     .write(out, metric)?;
     let first = tasks_of(&dirs[0])?;

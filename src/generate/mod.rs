@@ -188,9 +188,17 @@ pub fn generate(
         DomainKind::Rovers => Box::new(rovers::RoversParams::read(params)?),
     };
     params.finish()?;
+    // The name says the size first, then the seed and index:
+    // `blocksworld-b5-seed3-0000` is task 0 of seed 3 with 5 blocks.
+    let size: String = generator
+        .describe()
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{}{v}", &k[..k.len().min(1)]))
+        .collect();
     (0..count)
         .map(|i| {
-            let name = format!("{}-{seed}-{i:04}", kind.name());
+            let name = format!("{}-{size}-seed{seed}-{i:04}", kind.name());
             let pddl = generator.generate(&name, &mut crate::rng::stream(seed, i as u64))?;
             Ok(GeneratedTask {
                 name,

@@ -86,12 +86,15 @@ impl Ctx<'_> {
             setting: self.setting.into(),
             policy: self.label.into(),
             quantity: format!(
-                "counterexample, filter = answers of <= {k} steps: proxy {proxy_before:.3} -> {proxy_after:.3}, p(x) {} -> {}",
+                "counterexample, filter = answers of <= {k} steps: proxy {proxy_before:.3} -> {proxy_after:.3}, p(x) {} -> {} (largest drop of a p(x): {:.3})",
                 fmt(&p_before),
-                fmt(&p_after)
+                fmt(&p_after),
+                worst.max(0.0)
             ),
-            max_abs_error: worst.max(0.0),
-            max_rel_error: 0.0,
+            // A counterexample, not an error: the drop it exhibits is in
+            // the quantity, and the error columns read "—".
+            max_abs_error: f64::NAN,
+            max_rel_error: f64::NAN,
             tolerance: "some p(x) falls, proxy rises".into(),
             cosine: f64::NAN,
             status: Status::of(worst > EXACT_ABS && proxy_after >= proxy_before - EXACT_ABS),

@@ -1,4 +1,5 @@
-//! P09: shortest-per-task curation is not the gradient of any objective.
+//! P09: shortest-per-task curation (2 ≤ N < ∞) is not the Euclidean gradient
+//! of any function of the parameters.
 //! The Jacobian of a gradient field is a Hessian, hence symmetric. Measure
 //! the Jacobian of each expected update field by central differences of
 //! the exact field and report its relative asymmetry
