@@ -132,7 +132,7 @@ fn p01(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
         log_y: false,
         y_bounds: Some((0.0, f64::INFINITY)),
         band_note: None,
-        integer_x: false,
+        integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
     }

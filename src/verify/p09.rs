@@ -9,11 +9,15 @@ use super::prelude::*;
 use super::*;
 use crate::tolerance::{ASYMMETRY_MIN, SYMMETRY_REL};
 
-/// Up to this many parameters the whole Jacobian is formed; above it, its
-/// compression Uᵀ M U onto [`PROJECTIONS`] random orthonormal directions
-/// (symmetric whenever M is, and almost surely not when M is not).
-const FULL_JACOBIAN_MAX: usize = 64;
+/// Up to this many parameters the whole Jacobian is formed (2 field
+/// evaluations per parameter); above it, its compressions Uᵀ M U onto
+/// [`PROJECTIONS`] random orthonormal directions (symmetric whenever M is,
+/// and almost surely not when M is not), [`COMPRESSIONS`] of them: one
+/// compression once understated the full asymmetry up to 15×, so the
+/// spread is reported and the claim is asserted on its conservative end.
+const FULL_JACOBIAN_MAX: usize = 300;
 const PROJECTIONS: usize = 8;
+const COMPRESSIONS: usize = 5;
 
 /// The claim is asserted where at least this share of some task's valid
 /// mass lies off its most likely plan length. Below it the field is within
@@ -89,7 +93,33 @@ fn asymmetry(policy: &mut dyn Policy, dirs: &[Vec<f64>], field: &Field) -> f64 {
 
 impl Ctx<'_> {
     /// A row asserting symmetry (a gradient) or asymmetry (not one).
-    fn symmetry_row(&self, quantity: String, asym: f64, gradient: bool, dims: &str) -> Check {
+    fn symmetry_row(
+        &self,
+        quantity: String,
+        spread: Vec<f64>,
+        gradient: bool,
+        dims: &str,
+    ) -> Check {
+        // Asserted on the conservative end of the spread: the largest
+        // asymmetry for a gradient, the smallest for a field that is not.
+        let mut sorted = spread;
+        sorted.sort_by(f64::total_cmp);
+        let asym = if gradient {
+            sorted.last().copied().unwrap_or(f64::NAN)
+        } else {
+            sorted.first().copied().unwrap_or(f64::NAN)
+        };
+        let quantity = if sorted.len() > 1 {
+            format!(
+                "{quantity} [spread over compressions: min {:.2e}, median {:.2e}, max {:.2e}; the row reports the {}]",
+                sorted[0],
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1],
+                if gradient { "max" } else { "min" }
+            )
+        } else {
+            quantity
+        };
         let (tolerance, ok) = if gradient {
             (
                 format!("asymmetry <= {SYMMETRY_REL:.0e}"),
@@ -117,15 +147,25 @@ impl Ctx<'_> {
     pub(super) fn p09(&self, policy: &mut dyn Policy) -> Result<Vec<Check>> {
         let env = self.env;
         let mut rng = crate::rng::stream(self.seed, 109);
-        let dirs = basis(policy.num_params(), &mut rng);
-        let dims = if dirs.len() == policy.num_params() {
-            format!("full {0}x{0}", dirs.len())
+        let n_params = policy.num_params();
+        let full = n_params <= FULL_JACOBIAN_MAX;
+        let bases: Vec<Vec<Vec<f64>>> = (0..if full { 1 } else { COMPRESSIONS })
+            .map(|_| basis(n_params, &mut rng))
+            .collect();
+        let dims = if full {
+            format!("full {n_params}x{n_params}")
         } else {
             format!(
-                "{0}x{0} compression of {1}x{1}",
-                dirs.len(),
-                policy.num_params()
+                "{COMPRESSIONS} random {PROJECTIONS}x{PROJECTIONS} compressions of {n_params}x{n_params}"
             )
+        };
+        // The asymmetry of `field` on every basis: one value for the full
+        // Jacobian, the spread over compressions otherwise.
+        let asymmetry = |policy: &mut dyn Policy, field: &Field| -> Vec<f64> {
+            bases
+                .iter()
+                .map(|dirs| asymmetry(policy, dirs, field))
+                .collect()
         };
         let mut checks = Vec::new();
         // Gradient fields: ∇J; one valid per task (∇ Σ_j pass@j/j, P04);
@@ -133,7 +173,7 @@ impl Ctx<'_> {
         let grad_j: &Field = &|p| exact::objective_gradient(env, p);
         checks.push(self.symmetry_row(
             "grad J (a gradient)".into(),
-            asymmetry(policy, &dirs, grad_j),
+            asymmetry(policy, grad_j),
             true,
             &dims,
         ));
@@ -141,7 +181,7 @@ impl Ctx<'_> {
             &|p| curated_expectation(env, &PolicyTable::new(p, env), p, Rule::OnePerTask, 3).1;
         checks.push(self.symmetry_row(
             "one valid per task of N=3 (the gradient of sum_j pass@j/j)".into(),
-            asymmetry(policy, &dirs, one),
+            asymmetry(policy, one),
             true,
             &dims,
         ));
@@ -169,14 +209,14 @@ impl Ctx<'_> {
                 &|p| exact::weighted_score(env, &PolicyTable::new(p, env), p, &env.mu, &w0);
             checks.push(self.symmetry_row(
                 format!("shortest per task, N={n}, weights w(L) frozen at theta_0 (a gradient)"),
-                asymmetry(policy, &dirs, frozen),
+                asymmetry(policy, frozen),
                 true,
                 &dims,
             ));
             let moving: &Field = &|p| {
                 curated_expectation(env, &PolicyTable::new(p, env), p, Rule::ShortestPerTask, n).1
             };
-            let asym = asymmetry(policy, &dirs, moving);
+            let asym = asymmetry(policy, moving);
             let quantity = format!(
                 "shortest per task, N={n}, weights w(L; theta) (not a gradient; {off_mode:.1e} of the valid mass off the modal length)"
             );
