@@ -937,9 +937,22 @@ fn run_peer_script<T: serde::de::DeserializeOwned>(
         .output()
         .map_err(|e| Error::io(python, e))?;
     if !out.status.success() {
+        // A peer that dies by a signal (llama-cpp-python's SIGSEGV on one
+        // Xeon) writes nothing to stderr: say how it ended.
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (out.status.code(), out.status.signal()) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+            (None, None) => "failed".to_string(),
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(Error::Invalid(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{what} {how}: {}",
+            if stderr.trim().is_empty() {
+                "(nothing on stderr)".into()
+            } else {
+                stderr
+            }
         )));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -948,6 +961,18 @@ fn run_peer_script<T: serde::de::DeserializeOwned>(
             String::from_utf8_lossy(&out.stdout)
         ))
     })
+}
+
+/// " (SIGSEGV)" for the signals a crashing peer dies of, "" otherwise.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        4 => " (SIGILL: an instruction this CPU lacks?)",
+        6 => " (SIGABRT)",
+        7 => " (SIGBUS)",
+        9 => " (SIGKILL: out of memory?)",
+        11 => " (SIGSEGV)",
+        _ => "",
+    }
 }
 
 /// Rounds of `bench transformer`: ours then PyTorch, alternating, so both
@@ -1033,6 +1058,31 @@ pub fn transformer_throughput(peer_python: Option<&Path>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// A peer that dies by a signal with nothing on stderr (llama-cpp on
+    /// one Xeon) is reported with the signal, not as "failed:" and
+    /// nothing after it (issue 27, item 5).
+    #[test]
+    fn a_peer_killed_by_a_signal_says_so() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("iterdeploy-peer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("python");
+        std::fs::write(&fake, "#!/bin/sh\nkill -SEGV $$\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = super::run_peer_script::<serde_json::Value>(
+            &fake,
+            "pretrained_peers.py",
+            &["llama-cpp"],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("pretrained_peers.py llama-cpp was killed by signal 11 (SIGSEGV): (nothing on stderr)"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// The CPU line names family, model and stepping of the first
     /// processor (two CPUs sharing a marketing name stay apart), and falls
     /// back to the name alone.

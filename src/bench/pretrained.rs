@@ -282,23 +282,41 @@ pub fn pretrained_throughput(model: &Path, peer_python: Option<&Path>) -> Result
     );
     println!("CPU: {}", crate::bench::cpu_model());
     let args = peer_args(model, &inp, &w)?;
-    let mut rounds = Vec::new();
+    // Each peer on its own: one that fails (its error printed once, with
+    // the signal it died of) leaves the other measured.
+    let mut failed = [false; 2];
+    let mut peer = |py: &Path, which: &str, i: usize| -> Option<PretrainedRates> {
+        if failed[i] {
+            return None;
+        }
+        match run_peer(py, which, &args) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("peer {which} not measured: {e}");
+                failed[i] = true;
+                None
+            }
+        }
+    };
+    let mut rounds: Vec<Round> = Vec::new();
     for _ in 0..PRETRAINED_ROUNDS {
         let o = ours(&inp, &w)?;
-        let peers = match peer_python {
-            Some(py) => Some((
-                run_peer(py, "llama-cpp", &args)?,
-                run_peer(py, "torch", &args)?,
-            )),
-            None => None,
+        let (llama, torch) = match peer_python {
+            Some(py) => (peer(py, "llama-cpp", 0), peer(py, "torch", 1)),
+            None => (None, None),
         };
-        rounds.push((o, peers));
+        rounds.push(Round {
+            ours: o,
+            llama,
+            torch,
+        });
     }
-    if let Some((l, t)) = rounds.iter().find_map(|(_, p)| p.as_ref()) {
-        println!(
-            "iterdeploy: {}\nllama.cpp: {}\nPyTorch + peft: {}",
-            rounds[0].0.note, l.note, t.note
-        );
+    println!("iterdeploy: {}", rounds[0].ours.note);
+    if let Some(l) = rounds.iter().find_map(|r| r.llama.as_ref()) {
+        println!("llama.cpp: {}", l.note);
+    }
+    if let Some(t) = rounds.iter().find_map(|r| r.torch.as_ref()) {
+        println!("PyTorch + peft: {}", t.note);
     }
     println!(
         "| measure | iterdeploy tokens/s | peer | peer tokens/s | iterdeploy / peer | ratio per round |"
@@ -308,11 +326,11 @@ pub fn pretrained_throughput(model: &Path, peer_python: Option<&Path>) -> Result
     let row = |name: &str,
                peer: &str,
                pick: fn(&PretrainedRates) -> f64,
-               peer_of: fn(&(PretrainedRates, PretrainedRates)) -> &PretrainedRates| {
-        let ours = median(rounds.iter().map(|(o, _)| pick(o)).collect());
+               peer_of: fn(&Round) -> Option<&PretrainedRates>| {
+        let ours = median(rounds.iter().map(|r| pick(&r.ours)).collect());
         let pairs: Vec<(f64, f64)> = rounds
             .iter()
-            .filter_map(|(o, p)| p.as_ref().map(|p| (pick(o), pick(peer_of(p)))))
+            .filter_map(|r| peer_of(r).map(|p| (pick(&r.ours), pick(p))))
             .collect();
         match super::round_ratios(&pairs) {
             None => println!("| {name} | {ours:.1} | {peer} | — | — | — |"),
@@ -326,13 +344,20 @@ pub fn pretrained_throughput(model: &Path, peer_python: Option<&Path>) -> Result
         "sampling (prefill + K·N rows)",
         "llama.cpp",
         |r| r.sample,
-        |(llama, _)| llama,
+        |r| r.llama.as_ref(),
     );
     row(
         "LoRA training (fwd + bwd + Adam)",
         "PyTorch + peft",
         |r| r.train,
-        |(_, torch)| torch,
+        |r| r.torch.as_ref(),
     );
     Ok(())
+}
+
+/// One round of `bench pretrained`: ours, and each peer where it ran.
+struct Round {
+    ours: PretrainedRates,
+    llama: Option<PretrainedRates>,
+    torch: Option<PretrainedRates>,
 }
