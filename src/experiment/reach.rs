@@ -221,7 +221,7 @@ pub fn summary(
     );
     for (a, arm) in resolved.arms.iter().enumerate() {
         let g = arm.generations;
-        for (metric, name, label) in MEASURES {
+        for (metric, _, label) in MEASURES {
             let per_seed: Vec<SeedReach> = states
                 .iter()
                 .map(|per_arm| seed_reach(&per_arm[a], g, metric, rule, buckets))
@@ -265,7 +265,6 @@ pub fn summary(
                 fmt_value(mean_at(g), 2),
                 frontier_name(mean_at(g), buckets),
             );
-            let _ = name;
         }
     }
     // The necessary condition: generation 0's success on each size, and
