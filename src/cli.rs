@@ -531,6 +531,18 @@ fn validate_cmd(args: &ValidateArgs) -> Result<ExitCode> {
                     ))
                 }
             })?;
+            // Text that reads as a different plan once prose is skipped
+            // is likely raw model output: say so beside the verdict.
+            let text = String::from_utf8_lossy(&bytes);
+            let found = extract_plan(&text, &|a| domain.action(a).is_some());
+            if !found.steps.is_empty() && found.steps != parsed.steps {
+                eprintln!(
+                    "note: {name} reads as raw model output (a plan of {} step(s) can be extracted from it, \
+                     the IPC reading has {}): if it is, add --extract",
+                    found.steps.len(),
+                    parsed.steps.len()
+                );
+            }
             (parsed, None)
         };
         let verdict = validator.validate(&plan.steps);

@@ -114,6 +114,19 @@ fn validate_exit_codes_json_stdin_and_extract() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("extracted lines 3-10"));
+    // The same output without --extract: judged as given, with a note
+    // that suggests --extract.
+    let out = run(&["validate", d, p, "-"], Some(model_output));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("a plan of 8 step(s) can be extracted from it")
+            && err.contains("add --extract"),
+        "{err}"
+    );
+    // A plain plan file gets no such note.
+    let out = run(&["validate", d, p, plan], None);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("--extract"));
 }
 
 #[test]
@@ -984,6 +997,8 @@ fn plan_on_a_generated_folder_skips_the_domain_and_always_writes_plans_csv() {
         None,
     );
     exits(&o, 0);
+    // Generated names say the size first, then the seed and index.
+    assert!(tasks.join("blocksworld-b3-seed0-0000.pddl").is_file());
     let plans = dir.join("plans");
     let domain = tasks.join("domain.pddl");
     let o = run(

@@ -515,6 +515,28 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
             assert!(bytes.len() > 20, "{}/{f} is nearly empty", dir.display());
         }
         assert!(!figures.is_empty());
+        // Every arm of a smoke run has one sample budget, as in the full
+        // run (the pretrained smoke once gave its arms 2 and 4).
+        let mut smoke = r.clone();
+        smoke.smoke();
+        if let Some(first) = smoke.arms.first() {
+            assert!(
+                smoke
+                    .arms
+                    .iter()
+                    .all(|a| a.samples_per_task == first.samples_per_task),
+                "{}: {:?}",
+                r.spec.id,
+                smoke
+                    .arms
+                    .iter()
+                    .map(|a| a.samples_per_task)
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Ok(svg) = std::fs::read_to_string(dir.join("solved.svg")) {
+            assert!(svg.contains("Any-of-N (N = "), "{}: solved.svg", r.spec.id);
+        }
         if r.spec.deployment.is_some() {
             // The reach measures and their verdict (issue 28).
             let results = std::fs::read_to_string(dir.join("results.csv")).unwrap();

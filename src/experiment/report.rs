@@ -204,7 +204,7 @@ pub(super) fn write_deployment(
             });
         }
         let fig = Figure {
-            title: format!("{} ({})", f.title, spec.title),
+            title: format!("{} ({})", with_n(f.title, arms), spec.title),
             x_label: "generation".into(),
             y_label: measured_how(f.y_label, spec.policy.kind),
             series,
@@ -282,6 +282,23 @@ pub(super) fn write_deployment(
         summary,
         figures,
     })
+}
+
+/// A title naming "any-of-N" with its N: the arms' samples per task
+/// ("N = 16", or "N = 8 or 16" where arms differ).
+fn with_n(title: &str, arms: &[crate::deploy::ArmConfig]) -> String {
+    if !title.contains("Any-of-N") {
+        return title.to_string();
+    }
+    let mut ns: Vec<usize> = arms.iter().map(|a| a.samples_per_task).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    let list = ns
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    title.replace("Any-of-N", &format!("Any-of-N (N = {list})"))
 }
 
 /// Arm names as parts of file names: lower-case letters and digits, every
