@@ -154,6 +154,13 @@ pub fn exact_measurement(
     }
 }
 
+/// One sample's term of the KL(π_k ‖ π_{k−1}) estimate from π_k's
+/// samples, with log r = log π_{k−1}(y) − log π_k(y): r − 1 − log r, never
+/// negative, and unbiased since E_{π_k}[r] = 1.
+fn kl_term(log_r: f64) -> f64 {
+    log_r.exp_m1() - log_r
+}
+
 /// Monte-Carlo measurement of `current` = π_k (at the sampling
 /// temperature) from M = N samples of every task, sample i of task x drawn
 /// from `stream(x, i)`. With c valid samples of M:
@@ -166,13 +173,6 @@ pub fn exact_measurement(
 ///   lies in π_k's (softmax policies: everywhere), and never negative
 ///   term by term, unlike the plain mean of log π_k − log π_{k−1}, which
 ///   gave −3.7·10⁻⁶ nats for two nearly equal policies.
-/// One sample's term of the KL(π_k ‖ π_{k−1}) estimate from π_k's
-/// samples, with log r = log π_{k−1}(y) − log π_k(y): r − 1 − log r, never
-/// negative, and unbiased since E_{π_k}[r] = 1.
-fn kl_term(log_r: f64) -> f64 {
-    log_r.exp_m1() - log_r
-}
-
 pub fn sampled_measurement(
     work: &Workload,
     current: &dyn crate::policy::Policy,
