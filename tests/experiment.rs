@@ -537,6 +537,36 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
         if let Ok(svg) = std::fs::read_to_string(dir.join("solved.svg")) {
             assert!(svg.contains("Any-of-N (N = "), "{}: solved.svg", r.spec.id);
         }
+        // Every completion a free-text policy wrote is kept, for every
+        // arm, seed and generation; a policy that chooses steps has none.
+        let completions = dir.join("completions.jsonl");
+        if r.spec.deployment.is_some() && !r.spec.policy.kind.is_markov() {
+            let text = std::fs::read_to_string(&completions).unwrap();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let mut smoke = r.clone();
+            smoke.smoke();
+            let generations = smoke.arms[0].generations + 1;
+            assert!(!lines.is_empty(), "{}", r.spec.id);
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l["text"].is_string() && l["valid"].is_boolean())
+            );
+            for g in 0..generations {
+                assert!(
+                    lines.iter().any(|l| l["generation"] == g),
+                    "{}: no completion of generation {g}",
+                    r.spec.id
+                );
+            }
+            let listed = std::fs::read_to_string(dir.join("complete.json")).unwrap();
+            assert!(listed.contains("completions.jsonl"), "{}", r.spec.id);
+        } else {
+            assert!(!completions.exists(), "{}", r.spec.id);
+        }
         if r.spec.deployment.is_some() {
             // The reach measures and their verdict (issue 28).
             let results = std::fs::read_to_string(dir.join("results.csv")).unwrap();

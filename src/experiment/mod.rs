@@ -9,6 +9,7 @@
 //! | `summary.csv` | every plotted number: mean and 95% CI over seeds |
 //! | `*.png`, `*.svg` | the figures |
 //! | `summary.md` | the question, headline numbers, figure list |
+//! | `completions.jsonl` | free-text policies only (plan writer, pretrained model): every completion sampled, one JSON line each (arm, seed, generation, task, sample, valid, text) |
 //!
 //! Long runs: a progress bar on stderr; each seed's trained generation 0,
 //! and after every generation each job, writes a checkpoint under
@@ -510,6 +511,13 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let _lock = crate::output::lock_dir(&dir)?;
     crate::output::remove_stale_temps(&dir);
     crate::output::begin_set(&dir)?;
+    // An earlier run's completions are not this run's.
+    match std::fs::remove_file(dir.join(COMPLETIONS)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(&dir.join(COMPLETIONS), e));
+        }
+        _ => {}
+    }
     crate::output::write_atomic(&dir.join("spec.toml"), resolved.to_toml().as_bytes())?;
     let (with_base, demos) = build_workload(&resolved.spec)?;
     let spec = &resolved.spec;
@@ -551,20 +559,102 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         }
         spec::Kind::Drift(d) => analysis::drift(&dir, &resolved, &work, &bases, d)?,
     };
+    join_completions(&dir, &ck_dir, spec, resolved.arms.len())?;
     std::fs::remove_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
     crate::output::write_atomic(&dir.join("summary.md"), outcome.summary.as_bytes())?;
     // Written last: the outputs of this run are now one set.
-    let mut files: Vec<String> = ["spec.toml", "results.csv", "summary.csv", "summary.md"]
-        .into_iter()
-        .filter(|f| dir.join(f).is_file())
-        .map(String::from)
-        .collect();
+    let mut files: Vec<String> = [
+        "spec.toml",
+        "results.csv",
+        "summary.csv",
+        "summary.md",
+        COMPLETIONS,
+    ]
+    .into_iter()
+    .filter(|f| dir.join(f).is_file())
+    .map(String::from)
+    .collect();
     for stem in &outcome.figures {
         files.push(format!("{stem}.png"));
         files.push(format!("{stem}.svg"));
     }
     crate::output::finish_set(&dir, &files)?;
     Ok(RunOutcome { dir, ..outcome })
+}
+
+/// The file of one generation's completions of one job, under
+/// `checkpoints/` until the run is whole (written atomically, so a rerun
+/// of the generation after a kill replaces it).
+fn completions_file(ck_dir: &Path, arm: usize, seed: u64, generation: usize) -> PathBuf {
+    ck_dir.join(format!(
+        "completions-arm{arm}-seed{seed}-gen{generation}.jsonl"
+    ))
+}
+
+/// The file every completion of a run goes to (free-text policies only).
+pub const COMPLETIONS: &str = "completions.jsonl";
+
+/// Writes the text of every sample of the generation `state` just
+/// finished, for a policy that writes free text (the plan writer, a
+/// pretrained model): one JSON line each, with arm, seed, generation,
+/// task, sample index, and whether the plan was valid.
+fn save_completions(
+    ck_dir: &Path,
+    env: &crate::mdp::Deployment,
+    arm: &deploy::ArmConfig,
+    a: usize,
+    seed: u64,
+    policy: &dyn Policy,
+    state: &ArmState,
+) -> Result<()> {
+    let Some(samples) = state.pool.last() else {
+        return Ok(());
+    };
+    let mut out = String::new();
+    for sm in samples {
+        let Some(text) = policy.completion_text(&sm.trace) else {
+            continue;
+        };
+        let line = serde_json::json!({
+            "arm": arm.name,
+            "seed": seed,
+            "generation": sm.generation,
+            "task": env.tasks[sm.trace.task].name,
+            "sample": sm.index,
+            "valid": sm.trace.valid,
+            "text": text,
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    match samples.first() {
+        Some(first) if !out.is_empty() => crate::output::write_atomic(
+            &completions_file(ck_dir, a, seed, first.generation),
+            out.as_bytes(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Joins the jobs' completion files, in arm, seed and generation order,
+/// into the run folder's [`COMPLETIONS`], if there are any.
+fn join_completions(dir: &Path, ck_dir: &Path, spec: &Spec, arms: usize) -> Result<()> {
+    let mut all = Vec::new();
+    for a in 0..arms {
+        for &seed in &spec.seeds {
+            for g in 0.. {
+                let f = completions_file(ck_dir, a, seed, g);
+                if !f.is_file() {
+                    break;
+                }
+                all.extend(crate::input::read_file(&f)?);
+            }
+        }
+    }
+    if all.is_empty() {
+        return Ok(());
+    }
+    crate::output::write_atomic(&dir.join(COMPLETIONS), &all)
 }
 
 /// Every (seed, arm) job, in parallel; results indexed [seed][arm].
@@ -637,6 +727,7 @@ fn run_arms(
                         if log_lines {
                             eprintln!("{}", progress_line(&spec.id, arm, seed, st, &started));
                         }
+                        save_completions(ck_dir, &work.env, arm, a, seed, bases[s].as_ref(), st)?;
                         save_checkpoint(&path, fingerprint, st)
                     },
                 )?

@@ -61,6 +61,14 @@ pub trait Policy: Send + Sync {
         self.params().len()
     }
 
+    /// The text a free-text writer wrote for `trace` (decoded from its
+    /// tokens), to be kept beside a run's numbers; `None` for policies
+    /// that choose steps (their trace is its steps) or a trace without
+    /// tokens.
+    fn completion_text(&self, _trace: &Trace) -> Option<String> {
+        None
+    }
+
     /// Whether π reads only the current state (then [`Policy::logits`] is
     /// defined and exact dynamic programs apply). The deployment loop
     /// measures other policies by sampling.

@@ -455,6 +455,18 @@ impl Policy for Pretrained {
         &self.theta
     }
 
+    fn completion_text(&self, trace: &Trace) -> Option<String> {
+        if trace.tokens.is_empty() {
+            return None;
+        }
+        // A decoding error (an id the tokenizer cannot map) is shown, not
+        // dropped: the file is for reading what the model wrote.
+        Some(
+            self.plan_text(&trace.tokens)
+                .unwrap_or_else(|e| format!("<undecodable: {e}>")),
+        )
+    }
+
     fn params_mut(&mut self) -> &mut [f64] {
         *self.adapters.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         &mut self.theta

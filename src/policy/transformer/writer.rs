@@ -216,6 +216,21 @@ impl Policy for PlanWriter {
         &self.decoder.theta
     }
 
+    fn completion_text(&self, trace: &Trace) -> Option<String> {
+        if trace.tokens.is_empty() {
+            return None;
+        }
+        let words = &self.decoder.vocab.words;
+        Some(
+            trace
+                .tokens
+                .iter()
+                .map(|&t| words.get(t as usize).map_or("<?>", String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+
     fn params_mut(&mut self) -> &mut [f64] {
         self.decoder.params_mut()
     }
