@@ -302,6 +302,27 @@ pub fn check_set(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to write a set of `ours` into `dir` when `dir` already holds a
+/// complete set of another kind (its `complete.json` lists a file not in
+/// `ours`): `report --out plots/headline` would otherwise replace a
+/// finished simulation's `results.csv` and `summary.md`.
+pub fn refuse_foreign_set(dir: &Path, ours: &[&str]) -> Result<()> {
+    let mark = dir.join(COMPLETE);
+    if !mark.is_file() {
+        return Ok(());
+    }
+    let text = crate::input::read_text(&mark)?;
+    let entries: Vec<Entry> = serde_json::from_str(&text).unwrap_or_default();
+    if let Some(other) = entries.iter().find(|e| !ours.contains(&e.name.as_str())) {
+        return Err(Error::Invalid(format!(
+            "refusing to write into {}: it holds another complete set of outputs (its {COMPLETE} lists `{}`); choose another --out",
+            dir.display(),
+            other.name
+        )));
+    }
+    Ok(())
+}
+
 /// The absolute, symlink-free path the kernel will write to for `p`,
 /// whether or not `p` exists yet: its longest existing ancestor is
 /// canonicalised (following links), and the rest, which does not exist

@@ -848,6 +848,19 @@ fn outputs_through_missing_folders_and_dotdot_never_overwrite_inputs() {
     );
     exits(&o, 2);
     assert!(!rep.exists(), "report wrote before checking its overlay");
+    // A finished simulation's folder is not a report's: refused, and its
+    // files kept.
+    let sim = dir.join("sim-done");
+    std::fs::create_dir_all(&sim).unwrap();
+    std::fs::write(sim.join("results.csv"), "arm,seed\n").unwrap();
+    std::fs::write(sim.join("summary.csv"), "arm\n").unwrap();
+    iterdeploy::output::finish_set(&sim, &["results.csv".into(), "summary.csv".into()]).unwrap();
+    let o = run(&["report", &p(""), "--out", sim.to_str().unwrap()], None);
+    assert!(exits(&o, 2).contains("another complete set"));
+    assert_eq!(
+        std::fs::read_to_string(sim.join("results.csv")).unwrap(),
+        "arm,seed\n"
+    );
     // Without --out: beside the run, never inside it.
     let o = run(&["report", &p("")], None);
     exits(&o, 0);

@@ -189,6 +189,7 @@ pub fn report(
         &inputs,
     )?;
     crate::output::refuse_linked_dir(&out)?;
+    crate::output::refuse_foreign_set(&out, &REPORT_FILES)?;
     // Every overlay is read (and refused if it is not a complete
     // simulation) before anything is written.
     let mut overlay_series = Vec::new();
