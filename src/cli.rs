@@ -517,11 +517,12 @@ fn validate_cmd(args: &ValidateArgs) -> Result<ExitCode> {
                 Some(e),
             )
         } else {
+            // Raw model output (prose around the plan) is what --extract is
+            // for: the plan it would read, to compare with the IPC reading.
+            let found = extract_plan(&String::from_utf8_lossy(&bytes), &|a| {
+                domain.action(a).is_some()
+            });
             let parsed = parse_ipc_plan(&bytes, &name).map_err(|e| {
-                // Raw model output (prose around the plan) is what
-                // --extract is for.
-                let text = String::from_utf8_lossy(&bytes);
-                let found = extract_plan(&text, &|a| domain.action(a).is_some());
                 if found.steps.is_empty() {
                     anyhow::Error::from(e)
                 } else {
@@ -533,8 +534,6 @@ fn validate_cmd(args: &ValidateArgs) -> Result<ExitCode> {
             })?;
             // Text that reads as a different plan once prose is skipped
             // is likely raw model output: say so beside the verdict.
-            let text = String::from_utf8_lossy(&bytes);
-            let found = extract_plan(&text, &|a| domain.action(a).is_some());
             if !found.steps.is_empty() && found.steps != parsed.steps {
                 eprintln!(
                     "note: {name} reads as raw model output (a plan of {} step(s) can be extracted from it, \

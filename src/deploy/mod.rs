@@ -264,6 +264,17 @@ pub struct ArmState {
     pub timings: Timings,
 }
 
+impl ArmState {
+    /// The measured value of `metric` for `bucket` at `generation`; NaN
+    /// where it was not measured (or is undefined).
+    pub fn value(&self, generation: usize, bucket: &str, metric: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.generation == generation && r.bucket == bucket && r.metric == metric)
+            .map_or(f64::NAN, |r| r.value)
+    }
+}
+
 /// Where an arm's time went, in seconds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {

@@ -231,7 +231,7 @@ fn check_policy_size(spec: &Spec, env: &crate::mdp::Deployment) -> Result<()> {
         spec::PolicyKind::Pretrained => {
             // Its own measured model: frozen weights, activations, and
             // per-job copies of the LoRA state.
-            let jobs = spec.seeds.len() * spec.deployment.as_ref().map_or(1, |d| d.arms.len());
+            let jobs = jobs_of(spec);
             let (bytes, how) = pretrained_memory(p, jobs)?;
             return crate::limits::check_memory(
                 &format!(
@@ -298,8 +298,12 @@ pub fn pretrained_memory_estimate(resolved: &Resolved, smoke: bool) -> Result<Op
     if smoke {
         r.smoke();
     }
-    let jobs = r.spec.seeds.len() * r.arms.len().max(1);
-    Ok(Some(pretrained_memory(&r.spec.policy, jobs)?.0))
+    Ok(Some(pretrained_memory(&r.spec.policy, jobs_of(&r.spec))?.0))
+}
+
+/// The (seed, arm) jobs a spec runs (one per seed without arms).
+fn jobs_of(spec: &Spec) -> usize {
+    spec.seeds.len() * spec.deployment.as_ref().map_or(1, |d| d.arms.len().max(1))
 }
 
 /// The estimated peak memory of a pretrained run with `jobs` (seed, arm)

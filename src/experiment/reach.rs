@@ -98,15 +98,6 @@ impl ReachSpec {
     }
 }
 
-/// The value of `metric` for `bucket` at `generation` in one job's rows.
-fn row(state: &ArmState, generation: usize, bucket: &str, metric: &str) -> f64 {
-    state
-        .rows
-        .iter()
-        .find(|r| r.generation == generation && r.bucket == bucket && r.metric == metric)
-        .map_or(f64::NAN, |r| r.value)
-}
-
 /// The frontier of one generation: the 1-based position of the largest
 /// bucket (in `buckets`' order) whose `metric` is at least `threshold`,
 /// 0 if none is. A bucket without a value (no deployed task) never is.
@@ -120,7 +111,7 @@ pub fn frontier(
     buckets
         .iter()
         .enumerate()
-        .filter(|(_, b)| row(state, generation, b, metric) >= threshold)
+        .filter(|(_, b)| state.value(generation, b, metric) >= threshold)
         .map(|(i, _)| i + 1)
         .max()
         .unwrap_or(0)
@@ -183,9 +174,9 @@ fn seed_reach(
     let best = (1..=generations)
         .map(|g| frontier(state, g, buckets, metric, rule.threshold))
         .max();
-    let hardest0 = row(state, 0, BUCKET_ALL, "longest_solved_optimal");
+    let hardest0 = state.value(0, BUCKET_ALL, "longest_solved_optimal");
     let hardest = (1..=generations)
-        .map(|g| row(state, g, BUCKET_ALL, "longest_solved_optimal"))
+        .map(|g| state.value(g, BUCKET_ALL, "longest_solved_optimal"))
         .filter(|v| v.is_finite())
         .fold(f64::NAN, f64::max);
     SeedReach {
@@ -251,6 +242,7 @@ pub fn summary(
                     .collect();
                 mean_ci95(&v).mean
             };
+            let (first, last) = (mean_at(0), mean_at(g));
             let undefined = if no_growth > 0 {
                 format!(" ({no_growth} seed(s) without a solved task at gen 0 or later: no ratio)")
             } else {
@@ -260,10 +252,10 @@ pub fn summary(
                 s,
                 "| {} | {label} | {} ({}) → {} ({}) | {moved} of {seeds} | {grew} of {seeds}{undefined} | **{both} of {seeds}** |",
                 arm.name,
-                fmt_value(mean_at(0), 2),
-                frontier_name(mean_at(0), buckets),
-                fmt_value(mean_at(g), 2),
-                frontier_name(mean_at(g), buckets),
+                fmt_value(first, 2),
+                frontier_name(first, buckets),
+                fmt_value(last, 2),
+                frontier_name(last, buckets),
             );
         }
     }
@@ -278,7 +270,7 @@ pub fn summary(
     for (b, name) in buckets.iter().enumerate() {
         let v: Vec<f64> = states
             .iter()
-            .map(|per_arm| row(&per_arm[0], 0, name, "success_prob"))
+            .map(|per_arm| per_arm[0].value(0, name, "success_prob"))
             .collect();
         let past = states
             .iter()

@@ -243,8 +243,7 @@ pub(super) fn write_deployment(
         .fold(0.0f64, f64::max);
     let shared = (0.0, (top * 1.05).clamp(0.05, 1.0));
     let slugs = arm_slugs(&arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>());
-    let slugs_for_reach = slugs.clone();
-    for ((arm, series), slug) in arms.iter().zip(per_arm).zip(slugs) {
+    for ((arm, series), slug) in arms.iter().zip(per_arm).zip(&slugs) {
         let stem = format!("success_by_bucket_{slug}");
         Figure {
             title: format!("Success by size: {} ({})", arm.name, spec.title),
@@ -267,11 +266,7 @@ pub(super) fn write_deployment(
     }
 
     figures.extend(super::reach::figures(
-        dir,
-        resolved,
-        work,
-        &collected,
-        &slugs_for_reach,
+        dir, resolved, work, &collected, &slugs,
     )?);
     let mut summary = deployment_summary(resolved, work, &collected, states, &figures);
     summary += &headline_checks(resolved, states);
@@ -641,11 +636,7 @@ fn fmt_signed_interval(i: Interval) -> String {
 
 /// Value of `metric` (bucket `all`) at `generation` in one arm's rows.
 fn value(state: &ArmState, generation: usize, metric: &str) -> f64 {
-    state
-        .rows
-        .iter()
-        .find(|r| r.generation == generation && r.bucket == BUCKET_ALL && r.metric == metric)
-        .map_or(f64::NAN, |r| r.value)
+    state.value(generation, BUCKET_ALL, metric)
 }
 
 /// The paper's second headline claim, seed by seed for every arm: some
