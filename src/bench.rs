@@ -719,6 +719,7 @@ pub const BENCH_TRANSFORMER: crate::policy::transformer::Config =
         d_ff: 512,
         max_len: 256,
         f64: false,
+        positions: crate::policy::transformer::Positions::Learned,
     };
 
 /// Throughput of one side of the transformer benchmark, tokens per second.

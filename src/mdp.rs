@@ -70,6 +70,10 @@ pub struct Deployment {
     pub num_features: usize,
     /// Shared facts by id, e.g. `(on b1 b2)`.
     pub fact_names: Vec<String>,
+    /// The domain's constants by name: the objects every task shares
+    /// (the rest of a task's objects are its own; see
+    /// `policy::transformer::tokens::Objects`).
+    pub constants: Vec<String>,
 }
 
 impl Deployment {
@@ -92,6 +96,7 @@ impl Deployment {
             action_names: self.action_names.clone(),
             num_features: self.num_features,
             fact_names: self.fact_names.clone(),
+            constants: self.constants.clone(),
         }
     }
 
@@ -171,6 +176,7 @@ impl Deployment {
             action_names,
             num_features: fact_names.len(),
             fact_names,
+            constants: domain.constants.iter().map(|(n, _)| n.clone()).collect(),
         })
     }
 }

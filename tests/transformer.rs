@@ -10,23 +10,30 @@ use iterdeploy::exact::PolicyTable;
 use iterdeploy::generate::{DomainKind, Params, generate};
 use iterdeploy::mdp::Deployment;
 use iterdeploy::policy::Policy;
-use iterdeploy::policy::transformer::{PlanWriter, Size, Transformer};
+use iterdeploy::policy::transformer::{Objects, PlanWriter, Positions, Size, Transformer};
 use iterdeploy::tolerance::{EXACT_ABS, EXACT_REL, FD_ABS, FD_REL, FD_STEP, errors};
 
 fn blocks_env(blocks: usize, count: usize, horizon: usize) -> Deployment {
+    ladder_env(&[(blocks, count)], horizon)
+}
+
+/// One deployment of `count` Blocksworld tasks of each `(blocks, count)`.
+fn ladder_env(sizes: &[(usize, usize)], horizon: usize) -> Deployment {
     let kind = DomainKind::Blocksworld;
     let domain = kind.parse_domain();
-    let tasks = generate(
-        kind,
-        &mut Params::from_pairs(kind, &[format!("blocks={blocks}")]).unwrap(),
-        count,
-        9,
-    )
-    .unwrap();
-    let problems: Vec<_> = tasks
-        .iter()
-        .map(|t| iterdeploy::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain).unwrap())
-        .collect();
+    let mut problems = Vec::new();
+    for &(blocks, count) in sizes {
+        let tasks = generate(
+            kind,
+            &mut Params::from_pairs(kind, &[format!("blocks={blocks}")]).unwrap(),
+            count,
+            9,
+        )
+        .unwrap();
+        problems.extend(tasks.iter().map(|t| {
+            iterdeploy::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain).unwrap()
+        }));
+    }
     Deployment::build(&domain, &problems, horizon, 100_000).unwrap()
 }
 
@@ -36,7 +43,20 @@ const SMALL: Size = Size {
     layers: 2,
     d_ff: 32,
     f64: true,
+    positions: Positions::Learned,
+    objects: Objects::Names,
 };
+
+/// The plan writer built to extrapolate (issue 28): no position
+/// embeddings, and each task's objects renamed into a pool of 8 tokens.
+const EXTRAPOLATING: Size = Size {
+    positions: Positions::None,
+    objects: Objects::Pool { size: 8 },
+    ..SMALL
+};
+
+/// Both writer schemes: every writer check holds under each.
+const WRITER_SIZES: [Size; 2] = [SMALL, EXTRAPOLATING];
 
 fn model(env: &Deployment, seed: u64) -> Transformer {
     Transformer::new(env, SMALL, 1.0, &mut iterdeploy::rng::seeded(seed)).unwrap()
@@ -194,7 +214,10 @@ fn plan_text_from_the_model_is_judged_like_model_output() {
         let text: String = t
             .steps
             .iter()
-            .map(|&(_, a)| vocab.text(&vocab.action_tokens[a]) + "\n")
+            .map(|&(_, a)| {
+                let task = vocab.task(&env, t.task);
+                task.text(&task.action(a)) + "\n"
+            })
             .collect();
         let extraction = iterdeploy::extract::extract_plan(&text, &|a| domain.action(a).is_some());
         let verdict = iterdeploy::validate::Validator::new(&domain, &env.tasks[t.task].problem)
@@ -251,7 +274,7 @@ fn decoding_writes_the_same_tokens_with_or_without_cache_on_any_thread_count() {
     let env = blocks_env(3, 1, 4);
     let m = model(&env, 11);
     let w = m.decoder().weights();
-    let prompt = m.decoder().vocabulary().prompt(&env, 0, 0);
+    let prompt = m.decoder().vocabulary().task(&env, 0).prompt(0);
     let sampling = Sampling {
         temperature: 1.0,
         top_k: Some(8),
@@ -306,7 +329,7 @@ fn free_sampling_follows_the_teacher_forced_distribution() {
         *p = normal.sample(&mut rng);
     }
     let w = m.decoder().weights();
-    let prompt = m.decoder().vocabulary().prompt(&env, 0, 0);
+    let prompt = m.decoder().vocabulary().task(&env, 0).prompt(0);
     let v = m.decoder().vocabulary().len() as u32;
     let pairs: Vec<Vec<u32>> = (0..v)
         .flat_map(|a| (0..v).map(move |b| vec![a, b]))
@@ -376,6 +399,7 @@ fn lm_training_step_learns_and_reaches_every_parameter() {
         d_ff: 32,
         max_len: 16,
         f64: false,
+        positions: Positions::Learned,
     };
     let theta = initial_params(&cfg, &mut iterdeploy::rng::seeded(21));
     let adamw = AdamW {
@@ -423,6 +447,7 @@ fn sharded_lm_gradient_equals_the_whole_batch_gradient() {
         d_ff: 16,
         max_len: 8,
         f64: true,
+        positions: Positions::None,
     };
     let theta = initial_params(&cfg, &mut iterdeploy::rng::seeded(4));
     let w = Weights::from_flat(cfg, &theta, &candle_core::Device::Cpu).unwrap();
@@ -443,7 +468,11 @@ fn sharded_lm_gradient_equals_the_whole_batch_gradient() {
 // ---- The plan writer: prompt = task, completion = the whole plan as text.
 
 fn writer(env: &Deployment, seed: u64) -> PlanWriter {
-    PlanWriter::new(env, SMALL, 1.0, &mut iterdeploy::rng::seeded(seed)).unwrap()
+    writer_of(env, SMALL, seed)
+}
+
+fn writer_of(env: &Deployment, size: Size, seed: u64) -> PlanWriter {
+    PlanWriter::new(env, size, 1.0, &mut iterdeploy::rng::seeded(seed)).unwrap()
 }
 
 /// Shortest plans of `env`'s tasks as traces (the planner's demonstrations).
@@ -474,13 +503,15 @@ fn writer_samples(
 fn plan_writer_gets_a_gradient_in_every_parameter_tensor() {
     crate::common::candle_cpu();
     let env = blocks_env(3, 2, 6);
-    let w = writer(&env, 1);
-    assert!(!w.is_markov());
-    let demos = demonstrations(&env);
-    let weighted: Vec<(&Trace, f64)> = demos.iter().map(|t| (t, 1.0)).collect();
-    let mut grad = vec![0.0; w.num_params()];
-    w.accumulate_trace_scores(&env, &weighted, &mut grad);
-    assert_every_tensor_has_gradient(&w.decoder().config(), &grad);
+    for size in WRITER_SIZES {
+        let w = writer_of(&env, size, 1);
+        assert!(!w.is_markov());
+        let demos = demonstrations(&env);
+        let weighted: Vec<(&Trace, f64)> = demos.iter().map(|t| (t, 1.0)).collect();
+        let mut grad = vec![0.0; w.num_params()];
+        w.accumulate_trace_scores(&env, &weighted, &mut grad);
+        assert_every_tensor_has_gradient(&w.decoder().config(), &grad);
+    }
 }
 
 /// ∇ log π(y | x) of whole completions (free-text samples and planner
@@ -490,7 +521,14 @@ fn plan_writer_gets_a_gradient_in_every_parameter_tensor() {
 fn plan_writer_scores_match_finite_differences() {
     crate::common::candle_cpu();
     let env = blocks_env(3, 2, 5);
-    let mut w = writer(&env, 2);
+    for size in WRITER_SIZES {
+        writer_scores_match_finite_differences(&env, size);
+    }
+}
+
+fn writer_scores_match_finite_differences(env: &Deployment, size: Size) {
+    let env = env.clone();
+    let mut w = writer_of(&env, size, 2);
     let mut traces: Vec<Trace> = writer_samples(&env, &w, 1, 3)
         .into_iter()
         .map(|(t, _)| t)
@@ -524,7 +562,7 @@ fn plan_writer_scores_match_finite_differences() {
                 let exact: f64 = analytic.iter().zip(&dir).map(|(a, d)| a * d).sum();
                 assert!(
                     relative_eq!(exact, numeric, epsilon = FD_ABS, max_relative = FD_REL),
-                    "τ {tau}, direction {k}: autograd {exact} vs differences {numeric}"
+                    "{size:?}, τ {tau}, direction {k}: autograd {exact} vs differences {numeric}"
                 );
             }
         }
@@ -538,12 +576,14 @@ fn plan_writer_scores_match_finite_differences() {
 fn plan_writer_sampling_log_probs_equal_teacher_forced_ones() {
     crate::common::candle_cpu();
     let env = blocks_env(3, 2, 6);
-    let mut w = writer(&env, 5);
-    w.set_temperature(0.8);
-    let samples = writer_samples(&env, &w, 4, 6);
-    for (t, logp) in &samples {
-        let forced = w.trace_log_prob(&env, t);
-        assert_relative_eq!(*logp, forced, epsilon = EXACT_ABS, max_relative = EXACT_REL);
+    for size in WRITER_SIZES {
+        let mut w = writer_of(&env, size, 5);
+        w.set_temperature(0.8);
+        let samples = writer_samples(&env, &w, 4, 6);
+        for (t, logp) in &samples {
+            let forced = w.trace_log_prob(&env, t);
+            assert_relative_eq!(*logp, forced, epsilon = EXACT_ABS, max_relative = EXACT_REL);
+        }
     }
 }
 
@@ -557,7 +597,14 @@ fn plan_writer_sampling_log_probs_equal_teacher_forced_ones() {
 fn plan_writer_text_is_judged_like_model_output() {
     crate::common::candle_cpu();
     let env = blocks_env(3, 3, 6);
-    let w = writer(&env, 7);
+    for size in WRITER_SIZES {
+        writer_text_is_judged_like_model_output(&env, size);
+    }
+}
+
+fn writer_text_is_judged_like_model_output(env: &Deployment, size: Size) {
+    let env = env.clone();
+    let w = writer_of(&env, size, 7);
     let domain = DomainKind::Blocksworld.parse_domain();
     let end = w.decoder().vocabulary().id("<end>").unwrap();
     let mut completions: Vec<(usize, Vec<u32>)> = writer_samples(&env, &w, 20, 8)
@@ -565,7 +612,7 @@ fn plan_writer_text_is_judged_like_model_output() {
         .map(|(t, _)| (t.task, t.tokens))
         .collect();
     for d in demonstrations(&env) {
-        let full = w.completion(&d);
+        let full = w.completion(&env, &d);
         assert_eq!(
             w.read(&env, d.task, &full).steps,
             d.steps,
@@ -573,8 +620,12 @@ fn plan_writer_text_is_judged_like_model_output() {
         );
         if d.plan_length() > 0 {
             let mut cut = full.clone();
-            let last_step =
-                w.decoder().vocabulary().action_tokens[d.steps[d.steps.len() - 2].1].len();
+            let last_step = w
+                .decoder()
+                .vocabulary()
+                .task(&env, d.task)
+                .action(d.steps[d.steps.len() - 2].1)
+                .len();
             cut.drain(cut.len() - 1 - last_step..cut.len() - 1);
             completions.push((d.task, cut));
         }
@@ -583,7 +634,7 @@ fn plan_writer_text_is_judged_like_model_output() {
     let mut seen = [0usize; 2];
     for (x, tokens) in completions {
         let t = w.read(&env, x, &tokens);
-        let text = w.plan_text(&tokens);
+        let text = w.plan_text(&env, x, &tokens);
         let closed = tokens.contains(&end) && text.lines().count() <= env.horizon;
         let extraction = iterdeploy::extract::extract_plan(&text, &|a| domain.action(a).is_some());
         let verdict = iterdeploy::validate::Validator::new(&domain, &env.tasks[x].problem)
@@ -601,7 +652,130 @@ fn plan_writer_text_is_judged_like_model_output() {
     }
     assert!(
         seen[0] > 0 && seen[1] > 0,
-        "{seen:?}: need valid and invalid texts"
+        "{size:?}: {seen:?}: need valid and invalid texts"
+    );
+}
+
+/// Issue 28's precondition for reach: a writer trained only on 3-block
+/// tasks meets a 5-block prompt. Under the pool every token of that prompt
+/// got gradient from the 3-block training (its embedding row is trained and
+/// finite), and there are no position embeddings to leave untrained; under
+/// one token per name, the tokens of blocks b4 and b5 got none and neither
+/// did the positions past the longest 3-block sequence.
+#[test]
+fn a_pool_writer_trained_on_3_blocks_reads_5_block_prompts_with_trained_tokens() {
+    crate::common::candle_cpu();
+    // 12 tasks of 3 blocks (the training set), then 2 of 5 blocks.
+    let env = ladder_env(&[(3, 12), (5, 2)], 12);
+    let small: Vec<Trace> = demonstrations(&env)
+        .into_iter()
+        .filter(|t| t.task < 12)
+        .collect();
+    assert_eq!(small.len(), 12);
+    let weighted: Vec<(&Trace, f64)> = small.iter().map(|t| (t, 1.0)).collect();
+    for size in WRITER_SIZES {
+        let w = writer_of(&env, size, 3);
+        let cfg = w.decoder().config();
+        let mut grad = vec![0.0; w.num_params()];
+        w.accumulate_trace_scores(&env, &weighted, &mut grad);
+        // tok_emb is the first tensor, [vocab, d_model].
+        let d = cfg.d_model;
+        let row_trained = |t: u32| {
+            let row = &grad[t as usize * d..(t as usize + 1) * d];
+            row.iter().all(|g| g.is_finite()) && row.iter().any(|&g| g != 0.0)
+        };
+        let untrained: Vec<String> = (12..14)
+            .flat_map(|x| w.prompt(&env, x))
+            .filter(|&t| !row_trained(t))
+            .map(|t| w.decoder().vocabulary().words[t as usize].clone())
+            .collect();
+        let has_positions = cfg.shapes().iter().any(|(n, _)| n == "pos_emb");
+        match size.objects {
+            Objects::Pool { .. } => {
+                assert!(untrained.is_empty(), "untrained tokens: {untrained:?}");
+                assert!(!has_positions);
+            }
+            Objects::Names => {
+                assert!(
+                    untrained.contains(&"b4".to_string()) && untrained.contains(&"b5".to_string()),
+                    "{untrained:?}"
+                );
+                // The positions past every 3-block sequence got no gradient.
+                let longest = small
+                    .iter()
+                    .map(|t| w.prompt(&env, t.task).len() + w.completion(&env, t).len())
+                    .max()
+                    .unwrap();
+                let pos = cfg.vocab * d;
+                assert!(
+                    grad[pos + longest * d..pos + (longest + 1) * d]
+                        .iter()
+                        .all(|&g| g == 0.0)
+                );
+                let big = demonstrations(&env)
+                    .into_iter()
+                    .filter(|t| t.task >= 12)
+                    .map(|t| w.prompt(&env, t.task).len() + w.completion(&env, &t).len())
+                    .max()
+                    .unwrap();
+                assert!(big > longest + 1, "5-block plans reach past them");
+            }
+        }
+    }
+}
+
+/// Under the pool, a task's naming is fixed by its name (the same in every
+/// writer and run), injective, and distinct tasks get distinct namings; the
+/// plan text comes back in the task's own names.
+#[test]
+fn a_pool_names_each_task_fixedly_and_injectively() {
+    crate::common::candle_cpu();
+    let env = ladder_env(&[(3, 6), (5, 2)], 12);
+    let (a, b) = (
+        writer_of(&env, EXTRAPOLATING, 1),
+        writer_of(&env, EXTRAPOLATING, 2),
+    );
+    let is_pool = |w: &str| w.len() > 1 && w.starts_with('o') && w[1..].parse::<u32>().is_ok();
+    let mut namings = std::collections::BTreeSet::new();
+    for x in 0..env.tasks.len() {
+        assert_eq!(a.prompt(&env, x), b.prompt(&env, x), "task {x}");
+        let vocab = a.decoder().vocabulary();
+        let task = vocab.task(&env, x);
+        let objects = env.tasks[x].problem.objects.len();
+        // The pool token of each block, b1 … bn, read off the prompt.
+        let mut naming = vec![None; objects];
+        for &t in &a.prompt(&env, x) {
+            if is_pool(&vocab.words[t as usize]) {
+                let block: usize = task.word(t)[1..].parse().unwrap();
+                assert!(
+                    naming[block - 1].is_none_or(|n| n == t),
+                    "task {x}: b{block} has two tokens"
+                );
+                naming[block - 1] = Some(t);
+            }
+        }
+        let naming: Vec<u32> = naming
+            .into_iter()
+            .map(|n| n.expect("every block named"))
+            .collect();
+        let distinct: std::collections::BTreeSet<u32> = naming.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            objects,
+            "task {x}: one pool token per block"
+        );
+        namings.insert(naming);
+    }
+    assert_eq!(namings.len(), env.tasks.len(), "each task its own naming");
+    let demos = demonstrations(&env);
+    let demo = demos.iter().rev().find(|d| d.plan_length() > 0).unwrap();
+    let text = a.plan_text(&env, demo.task, &a.completion(&env, demo));
+    assert!(
+        !text.is_empty()
+            && text
+                .split_whitespace()
+                .all(|w| !is_pool(w.trim_matches(|c| c == '(' || c == ')'))),
+        "{text}"
     );
 }
 
@@ -613,22 +787,27 @@ fn plan_writer_text_is_judged_like_model_output() {
 fn p01_sft_is_scaled_reinforce_on_the_plan_writer() {
     crate::common::candle_cpu();
     let env = blocks_env(3, 2, 6);
-    let w = writer(&env, 9);
-    let mut batch: Vec<Trace> = writer_samples(&env, &w, 3, 10)
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    batch.extend(demonstrations(&env));
-    let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
-    assert!(!kept.is_empty() && kept.len() < batch.len());
-    let scale = kept.len() as f64 / batch.len() as f64;
-    let sft: Vec<f64> = estimator::sft_gradient(&env, &w, &kept)
-        .iter()
-        .map(|g| g * scale)
-        .collect();
-    let rl = estimator::reinforce(&env, &w, &batch);
-    let (abs, rel) = errors(&sft, &rl, EXACT_ABS);
-    assert!(abs <= EXACT_ABS || rel <= EXACT_REL, "abs {abs}, rel {rel}");
+    for size in WRITER_SIZES {
+        let w = writer_of(&env, size, 9);
+        let mut batch: Vec<Trace> = writer_samples(&env, &w, 3, 10)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        batch.extend(demonstrations(&env));
+        let kept: Vec<&Trace> = batch.iter().filter(|t| t.valid).collect();
+        assert!(!kept.is_empty() && kept.len() < batch.len());
+        let scale = kept.len() as f64 / batch.len() as f64;
+        let sft: Vec<f64> = estimator::sft_gradient(&env, &w, &kept)
+            .iter()
+            .map(|g| g * scale)
+            .collect();
+        let rl = estimator::reinforce(&env, &w, &batch);
+        let (abs, rel) = errors(&sft, &rl, EXACT_ABS);
+        assert!(
+            abs <= EXACT_ABS || rel <= EXACT_REL,
+            "{size:?}: abs {abs}, rel {rel}"
+        );
+    }
 }
 
 /// The toy chain of `verify` (2 tasks, H = 5): every valid trace can be

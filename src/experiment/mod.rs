@@ -367,13 +367,7 @@ fn untrained_policy(spec: &Spec, work: &Workload, seed: u64) -> Result<Box<dyn P
     // Filled in for every kind that has one when the spec was resolved.
     let prior = p.prior.unwrap_or(spec::DEFAULT_PRIOR);
     check_policy_size(spec, env)?;
-    let size = crate::policy::transformer::Size {
-        d_model: p.d_model,
-        heads: p.heads,
-        layers: p.layers,
-        d_ff: p.d_ff,
-        f64: p.f64,
-    };
+    let size = p.transformer_size();
     let policy: Box<dyn Policy> = match p.kind {
         spec::PolicyKind::Mlp => {
             Box::new(Mlp::new(env, p.hidden, 1.0, p.init_scale, prior, &mut init))
@@ -616,7 +610,7 @@ fn save_completions(
     };
     let mut out = String::new();
     for sm in samples {
-        let Some(text) = policy.completion_text(&sm.trace) else {
+        let Some(text) = policy.completion_text(env, &sm.trace) else {
             continue;
         };
         let line = serde_json::json!({

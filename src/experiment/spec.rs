@@ -163,6 +163,18 @@ pub struct PolicySpec {
     pub d_ff: usize,
     #[serde(default)]
     pub f64: bool,
+    /// Transformer kinds: how positions enter the model, `"learned"`
+    /// (default) or `"none"` (see `policy::transformer::Positions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<crate::policy::transformer::Positions>,
+    /// `kind = "plan-writer"` only: how objects become tokens, `"names"`
+    /// (default: one token per object name) or `"pool"` (each task's
+    /// objects renamed into `object_pool` shared tokens, default 16; see
+    /// `policy::transformer::tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectNaming>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_pool: Option<usize>,
     /// `kind = "pretrained"` only (resolving fills in the defaults): the
     /// model (a GGUF file or a Hugging Face directory, relative to the
     /// spec; default: the file `peers/fetch-model.sh` caches), LoRA (the
@@ -184,7 +196,77 @@ pub struct PolicySpec {
     pub top_p: Option<f64>,
 }
 
+/// `policy.objects` (see [`PolicySpec::objects`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectNaming {
+    Names,
+    Pool,
+}
+
+/// The pool size a spec gets when it names none: room for the 8-block
+/// tasks of the largest ladder twice over, so that no two tasks of one
+/// size share one naming by necessity.
+pub const DEFAULT_OBJECT_POOL: usize = 16;
+
 impl PolicySpec {
+    /// The transformer architecture and tokenisation this spec asks for.
+    pub fn transformer_size(&self) -> crate::policy::transformer::Size {
+        use crate::policy::transformer::Objects;
+        crate::policy::transformer::Size {
+            d_model: self.d_model,
+            heads: self.heads,
+            layers: self.layers,
+            d_ff: self.d_ff,
+            f64: self.f64,
+            positions: self.positions.unwrap_or_default(),
+            objects: match self.objects {
+                None | Some(ObjectNaming::Names) => Objects::Names,
+                Some(ObjectNaming::Pool) => Objects::Pool {
+                    size: self.object_pool.unwrap_or(DEFAULT_OBJECT_POOL),
+                },
+            },
+        }
+    }
+
+    /// Checks the transformer-only fields against the kind.
+    fn check_tokenisation(&self) -> Result<()> {
+        let transformer = matches!(self.kind, PolicyKind::Transformer | PolicyKind::PlanWriter);
+        let invalid = |m: String| Err(Error::Invalid(m));
+        if self.positions.is_some() && !transformer {
+            return invalid(format!(
+                "policy.positions is a setting of the transformer kinds only (this spec's kind is `{}`)",
+                self.kind.label()
+            ));
+        }
+        if self.objects == Some(ObjectNaming::Pool) && self.kind != PolicyKind::PlanWriter {
+            return invalid(format!(
+                "policy.objects = \"pool\" is a setting of kind = \"plan-writer\" only (this spec's kind is `{}`)",
+                self.kind.label()
+            ));
+        }
+        if self.objects.is_some() && !transformer {
+            return invalid(format!(
+                "policy.objects is a setting of the transformer kinds only (this spec's kind is `{}`)",
+                self.kind.label()
+            ));
+        }
+        if let Some(k) = self.object_pool {
+            if self.objects != Some(ObjectNaming::Pool) {
+                return invalid(format!(
+                    "policy.object_pool = {k} needs policy.objects = \"pool\""
+                ));
+            }
+            if !(1..=crate::policy::transformer::tokens::MAX_POOL).contains(&k) {
+                return invalid(format!(
+                    "policy.object_pool = {k} must be in 1..={}",
+                    crate::policy::transformer::tokens::MAX_POOL
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The first pretrained-only field a spec sets, if any.
     fn first_pretrained_field(&self) -> Option<&'static str> {
         [
@@ -654,6 +736,7 @@ impl Spec {
             r.check().map_err(Error::Invalid)?;
         }
         self.check_tasks_and_base()?;
+        self.policy.check_tokenisation()?;
         if matches!(
             self.policy.kind,
             PolicyKind::Transformer | PolicyKind::PlanWriter

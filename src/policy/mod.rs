@@ -65,7 +65,7 @@ pub trait Policy: Send + Sync {
     /// tokens), to be kept beside a run's numbers; `None` for policies
     /// that choose steps (their trace is its steps) or a trace without
     /// tokens.
-    fn completion_text(&self, _trace: &Trace) -> Option<String> {
+    fn completion_text(&self, _env: &Deployment, _trace: &Trace) -> Option<String> {
         None
     }
 

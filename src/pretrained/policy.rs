@@ -455,7 +455,7 @@ impl Policy for Pretrained {
         &self.theta
     }
 
-    fn completion_text(&self, trace: &Trace) -> Option<String> {
+    fn completion_text(&self, _env: &Deployment, trace: &Trace) -> Option<String> {
         if trace.tokens.is_empty() {
             return None;
         }

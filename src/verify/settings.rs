@@ -102,6 +102,8 @@ const TRANSFORMER_SIZE: crate::policy::transformer::Size = crate::policy::transf
     layers: 2,
     d_ff: 32,
     f64: true,
+    positions: crate::policy::transformer::Positions::Learned,
+    objects: crate::policy::transformer::Objects::Names,
 };
 
 /// A deployment and the policies the claims are checked for.

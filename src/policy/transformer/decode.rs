@@ -20,7 +20,7 @@
 use candle_core::{DType, Tensor};
 
 use super::kernels::{bias_fwd, bias_gelu_fwd, causal_softmax_fwd, layer_norm_fwd};
-use super::model::{KvCache, LN_EPS, Weights};
+use super::model::{KvCache, LN_EPS, Positions, Weights};
 use crate::matmul::few_rows;
 
 type R<T> = candle_core::Result<T>;
@@ -47,6 +47,7 @@ pub struct StepWeights {
     vocab: usize,
     max_len: usize,
     tok: Vec<f32>,
+    /// Learned position embeddings, [max_len, d] (empty: none).
     pos: Vec<f32>,
     blocks: Vec<Block>,
     ln_f: (Vec<f32>, Vec<f32>),
@@ -92,7 +93,7 @@ impl StepWeights {
         let (d, f) = (c.d_model, c.d_ff);
         let mut blocks = Vec::with_capacity(c.layers);
         for l in 0..c.layers {
-            let at = |k: usize| flat(2 + 12 * l + k);
+            let at = |k: usize| flat(c.block_start(l) + k);
             let mut qkv = transposed(&at(2)?, d, d);
             qkv.extend(transposed(&at(3)?, d, d));
             qkv.extend(transposed(&at(4)?, d, d));
@@ -115,7 +116,10 @@ impl StepWeights {
             vocab: c.vocab,
             max_len: c.max_len,
             tok: flat(0)?,
-            pos: flat(1)?,
+            pos: match c.positions {
+                Positions::Learned => flat(1)?,
+                Positions::None => Vec::new(),
+            },
             blocks,
             ln_f: (flat(n - 3)?, flat(n - 2)?),
             head: transposed(&flat(n - 1)?, d, c.vocab),
@@ -174,11 +178,13 @@ impl StepWeights {
             if t >= self.vocab {
                 candle_core::bail!("decode step: token {t} is outside the vocabulary");
             }
-            let (e, p) = (
-                &self.tok[t * d..(t + 1) * d],
-                &self.pos[at * d..(at + 1) * d],
-            );
-            x.extend(e.iter().zip(p).map(|(a, b)| a + b));
+            let e = &self.tok[t * d..(t + 1) * d];
+            if self.pos.is_empty() {
+                x.extend(e); // no position embeddings
+            } else {
+                let p = &self.pos[at * d..(at + 1) * d];
+                x.extend(e.iter().zip(p).map(|(a, b)| a + b));
+            }
         }
         let scale = 1.0 / (dh as f64).sqrt();
         for (l, b) in self.blocks.iter().enumerate() {
@@ -252,6 +258,7 @@ mod tests {
             d_ff: 48,
             max_len: 40,
             f64: false,
+            positions: Positions::Learned,
         };
         let mut rng = crate::rng::seeded(3);
         let normal = Normal::new(0.0, 0.3).expect("finite");

@@ -33,9 +33,10 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use model::Config;
 use model::Weights;
+pub use model::{Config, Positions};
 use sampling::{Decode, Sampling};
+pub use tokens::Objects;
 use tokens::Vocabulary;
 pub use writer::PlanWriter;
 
@@ -52,6 +53,12 @@ pub struct Size {
     pub layers: usize,
     pub d_ff: usize,
     pub f64: bool,
+    /// How positions enter the model ([`Positions`]).
+    pub positions: Positions,
+    /// How objects become tokens ([`Objects`]; the plan writer only: the
+    /// step policy scores every action of the deployment in every task,
+    /// and under a pool two actions may spell the same text there).
+    pub objects: Objects,
 }
 
 /// What both transformer policies share: the architecture, the
@@ -212,6 +219,7 @@ impl Size {
             d_ff: self.d_ff,
             max_len,
             f64: self.f64,
+            positions: self.positions,
         })
     }
 }
@@ -337,7 +345,12 @@ impl Decoder {
 impl Transformer {
     /// A fresh model for `env` with [`model::initial_params`].
     pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut crate::rng::Rng) -> Result<Self> {
-        let vocab = Vocabulary::new(env);
+        if size.objects != Objects::Names {
+            return Err(Error::Invalid(
+                "transformer: objects must be \"names\" (an object pool is for the plan writer: the step policy scores every action of the deployment in each task, and under a pool two of them may read the same)".into(),
+            ));
+        }
+        let vocab = Vocabulary::new(env, size.objects)?;
         let cfg = size.config(&vocab, vocab.max_sequence(env))?;
         Ok(Transformer {
             decoder: Decoder::new(cfg, vocab, rng),
@@ -362,8 +375,8 @@ impl Transformer {
         x: usize,
         s: StateIndex,
     ) -> candle_core::Result<Tensor> {
-        let prompt = self.decoder.vocab.prompt(env, x, s);
-        w.completion_log_probs(&prompt, &self.decoder.vocab.action_tokens)
+        let task = self.decoder.vocab.task(env, x);
+        w.completion_log_probs(&task.prompt(s), &task.actions())
     }
 
     /// Plan text written freely, token by token ([`sampling`]): nothing
@@ -386,11 +399,12 @@ impl Transformer {
             self.decoder.vocab.id(tokens::END),
         ]
         .map(|t| t.expect("in every vocabulary"));
-        let task = &env.tasks[x];
+        let space = &env.tasks[x];
+        let task = self.decoder.vocab.task(env, x);
         let mut s: StateIndex = 0;
         let mut text = String::new();
         for _ in 0..env.horizon {
-            let prompt = self.decoder.vocab.prompt(env, x, s);
+            let prompt = task.prompt(s);
             let step = sampling::generate(&w, &prompt, 1, &stop, sampling, Decode::KvCache, rng)
                 .map_err(candle)?
                 .pop()
@@ -398,13 +412,9 @@ impl Transformer {
             if step.last() == Some(&stop[1]) && step.len() == 1 {
                 break;
             }
-            text += &self.decoder.vocab.text(&step);
+            text += &task.text(&step);
             text.push('\n');
-            let next = self
-                .decoder
-                .vocab
-                .action_of(&step)
-                .and_then(|a| task.successor(s, a));
+            let next = task.action_of(&step).and_then(|a| space.successor(s, a));
             match next {
                 Some(t) => s = t,
                 None => break,

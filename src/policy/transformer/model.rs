@@ -2,7 +2,7 @@
 //! embeddings, pre-norm blocks (causal multi-head self-attention, GELU MLP — smooth, so finite-difference checks never straddle a kink),
 //! a final layer norm and an output head.
 //!
-//!   x₀ = E[tokens] + P[positions]
+//!   x₀ = E[tokens] + P[positions]   (or E[tokens] alone: [`Positions`])
 //!   xₗ₊₁ = yₗ + MLP(LN₂(yₗ)),   yₗ = xₗ + Attn(LN₁(xₗ))
 //!   logits = LN_f(x_L) W_out
 //!
@@ -19,6 +19,20 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use super::kernels;
 use rand_distr::{Distribution, Normal};
 
+/// How a token's position enters the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positions {
+    /// A learned vector per absolute position (`pos_emb`, [max_len, d]):
+    /// positions that training never reached keep their random start.
+    #[default]
+    Learned,
+    /// None ("NoPE"): x₀ = E[tokens]. The causal mask alone tells the
+    /// model where it is, so no position is untrained; Lee et al. (ICML
+    /// 2025) extrapolate length with it.
+    None,
+}
+
 /// Architecture. `max_len` bounds prompt + completion.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
@@ -30,6 +44,9 @@ pub struct Config {
     pub max_len: usize,
     /// Run the graph in f64 (verification) instead of f32 (speed).
     pub f64: bool,
+    /// Checkpoints written before this field existed had learned positions.
+    #[serde(default)]
+    pub positions: Positions,
 }
 
 pub(crate) const LN_EPS: f64 = 1e-5;
@@ -39,10 +56,10 @@ impl Config {
     /// keys) and shapes.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (v, d, f, t) = (self.vocab, self.d_model, self.d_ff, self.max_len);
-        let mut s = vec![
-            ("tok_emb".to_string(), vec![v, d]),
-            ("pos_emb".to_string(), vec![t, d]),
-        ];
+        let mut s = vec![("tok_emb".to_string(), vec![v, d])];
+        if self.positions == Positions::Learned {
+            s.push(("pos_emb".to_string(), vec![t, d]));
+        }
         for l in 0..self.layers {
             for (name, shape) in [
                 ("ln1.g", vec![d]),
@@ -65,6 +82,12 @@ impl Config {
         s.push(("ln_f.b".into(), vec![d]));
         s.push(("head".into(), vec![d, v]));
         s
+    }
+
+    /// The flat index of block `l`'s first tensor (after the embeddings).
+    pub fn block_start(&self, l: usize) -> usize {
+        let embeddings = 1 + usize::from(self.positions == Positions::Learned);
+        embeddings + 12 * l
     }
 
     pub fn num_params(&self) -> usize {
@@ -217,16 +240,17 @@ impl Weights {
                 c.max_len
             );
         }
-        let pos = self.w(1).narrow(0, start, t)?;
         let mut x = self
             .w(0)
             .embedding(&tokens.flatten_all()?)?
             .reshape((b, t, c.d_model))?;
-        x = x.broadcast_add(&pos)?;
+        if c.positions == Positions::Learned {
+            x = x.broadcast_add(&self.w(1).narrow(0, start, t)?)?;
+        }
         let scale = 1.0 / (dh as f64).sqrt();
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for l in 0..c.layers {
-            let base = 2 + 12 * l;
+            let base = c.block_start(l);
             let w = |k: usize| self.w(base + k);
             let h = kernels::layer_norm(&x, w(0), w(1), LN_EPS)?;
             let split = |m: &Tensor| -> R<Tensor> {

@@ -61,7 +61,7 @@ impl PlanWriter {
     /// holds the longest task prompt and a plan of `env.horizon` of the
     /// longest steps plus `<end>`.
     pub fn new(env: &Deployment, size: Size, tau: f64, rng: &mut Rng) -> Result<Self> {
-        let vocab = Vocabulary::new(env);
+        let vocab = Vocabulary::new(env, size.objects)?;
         let cfg = size.config(&vocab, vocab.max_plan_sequence(env))?;
         Ok(PlanWriter {
             decoder: Decoder::new(cfg, vocab, rng),
@@ -75,28 +75,29 @@ impl PlanWriter {
 
     /// The prompt of task `x`: its initial state and goal.
     pub fn prompt(&self, env: &Deployment, x: usize) -> Vec<u32> {
-        self.decoder.vocab.prompt(env, x, 0)
+        self.decoder.vocab.task(env, x).prompt(0)
     }
 
     /// The completion a trace's probability is of: the tokens the writer
     /// wrote, or, for a trace given as steps (a planner's plan), its steps
     /// in IPC syntax followed by `<end>`.
-    pub fn completion(&self, trace: &Trace) -> Vec<u32> {
+    pub fn completion(&self, env: &Deployment, trace: &Trace) -> Vec<u32> {
         if !trace.tokens.is_empty() {
             return trace.tokens.clone();
         }
-        let vocab = &self.decoder.vocab;
-        trace
-            .steps
-            .iter()
-            .flat_map(|&(_, a)| vocab.action_tokens[a].iter().copied())
-            .collect()
+        let task = self.decoder.vocab.task(env, trace.task);
+        let mut out = Vec::new();
+        for &(_, a) in &trace.steps {
+            out.extend_from_slice(&task.action(a));
+        }
+        out
     }
 
     /// A completion of task `x` as a trace (module docs); the trace keeps
     /// the tokens.
     pub fn read(&self, env: &Deployment, x: usize, completion: &[u32]) -> Trace {
         let vocab = &self.decoder.vocab;
+        let task = vocab.task(env, x);
         let (close, end) = (vocab.id(")"), vocab.id(tokens::END));
         let mut steps = Vec::new();
         let mut rest = completion;
@@ -111,7 +112,7 @@ impl PlanWriter {
                 .position(|&t| Some(t) == close)
                 .map_or(rest.len(), |i| i + 1);
             let (step, after) = rest.split_at(len);
-            let action = vocab.action_of(step);
+            let action = task.action_of(step);
             steps.push(action);
             if action.is_none() {
                 break; // text that is no step: the plan stops unreadable
@@ -123,11 +124,12 @@ impl PlanWriter {
         trace
     }
 
-    /// The plan text of a completion, one step per line in IPC syntax (what
-    /// a user would hand to a validator); `<end>` and anything after it
-    /// are not part of the plan.
-    pub fn plan_text(&self, completion: &[u32]) -> String {
+    /// The plan text of a completion of task `x`, one step per line in IPC
+    /// syntax and the task's own object names (what a user would hand to a
+    /// validator); `<end>` and anything after it are not part of the plan.
+    pub fn plan_text(&self, env: &Deployment, x: usize, completion: &[u32]) -> String {
         let vocab = &self.decoder.vocab;
+        let task = vocab.task(env, x);
         let end = vocab.id(tokens::END);
         let close = vocab.id(")");
         let mut text = String::new();
@@ -135,13 +137,13 @@ impl PlanWriter {
         for &t in completion.iter().take_while(|&&t| Some(t) != end) {
             line.push(t);
             if Some(t) == close {
-                text += &vocab.text(&line);
+                text += &task.text(&line);
                 text.push('\n');
                 line.clear();
             }
         }
         if !line.is_empty() {
-            text += &vocab.text(&line);
+            text += &task.text(&line);
             text.push('\n');
         }
         text
@@ -171,7 +173,7 @@ impl PlanWriter {
             .map(|t| {
                 let mut seq = self.prompt(env, t.task);
                 let p = seq.len();
-                seq.extend(self.completion(t));
+                seq.extend(self.completion(env, t));
                 (seq, p)
             })
             .collect();
@@ -216,16 +218,17 @@ impl Policy for PlanWriter {
         &self.decoder.theta
     }
 
-    fn completion_text(&self, trace: &Trace) -> Option<String> {
+    /// The tokens as words, in the task's own object names.
+    fn completion_text(&self, env: &Deployment, trace: &Trace) -> Option<String> {
         if trace.tokens.is_empty() {
             return None;
         }
-        let words = &self.decoder.vocab.words;
+        let task = self.decoder.vocab.task(env, trace.task);
         Some(
             trace
                 .tokens
                 .iter()
-                .map(|&t| words.get(t as usize).map_or("<?>", String::as_str))
+                .map(|&t| task.word(t))
                 .collect::<Vec<_>>()
                 .join(" "),
         )
