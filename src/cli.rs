@@ -199,7 +199,7 @@ pub struct ExplainArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// blocksworld, rovers or sokoban.
+    /// blocksworld, ferry, rovers or sokoban.
     pub domain: String,
     /// Generator parameters, e.g. `--param blocks=5` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]

@@ -74,6 +74,9 @@ pub struct Deployment {
     /// (the rest of a task's objects are its own; see
     /// `policy::transformer::tokens::Objects`).
     pub constants: Vec<String>,
+    /// The domain's type names by type id (`object` first), so an object's
+    /// type is `type_names[object.ty]`.
+    pub type_names: Vec<String>,
 }
 
 impl Deployment {
@@ -97,6 +100,7 @@ impl Deployment {
             num_features: self.num_features,
             fact_names: self.fact_names.clone(),
             constants: self.constants.clone(),
+            type_names: self.type_names.clone(),
         }
     }
 
@@ -177,6 +181,7 @@ impl Deployment {
             num_features: fact_names.len(),
             fact_names,
             constants: domain.constants.iter().map(|(n, _)| n.clone()).collect(),
+            type_names: domain.types.names.clone(),
         })
     }
 }

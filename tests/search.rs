@@ -142,7 +142,7 @@ fn bad_generator_parameters_are_clear_errors() {
     );
     assert_eq!(
         DomainKind::from_name("logistics").unwrap_err().to_string(),
-        "unknown domain `logistics` (generators exist for: blocksworld, rovers, sokoban)"
+        "unknown domain `logistics` (generators exist for: blocksworld, ferry, rovers, sokoban)"
     );
     assert!(Params::from_pairs(DomainKind::Sokoban, &["size".to_string()]).is_err());
 }

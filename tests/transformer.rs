@@ -779,6 +779,47 @@ fn a_pool_names_each_task_fixedly_and_injectively() {
     );
 }
 
+/// In a typed domain each type has its own pool: Ferry's cars become
+/// `car` tokens and its locations `location` tokens, and a planner plan
+/// written in them reads back as itself and prints in the real names.
+#[test]
+fn a_typed_pool_renames_each_type_into_its_own_tokens() {
+    crate::common::candle_cpu();
+    let kind = DomainKind::Ferry;
+    let domain = kind.parse_domain();
+    let tasks = generate(
+        kind,
+        &mut Params::from_pairs(kind, &["cars=3".to_string()]).unwrap(),
+        4,
+        2,
+    )
+    .unwrap();
+    let problems: Vec<_> = tasks
+        .iter()
+        .map(|t| iterdeploy::pddl::parse_problem(t.pddl.as_bytes(), &t.name, &domain).unwrap())
+        .collect();
+    let env = Deployment::build(&domain, &problems, 14, 100_000).unwrap();
+    let w = writer_of(&env, EXTRAPOLATING, 1);
+    let vocab = w.decoder().vocabulary();
+    for d in demonstrations(&env) {
+        let task = vocab.task(&env, d.task);
+        let completion = w.completion(&env, &d);
+        assert_eq!(w.read(&env, d.task, &completion).steps, d.steps);
+        assert!(w.read(&env, d.task, &completion).valid);
+        for &t in w.prompt(&env, d.task).iter().chain(&completion) {
+            let (token, shown) = (&vocab.words[t as usize], task.word(t));
+            if shown.starts_with('c') && shown[1..].parse::<u32>().is_ok() {
+                assert!(token.starts_with("car"), "{shown} spelled {token}");
+            }
+            if shown.starts_with('l') && shown[1..].parse::<u32>().is_ok() {
+                assert!(token.starts_with("location"), "{shown} spelled {token}");
+            }
+        }
+        let text = w.plan_text(&env, d.task, &completion);
+        assert!(text.contains("(board c") || d.plan_length() == 0, "{text}");
+    }
+}
+
 /// P01 on the plan writer: on a batch of completions, some valid, the
 /// gradient of the SFT loss on the valid ones times N⁺/N equals REINFORCE
 /// on the whole batch — the invalid rows (and their padding) contribute

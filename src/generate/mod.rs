@@ -3,6 +3,7 @@
 //! batch draws from its own stream `rng::stream(seed, i)`.
 
 mod blocksworld;
+pub mod ferry;
 mod rovers;
 mod sokoban;
 
@@ -27,6 +28,7 @@ use crate::{Error, Result};
 #[serde(rename_all = "kebab-case")]
 pub enum DomainKind {
     Blocksworld,
+    Ferry,
     Rovers,
     Sokoban,
 }
@@ -35,6 +37,7 @@ impl DomainKind {
     pub fn name(self) -> &'static str {
         match self {
             DomainKind::Blocksworld => "blocksworld",
+            DomainKind::Ferry => "ferry",
             DomainKind::Rovers => "rovers",
             DomainKind::Sokoban => "sokoban",
         }
@@ -44,6 +47,7 @@ impl DomainKind {
     pub fn domain_pddl(self) -> &'static str {
         match self {
             DomainKind::Blocksworld => include_str!("../domains/blocksworld.pddl"),
+            DomainKind::Ferry => include_str!("../domains/ferry.pddl"),
             DomainKind::Rovers => include_str!("../domains/rovers.pddl"),
             DomainKind::Sokoban => include_str!("../domains/sokoban.pddl"),
         }
@@ -52,10 +56,11 @@ impl DomainKind {
     pub fn from_name(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "blocksworld" => Ok(DomainKind::Blocksworld),
+            "ferry" => Ok(DomainKind::Ferry),
             "rovers" | "rover" => Ok(DomainKind::Rovers),
             "sokoban" => Ok(DomainKind::Sokoban),
             other => Err(Error::Invalid(format!(
-                "unknown domain `{other}` (generators exist for: blocksworld, rovers, sokoban)"
+                "unknown domain `{other}` (generators exist for: blocksworld, ferry, rovers, sokoban)"
             ))),
         }
     }
@@ -157,6 +162,15 @@ impl Generator for blocksworld::BlocksworldParams {
     }
 }
 
+impl Generator for ferry::FerryParams {
+    fn generate(&self, name: &str, rng: &mut crate::rng::Rng) -> Result<String> {
+        Ok(ferry::FerryParams::generate(self, name, rng))
+    }
+    fn describe(&self) -> String {
+        ferry::FerryParams::describe(self)
+    }
+}
+
 impl Generator for sokoban::SokobanParams {
     fn generate(&self, name: &str, rng: &mut crate::rng::Rng) -> Result<String> {
         sokoban::SokobanParams::generate(self, name, rng)
@@ -184,6 +198,7 @@ pub fn generate(
 ) -> Result<Vec<GeneratedTask>> {
     let generator: Box<dyn Generator> = match kind {
         DomainKind::Blocksworld => Box::new(blocksworld::BlocksworldParams::read(params)?),
+        DomainKind::Ferry => Box::new(ferry::FerryParams::read(params)?),
         DomainKind::Sokoban => Box::new(sokoban::SokobanParams::read(params)?),
         DomainKind::Rovers => Box::new(rovers::RoversParams::read(params)?),
     };

@@ -14,8 +14,11 @@
 //!   has never trained the token `b5`, so on a 5-block task it meets an
 //!   input it cannot read and must write a word it never learned to write.
 //! * `pool`: each task's own objects are renamed, in its prompt and its
-//!   plan alike, by a fixed injection into K pool tokens `o1 … oK` drawn
-//!   from the task's name ([`TaskTokens`]). Small tasks then use every pool
+//!   plan alike, by a fixed injection into K pool tokens per type drawn
+//!   from the task's name ([`TaskTokens`]): `o1 … oK` for untyped objects,
+//!   `car1 … carK` and `location1 … locationK` for Ferry's; the type
+//!   prefix is the part of a name that carries across sizes, the digits
+//!   the part that does not. Small tasks then use every pool
 //!   token, so a larger task's prompt holds only trained tokens; the plan
 //!   text a user sees is mapped back to the real names. Domain constants
 //!   (the same objects in every task) keep their names.
@@ -73,10 +76,12 @@ pub struct Vocabulary {
     /// task); empty for `pool`.
     action_tokens: Vec<Vec<u32>>,
     /// `pool` vocabularies: the objects (`Sym::Object(k)` is `objects[k]`)
-    /// and the pool's token ids.
+    /// and each type's pool of token ids (by type id; empty for a type
+    /// that owns no object), and every pool token.
     object_names: Vec<String>,
     object_index: HashMap<String, u32>,
-    pool_tokens: Vec<u32>,
+    pool_tokens: Vec<Vec<u32>>,
+    pool_set: std::collections::HashSet<u32>,
 }
 
 /// `(on b1 b2)` → `(`, `on`, `b1`, `b2`, `)`.
@@ -123,33 +128,50 @@ impl Vocabulary {
             .enumerate()
             .map(|(k, w)| (w.clone(), k as u32))
             .collect();
-        let mut pool_tokens = Vec::new();
+        let mut pool_tokens = vec![Vec::new(); env.type_names.len()];
         if let Objects::Pool { size } = objects {
             if !(1..=MAX_POOL).contains(&size) {
                 return Err(Error::Invalid(format!(
                     "policy.object_pool = {size} must be in 1..={MAX_POOL}"
                 )));
             }
+            let mut used = BTreeSet::new();
             for t in &env.tasks {
-                let own = own_objects(t, &constants, &object_index).len();
-                if own > size {
-                    return Err(Error::Invalid(format!(
-                        "policy.object_pool = {size} is smaller than the {own} objects of task {}: every object of a task needs its own pool token",
-                        t.name
-                    )));
+                for (ty, own) in own_objects(t, &constants, &object_index)
+                    .into_iter()
+                    .enumerate()
+                {
+                    if own.len() > size {
+                        return Err(Error::Invalid(format!(
+                            "policy.object_pool = {size} is smaller than the {} objects of type {} of task {}: every object of a task needs its own pool token",
+                            own.len(),
+                            env.type_names.get(ty).map_or("?", String::as_str),
+                            t.name
+                        )));
+                    }
+                    if !own.is_empty() {
+                        used.insert(ty);
+                    }
                 }
             }
-            for k in 1..=size {
-                let w = format!("o{k}");
-                if list.contains(&w) {
-                    return Err(Error::Invalid(format!(
-                        "the pool token {w} is already a word of the domain; use policy.objects = \"names\""
-                    )));
+            for ty in used {
+                let stem = match env.type_names[ty].as_str() {
+                    "object" => "o".to_string(),
+                    other => other.to_string(),
+                };
+                for k in 1..=size {
+                    let w = format!("{stem}{k}");
+                    if list.contains(&w) {
+                        return Err(Error::Invalid(format!(
+                            "the pool token {w} is already a word of the domain; use policy.objects = \"names\""
+                        )));
+                    }
+                    pool_tokens[ty].push(list.len() as u32);
+                    list.push(w);
                 }
-                pool_tokens.push(list.len() as u32);
-                list.push(w);
             }
         }
+        let pool_set = pool_tokens.iter().flatten().copied().collect();
         let index: HashMap<String, u32> = list
             .iter()
             .enumerate()
@@ -190,6 +212,7 @@ impl Vocabulary {
             object_names,
             object_index,
             pool_tokens,
+            pool_set,
         })
     }
 
@@ -221,14 +244,25 @@ impl Vocabulary {
             };
         };
         let constants: BTreeSet<&str> = env.constants.iter().map(String::as_str).collect();
-        let own = own_objects(&env.tasks[x], &constants, &self.object_index);
-        let slots = pool_slots(&env.tasks[x].name, own.len(), size);
+        let name = &env.tasks[x].name;
         let mut map = vec![None; self.object_names.len()];
         let mut inverse = HashMap::new();
-        for (&k, slot) in own.iter().zip(slots) {
-            let token = self.pool_tokens[slot];
-            map[k as usize] = Some(token);
-            inverse.insert(token, k);
+        let own = own_objects(&env.tasks[x], &constants, &self.object_index);
+        for (ty, objects) in own.iter().enumerate() {
+            let Some(pool) = self.pool_tokens.get(ty).filter(|p| p.len() == size) else {
+                continue; // a type this vocabulary has no pool for: never spelled
+            };
+            // The first type keeps the plain name as its stream, so an
+            // untyped domain's naming depends on the task name alone.
+            let key = if ty == 0 {
+                name.clone()
+            } else {
+                format!("{name}/{}", env.type_names[ty])
+            };
+            for (&k, slot) in objects.iter().zip(pool_slots(&key, objects.len(), size)) {
+                map[k as usize] = Some(pool[slot]);
+                inverse.insert(pool[slot], k);
+            }
         }
         TaskTokens {
             vocab: self,
@@ -286,18 +320,26 @@ fn words_only(syms: &[Sym]) -> Vec<u32> {
 }
 
 /// The task's own objects (not constants) that some fact or action names,
-/// in the problem's order, as object indices.
+/// by type id, each in the problem's order, as object indices.
 fn own_objects(
     t: &crate::mdp::TaskSpace,
     constants: &BTreeSet<&str>,
     object_index: &HashMap<String, u32>,
-) -> Vec<u32> {
-    t.problem
-        .objects
-        .iter()
-        .filter(|o| !constants.contains(o.name.as_str()))
-        .filter_map(|o| object_index.get(&o.name).copied())
-        .collect()
+) -> Vec<Vec<u32>> {
+    let mut by_type: Vec<Vec<u32>> = Vec::new();
+    for o in &t.problem.objects {
+        if constants.contains(o.name.as_str()) {
+            continue;
+        }
+        if let Some(&k) = object_index.get(&o.name) {
+            let ty = o.ty as usize;
+            if by_type.len() <= ty {
+                by_type.resize(ty + 1, Vec::new());
+            }
+            by_type[ty].push(k);
+        }
+    }
+    by_type
 }
 
 /// `n` distinct slots of a pool of `size` for the task named `name`: a
@@ -394,7 +436,7 @@ impl TaskTokens<'_> {
             .iter()
             .map(|&t| match self.inverse.get(&t) {
                 Some(&k) => Some(Sym::Object(k)),
-                None if pool && self.vocab.pool_tokens.contains(&t) => None,
+                None if pool && self.vocab.pool_set.contains(&t) => None,
                 None => Some(Sym::Word(t)),
             })
             .collect();
