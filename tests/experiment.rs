@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use iterdeploy::curation::{Pool, Rule};
 use iterdeploy::deploy::{self, ArmConfig, ArmState, Method, Role, Start};
 use iterdeploy::experiment::{self, Resolved, RunOptions};
+use iterdeploy::mdp::Deployment;
 use iterdeploy::optim::OptimizerKind;
 
 fn experiments_dir() -> PathBuf {
@@ -866,6 +867,77 @@ fn a_diverging_update_is_an_error_not_nan_metrics() {
         "after generation",
         "diverged",
         "learning_rate` (now 1e308)",
+    ] {
+        assert!(err.contains(part), "`{part}` missing from: {err}");
+    }
+}
+
+/// A policy whose forward pass overflows: the base policy, except that
+/// every sampled log-probability is NaN.
+struct Overflowing(Box<dyn iterdeploy::policy::Policy>);
+
+impl iterdeploy::policy::Policy for Overflowing {
+    fn params(&self) -> &[f64] {
+        self.0.params()
+    }
+    fn params_mut(&mut self) -> &mut [f64] {
+        self.0.params_mut()
+    }
+    fn temperature(&self) -> f64 {
+        self.0.temperature()
+    }
+    fn set_temperature(&mut self, tau: f64) {
+        self.0.set_temperature(tau)
+    }
+    fn clone_box(&self) -> Box<dyn iterdeploy::policy::Policy> {
+        Box::new(Overflowing(self.0.clone_box()))
+    }
+    fn for_task_prefix(&self, env: &Deployment) -> Box<dyn iterdeploy::policy::Policy> {
+        Box::new(Overflowing(self.0.for_task_prefix(env)))
+    }
+    fn logits(&self, env: &Deployment, x: usize, s: u32, out: &mut [f64]) {
+        self.0.logits(env, x, s, out)
+    }
+    fn backprop_logits(&self, env: &Deployment, x: usize, s: u32, g: &[f64], grad: &mut [f64]) {
+        self.0.backprop_logits(env, x, s, g, grad)
+    }
+    fn sample_traces(
+        &self,
+        env: &Deployment,
+        x: usize,
+        rngs: &mut [iterdeploy::rng::Rng],
+    ) -> Vec<(iterdeploy::estimator::Trace, f64)> {
+        self.0
+            .sample_traces(env, x, rngs)
+            .into_iter()
+            .map(|(t, _)| (t, f64::NAN))
+            .collect()
+    }
+}
+
+/// A non-finite log-probability from the policy stops the arm with an
+/// error naming the arm, seed and generation (issue 27: `lora_alpha = 1e39`
+/// once gave NaN log-probabilities and exit 0).
+#[test]
+fn a_non_finite_log_probability_is_an_error_naming_arm_seed_and_generation() {
+    let (work, base) = small_workload();
+    let broken = Overflowing(base.clone_box());
+    let err = deploy::run_arm(
+        &work,
+        &broken,
+        &arm(Method::CuratedSft),
+        3,
+        ArmState::fresh(&broken),
+        |_| Ok(()),
+    )
+    .err()
+    .expect("a NaN log-probability must stop the arm")
+    .to_string();
+    for part in [
+        "arm `CuratedSft`",
+        "seed 3",
+        "generation 0",
+        "log-probability NaN",
     ] {
         assert!(err.contains(part), "`{part}` missing from: {err}");
     }
