@@ -62,6 +62,9 @@ pub struct Figure {
     /// Text drawn beside points of the plot, at (x, y) in data units
     /// (e.g. each point's parameter value).
     pub annotations: Vec<(f64, f64, String)>,
+    /// Names of the integer y values 0, 1, …, drawn as the y tick labels
+    /// (a categorical axis: the frontier's size buckets); None: numbers.
+    pub y_ticks: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy)]
@@ -527,10 +530,17 @@ impl Figure {
         for line in wrap(&self.title, TITLE_CHARS) {
             area = area.titled(&line, (FONT, 20))?;
         }
+        let widest_tick = self
+            .y_ticks
+            .iter()
+            .flatten()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut chart = ChartBuilder::on(&area)
             .margin(15)
             .x_label_area_size(50)
-            .y_label_area_size(70)
+            .y_label_area_size(70.max(30 + 9 * widest_tick as u32))
             .build_cartesian_2d(x, y)?;
         let integer = |v: &f64| format!("{v:.0}");
         let mut mesh = chart.configure_mesh();
@@ -549,7 +559,19 @@ impl Figure {
         let (y_lo, y_hi) = self.extent(Axis::Y, self.y_bounds, self.log_y);
         let y_decimals = span_decimals(y_hi - y_lo);
         let linear_y = |v: &f64| format!("{v:.y_decimals$}");
-        if self.log_y {
+        // A categorical axis: one label per integer, its name; no label
+        // between integers.
+        let named = |v: &f64| {
+            let names = self.y_ticks.as_deref().unwrap_or_default();
+            let i = v.round();
+            if (v - i).abs() > 1e-9 || i < 0.0 {
+                return String::new();
+            }
+            names.get(i as usize).cloned().unwrap_or_default()
+        };
+        if let Some(names) = &self.y_ticks {
+            mesh.y_labels(names.len().max(2)).y_label_formatter(&named);
+        } else if self.log_y {
             mesh.y_label_formatter(&tick_label);
         } else {
             mesh.y_label_formatter(&linear_y);
@@ -853,7 +875,29 @@ mod tests {
             integer_x: true,
             y_exact: None,
             annotations: Vec::new(),
+            y_ticks: None,
         }
+    }
+
+    /// A categorical y axis labels each integer with its name, and
+    /// nothing between them: the frontier figure reads "4 blocks", not 3.0.
+    #[test]
+    fn a_categorical_y_axis_names_its_integers() {
+        let mut fig = figure(vec![(0.0, 1.0), (1.0, 2.4), (2.0, 3.0)], Some((0.0, 3.0)));
+        fig.y_exact = Some((0.0, 3.3));
+        let names = ["none", "2 blocks", "3 blocks", "4 blocks"].map(String::from);
+        fig.y_ticks = Some(names.to_vec());
+        let dir = std::env::temp_dir().join(format!("iterdeploy-cat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        fig.write(&dir, "cat").unwrap();
+        let svg = std::fs::read_to_string(dir.join("cat.svg")).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let labels: Vec<&str> = svg
+            .split("<text")
+            .filter(|t| t.contains("text-anchor=\"end\""))
+            .filter_map(|t| Some(t.split('>').nth(1)?.split('<').next()?.trim()))
+            .collect();
+        assert_eq!(labels, names, "{labels:?}");
     }
 
     /// The y tick labels of a figure's SVG, in order of appearance.
@@ -950,6 +994,7 @@ mod tests {
             integer_x: true,
             y_exact: None,
             annotations: Vec::new(),
+            y_ticks: None,
         };
         let (lo, hi) = fig.extent(Axis::Y, fig.y_bounds, false);
         assert!(lo.is_finite() && hi.is_finite() && lo < hi, "{lo} {hi}");

@@ -299,6 +299,7 @@ fn an_integer_axis_of_millions_stays_a_small_figure() {
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(&dir, "wide")
     .unwrap();

@@ -336,6 +336,7 @@ pub fn report(
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(&out, "solved")?;
     Figure {
@@ -350,6 +351,7 @@ pub fn report(
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(&out, "lengths")?;
     let summary = format!(

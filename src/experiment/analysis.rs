@@ -180,6 +180,7 @@ pub(super) fn gradient_error(
         integer_x: false,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(dir, "gradient_error")?;
     let mut summary = format!(
@@ -380,6 +381,7 @@ pub(super) fn drift(
         integer_x: false,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(dir, "cosine_vs_kl")?;
     let objective: Vec<Series> = d
@@ -400,6 +402,7 @@ pub(super) fn drift(
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(dir, "objective")?;
     let mut summary = format!(

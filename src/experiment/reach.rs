@@ -344,13 +344,8 @@ pub fn figures(
             .enumerate()
             .map(|(a, arm)| collected.series(a, &arm.name, BUCKET_ALL, name))
             .collect();
-        let legend = work
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(i, b)| format!("{} = {b}", i + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut ticks = vec!["none".to_string()];
+        ticks.extend(work.buckets.iter().cloned());
         let stem = name.to_string();
         Figure {
             title: format!(
@@ -359,7 +354,7 @@ pub fn figures(
                 spec.title
             ),
             x_label: "generation".into(),
-            y_label: format!("frontier: size position (0 = none, {legend})"),
+            y_label: "frontier (largest size so solved)".into(),
             series,
             log_x: false,
             log_y: false,
@@ -368,6 +363,7 @@ pub fn figures(
             integer_x: true,
             y_exact: Some((0.0, work.buckets.len() as f64 + 0.3)),
             annotations: Vec::new(),
+            y_ticks: Some(ticks),
         }
         .write(dir, &stem)?;
         stems.push(stem);

@@ -215,6 +215,7 @@ pub(super) fn write_deployment(
             integer_x: true,
             y_exact: None,
             annotations: Vec::new(),
+            y_ticks: None,
         };
         fig.write(dir, f.stem)?;
         figures.push(f.stem.to_string());
@@ -260,6 +261,7 @@ pub(super) fn write_deployment(
             integer_x: true,
             y_exact: Some(shared),
             annotations: Vec::new(),
+            y_ticks: None,
         }
         .write(dir, &stem)?;
         figures.push(stem);
@@ -855,6 +857,7 @@ pub fn compare(dirs: &[PathBuf], metric: &str, out: &Path) -> Result<Compared> {
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(out, metric)?;
     let first = tasks_of(&dirs[0])?;

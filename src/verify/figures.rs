@@ -135,6 +135,7 @@ fn p01(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(dir, "p01_sft_vs_reinforce")
 }
@@ -222,6 +223,7 @@ fn p03(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> {
         integer_x: false,
         y_exact: None,
         annotations: labels,
+        y_ticks: None,
     }
     .write(dir, "p03_readings")
 }
@@ -305,6 +307,7 @@ fn p06(dir: &Path, s: &Setting, policy: &dyn Policy) -> Result<()> {
         integer_x: true,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(dir, "p06_em_steps")
 }
@@ -374,6 +377,7 @@ fn rules(dir: &Path, s: &Setting, policy: &dyn Policy, seed: u64) -> Result<()> 
         integer_x: false,
         y_exact: None,
         annotations: Vec::new(),
+        y_ticks: None,
     }
     .write(dir, "rules_vs_gradient")
 }
