@@ -922,17 +922,18 @@ impl iterdeploy::policy::Policy for Overflowing {
 fn a_non_finite_log_probability_is_an_error_naming_arm_seed_and_generation() {
     let (work, base) = small_workload();
     let broken = Overflowing(base.clone_box());
-    let err = deploy::run_arm(
+    let outcome = deploy::run_arm(
         &work,
         &broken,
         &arm(Method::CuratedSft),
         3,
         ArmState::fresh(&broken),
         |_| Ok(()),
-    )
-    .err()
-    .expect("a NaN log-probability must stop the arm")
-    .to_string();
+    );
+    let Err(err) = outcome else {
+        panic!("a NaN log-probability must stop the arm");
+    };
+    let err = err.to_string();
     for part in [
         "arm `CuratedSft`",
         "seed 3",
