@@ -394,6 +394,75 @@ fn nontrivial_tasks_all_need_a_step_and_keep_the_generators_order() {
     }
 }
 
+/// The tokenisation fields belong to the transformer kinds (the object
+/// pool to the plan writer), and a pool too small for a task's objects is
+/// refused with the task named.
+#[test]
+fn tokenisation_fields_are_checked_against_the_kind() {
+    let on_mlp = |extra: &str| SMALL.replace("hidden = 16", &format!("hidden = 16\n{extra}"));
+    for (extra, needle) in [
+        (
+            "positions = \"none\"",
+            "policy.positions is a setting of the transformer kinds",
+        ),
+        (
+            "objects = \"pool\"",
+            "policy.objects = \"pool\" is a setting of kind = \"plan-writer\"",
+        ),
+        (
+            "objects = \"names\"",
+            "policy.objects is a setting of the transformer kinds",
+        ),
+        (
+            "object_pool = 8",
+            "policy.object_pool = 8 needs policy.objects = \"pool\"",
+        ),
+    ] {
+        let e = Resolved::parse(&on_mlp(extra), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{extra}: {e}");
+    }
+    let writer = SMALL.replace(
+        "kind = \"mlp\"\nhidden = 16",
+        "kind = \"plan-writer\"\nd_model = 8\nheads = 2\nlayers = 1\nd_ff = 8\npositions = \"none\"\nobjects = \"pool\"",
+    );
+    let ok = Resolved::parse(&writer, "x.toml").unwrap();
+    let size = ok.spec.policy.transformer_size();
+    assert_eq!(
+        size.positions,
+        iterdeploy::policy::transformer::Positions::None
+    );
+    assert_eq!(
+        size.objects,
+        iterdeploy::policy::transformer::Objects::Pool { size: 16 }
+    );
+    let e = Resolved::parse(
+        &writer.replace("objects = \"pool\"", "objects = \"pool\"\nobject_pool = 0"),
+        "x.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("policy.object_pool = 0 must be in 1..="), "{e}");
+    // A pool of 2 cannot name a 3-block task's blocks: refused when the
+    // writer is built, with the task named.
+    let small = Resolved::parse(
+        &writer.replace("objects = \"pool\"", "objects = \"pool\"\nobject_pool = 2"),
+        "x.toml",
+    )
+    .unwrap();
+    let out = scratch("pool-too-small");
+    let e = experiment::run(&small, &options(&out))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("policy.object_pool = 2 is smaller than the 3 objects"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// The pretrained kind's fields are range-checked, belong to that kind
 /// only, and `model` is relative to the spec (resolved to an absolute
 /// path, so the resolved spec reads back from anywhere).
