@@ -250,6 +250,10 @@ mod tests {
     /// far from uniform, and nonzero biases and gains away from 1, so a
     /// dropped term shows.
     fn decoder() -> Weights {
+        decoder_with(Positions::Learned)
+    }
+
+    fn decoder_with(positions: Positions) -> Weights {
         let cfg = Config {
             vocab: 23,
             d_model: 32,
@@ -258,7 +262,7 @@ mod tests {
             d_ff: 48,
             max_len: 40,
             f64: false,
-            positions: Positions::Learned,
+            positions,
         };
         let mut rng = crate::rng::seeded(3);
         let normal = Normal::new(0.0, 0.3).expect("finite");
@@ -277,10 +281,16 @@ mod tests {
 
     /// Fed the same tokens, the step and the graph's cached forward pass
     /// give the same next-token log-probabilities to f32 round-off, at
-    /// every position of three rows that share a prompt.
+    /// every position of three rows that share a prompt, with learned
+    /// positions and with none.
     #[test]
     fn the_step_matches_the_graph_at_every_position() {
-        let w = decoder();
+        step_matches_graph(Positions::Learned);
+        step_matches_graph(Positions::None);
+    }
+
+    fn step_matches_graph(positions: Positions) {
+        let w = decoder_with(positions);
         let step = StepWeights::of(&w).unwrap().expect("f32 on the CPU");
         let mut rng = crate::rng::seeded(4);
         let prompt: Vec<u32> = (0..5).map(|_| rng.random_range(0..23)).collect();
@@ -314,7 +324,7 @@ mod tests {
         }
         assert!(
             worst <= crate::tolerance::F32_REFERENCE_LOGITS,
-            "largest log-probability difference {worst:e}"
+            "{positions:?}: largest log-probability difference {worst:e}"
         );
         // The cache is full: one more position is refused, not overrun.
         assert!(step.step(&mut ours, &[0, 0, 0]).is_err());
