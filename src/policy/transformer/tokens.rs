@@ -77,11 +77,12 @@ pub struct Vocabulary {
     action_tokens: Vec<Vec<u32>>,
     /// `pool` vocabularies: the objects (`Sym::Object(k)` is `objects[k]`)
     /// and each type's pool of token ids (by type id; empty for a type
-    /// that owns no object), and every pool token.
+    /// that owns no object). The pool tokens are the last words, from
+    /// `first_pool` on (the vocabulary's length without a pool).
     object_names: Vec<String>,
     object_index: HashMap<String, u32>,
     pool_tokens: Vec<Vec<u32>>,
-    pool_set: std::collections::HashSet<u32>,
+    first_pool: usize,
 }
 
 /// `(on b1 b2)` → `(`, `on`, `b1`, `b2`, `)`.
@@ -129,6 +130,7 @@ impl Vocabulary {
             .map(|(k, w)| (w.clone(), k as u32))
             .collect();
         let mut pool_tokens = vec![Vec::new(); env.type_names.len()];
+        let first_pool = list.len();
         if let Objects::Pool { size } = objects {
             if !(1..=MAX_POOL).contains(&size) {
                 return Err(Error::Invalid(format!(
@@ -171,7 +173,6 @@ impl Vocabulary {
                 }
             }
         }
-        let pool_set = pool_tokens.iter().flatten().copied().collect();
         let index: HashMap<String, u32> = list
             .iter()
             .enumerate()
@@ -212,12 +213,8 @@ impl Vocabulary {
             object_names,
             object_index,
             pool_tokens,
-            pool_set,
+            first_pool,
         })
-    }
-
-    pub fn objects(&self) -> Objects {
-        self.objects
     }
 
     pub fn len(&self) -> usize {
@@ -249,7 +246,7 @@ impl Vocabulary {
         let mut inverse = HashMap::new();
         let own = own_objects(&env.tasks[x], &constants, &self.object_index);
         for (ty, objects) in own.iter().enumerate() {
-            let Some(pool) = self.pool_tokens.get(ty).filter(|p| p.len() == size) else {
+            let Some(pool) = self.pool_tokens.get(ty).filter(|p| !p.is_empty()) else {
                 continue; // a type this vocabulary has no pool for: never spelled
             };
             // The first type keeps the plain name as its stream, so an
@@ -431,12 +428,11 @@ impl TaskTokens<'_> {
     /// The action whose completion is exactly `tokens` (`<end>`: END); a
     /// pool token this task does not use names no action.
     pub fn action_of(&self, tokens: &[u32]) -> Option<usize> {
-        let pool = matches!(self.vocab.objects, Objects::Pool { .. });
         let syms: Option<Vec<Sym>> = tokens
             .iter()
             .map(|&t| match self.inverse.get(&t) {
                 Some(&k) => Some(Sym::Object(k)),
-                None if pool && self.vocab.pool_set.contains(&t) => None,
+                None if t as usize >= self.vocab.first_pool => None,
                 None => Some(Sym::Word(t)),
             })
             .collect();
