@@ -38,6 +38,20 @@ pub const SYMMETRY_REL: f64 = 1e-6;
 /// on a shortest-per-task field is 1.5e-4: Sokoban, MLP, N = 5.)
 pub const ASYMMETRY_MIN: f64 = 10.0 * SYMMETRY_REL;
 
+/// P09's exact asymmetry of a gradient field: the chain rule gives the
+/// antisymmetric part as Σ_x μ_x G_x ((W_x − W_xᵀ)/2) G_xᵀ, and for the
+/// gradient fields W_x (a complex-step derivative of the weights) is
+/// symmetric entry for entry, or zero, so the value is 0 in exact and in
+/// floating-point arithmetic alike (measured: 0 on every row). 1e-12
+/// allows rounding in W's entries should a rule's two halves ever be
+/// computed along different paths.
+pub const ASYMMETRY_EXACT: f64 = 1e-12;
+
+/// P09: the finite-difference asymmetry and the exact one must agree to
+/// within the finite-difference noise floor of [`SYMMETRY_REL`], in units
+/// of relative asymmetry (both share the denominator ‖M‖_F).
+pub const ASYMMETRY_AGREE: f64 = SYMMETRY_REL;
+
 /// Monte Carlo checks: |estimate − exact| ≤ Z · standard error. At 5 SE a
 /// correct unbiased estimator fails with probability ≈ 5.7e-7 per
 /// direction; a P07 row tests 5 directions (4 random and ∇J), so its false

@@ -662,6 +662,28 @@ fn smoke_runs_of_every_shipped_spec_write_all_outputs() {
                 "{}",
                 r.spec.id
             );
+            // The update cosine needs the exact ∇J: a policy that reads its
+            // own text gets no (empty) cosine figure, and the summary says
+            // why; a step policy gets the figure.
+            let markov = r.spec.policy.kind.is_markov();
+            assert_eq!(
+                figures.iter().any(|f| f == "cosine"),
+                markov,
+                "{}: cosine figure",
+                r.spec.id
+            );
+            assert_eq!(
+                dir.join("cosine.png").exists(),
+                markov,
+                "{}: cosine.png",
+                r.spec.id
+            );
+            assert_eq!(
+                summary.contains("`update_cosine` is undefined"),
+                !markov,
+                "{}",
+                r.spec.id
+            );
         }
         // Whether P(valid) is exact or estimated is said, in the summary
         // and on the success figure's axis.

@@ -876,3 +876,51 @@ fn hugging_face_directories_that_once_panicked_are_refused_by_name() {
     assert!(e.contains("tokenizer") && e.contains("40 rows"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// No file of a Hugging Face directory is read past its bound: a shard
+/// larger than the model's weights in f32 (plus 64 MiB) and a
+/// `tokenizer.json` over 256 MiB are refused by name before they are
+/// read. Both files are sparse, so the test writes almost nothing.
+#[test]
+fn hugging_face_directories_with_oversized_files_are_refused_before_reading() {
+    let root = std::env::temp_dir().join(format!("iterdeploy-hf-big-{}", std::process::id()));
+    let dir = root.join("m");
+    let load_err = |dir: &std::path::Path| {
+        pretrained::load(dir, &Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    write_hf_dir(&dir, "llama", 6);
+    pretrained::load(&dir, &Device::Cpu).unwrap();
+
+    // A second shard of 80 MiB: this model's weights in f32 are well under
+    // 1 MiB, so its bound is about 64 MiB.
+    let shard = dir.join("model-00002-of-00002.safetensors");
+    std::fs::File::create(&shard)
+        .unwrap()
+        .set_len(80 << 20)
+        .unwrap();
+    let e = load_err(&dir);
+    assert!(
+        e.contains("model-00002-of-00002.safetensors")
+            && e.contains("more than this model's weights can take in f32"),
+        "{e}"
+    );
+    std::fs::remove_file(&shard).unwrap();
+    pretrained::load(&dir, &Device::Cpu).unwrap();
+
+    let tok = dir.join("tokenizer.json");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tok)
+        .unwrap()
+        .set_len(iterdeploy::input::MAX_INPUT_BYTES + 1)
+        .unwrap();
+    let e = load_err(&dir);
+    assert!(
+        e.contains("tokenizer.json") && e.contains("larger than 256 MiB"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
