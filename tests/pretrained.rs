@@ -656,6 +656,14 @@ fn hugging_face_directories_it_cannot_run_are_refused_by_name() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The error loading the model at `dir` gives (it must be refused).
+fn load_err(dir: &std::path::Path) -> String {
+    pretrained::load(dir, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string()
+}
+
 /// A GGUF file written byte by byte, so a test can give it any header: its
 /// metadata (key, GGUF value type, value bytes), then its tensors (name,
 /// dims, ggml type, offset) and `data` after the header, padded to 32.
@@ -804,12 +812,6 @@ fn hugging_face_directories_that_once_panicked_are_refused_by_name() {
     use candle_core::DType;
     let root = std::env::temp_dir().join(format!("iterdeploy-hf-panic-{}", std::process::id()));
     let dir = root.join("m");
-    let load_err = |dir: &std::path::Path| {
-        pretrained::load(dir, &Device::Cpu)
-            .err()
-            .expect("refused")
-            .to_string()
-    };
     write_hf_dir(&dir, "llama", 5);
     let config = dir.join("config.json");
     let good: serde_json::Value =
@@ -885,12 +887,6 @@ fn hugging_face_directories_that_once_panicked_are_refused_by_name() {
 fn hugging_face_directories_with_oversized_files_are_refused_before_reading() {
     let root = std::env::temp_dir().join(format!("iterdeploy-hf-big-{}", std::process::id()));
     let dir = root.join("m");
-    let load_err = |dir: &std::path::Path| {
-        pretrained::load(dir, &Device::Cpu)
-            .err()
-            .expect("refused")
-            .to_string()
-    };
     write_hf_dir(&dir, "llama", 6);
     pretrained::load(&dir, &Device::Cpu).unwrap();
 
