@@ -207,16 +207,44 @@ struct Entry {
     hash: String,
 }
 
-fn content_hash(bytes: &[u8]) -> String {
+/// The size and content hash of everything `from` yields, streamed
+/// through a buffer of `buf_len` bytes (a multiple of 8): a set's files
+/// are hashed without holding them, so an output larger than the input
+/// bound (a long run's `completions.jsonl` reached 290 MB) can be marked
+/// and checked. The hash is FxHash of the bytes, then of their count. Each
+/// write but the last is a full buffer, a multiple of 8 bytes, so the
+/// hash equals that of one write of the whole content.
+fn content_hash(from: &mut impl std::io::Read, buf_len: usize) -> std::io::Result<(u64, String)> {
     use std::hash::Hasher;
+    debug_assert!(buf_len > 0 && buf_len % 8 == 0);
     let mut h = crate::hashing::FxHasher::default();
-    h.write(bytes);
-    h.write_u64(bytes.len() as u64);
-    format!("{:016x}", h.finish())
+    let mut buf = vec![0u8; buf_len];
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match from.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        h.write(&buf[..n]);
+        total += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    h.write_u64(total);
+    Ok((total, format!("{:016x}", h.finish())))
 }
 
+/// The buffer [`entry`] hashes through: 1 MiB.
+const HASH_BUFFER: usize = 1 << 20;
+
 /// The entry of file `name` of `dir`: a plain name (no folder, no `..`),
-/// read as a regular file within the input bound.
+/// read as a regular file (never a link, FIFO or device), streamed.
 fn entry(dir: &Path, name: &str) -> Result<Entry> {
     let plain = Path::new(name)
         .file_name()
@@ -234,11 +262,12 @@ fn entry(dir: &Path, name: &str) -> Result<Entry> {
             path.display()
         )));
     }
-    let bytes = crate::input::read_file(&path)?;
+    let mut file = crate::input::open_regular(&path)?;
+    let (bytes, hash) = content_hash(&mut file, HASH_BUFFER).map_err(|e| Error::io(&path, e))?;
     Ok(Entry {
         name: name.to_string(),
-        bytes: bytes.len() as u64,
-        hash: content_hash(&bytes),
+        bytes,
+        hash,
     })
 }
 
@@ -480,6 +509,53 @@ mod tests {
         f.set_len(crate::input::MAX_INPUT_BYTES + 1).unwrap();
         let e = check_set(&run).unwrap_err().to_string();
         assert!(e.contains("larger than 256 MiB"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The streamed hash is the hash of the whole content at once, for
+    /// every size around the buffer's and for reads that return less than
+    /// asked; and a set whose file is larger than the input bound (a
+    /// sparse one here) is marked and checked, and a change in its last
+    /// byte is seen.
+    #[test]
+    fn a_set_of_files_past_the_input_bound_is_hashed_streamed() {
+        use std::hash::Hasher;
+        let whole = |bytes: &[u8]| {
+            let mut h = crate::hashing::FxHasher::default();
+            h.write(bytes);
+            h.write_u64(bytes.len() as u64);
+            format!("{:016x}", h.finish())
+        };
+        /// A reader that returns at most 5 bytes a call.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let k = out.len().min(5).min(self.0.len());
+                out[..k].copy_from_slice(&self.0[..k]);
+                self.0 = &self.0[k..];
+                Ok(k)
+            }
+        }
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 37 % 251) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100] {
+            let d = &data[..len];
+            let (n, hash) = content_hash(&mut Trickle(d), 16).unwrap();
+            assert_eq!((n, hash), (len as u64, whole(d)), "{len} bytes");
+        }
+        let dir = std::env::temp_dir().join(format!("iterdeploy-big-set-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("completions.jsonl");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(crate::input::MAX_INPUT_BYTES + 9).unwrap();
+        finish_set(&dir, &["completions.jsonl".to_string()]).unwrap();
+        check_set(&dir).unwrap();
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+        f.seek(SeekFrom::End(-1)).unwrap();
+        f.write_all(b"x").unwrap();
+        drop(f);
+        let e = check_set(&dir).unwrap_err().to_string();
+        assert!(e.contains("files of two runs are mixed"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

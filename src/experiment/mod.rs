@@ -558,7 +558,6 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         spec::Kind::Drift(d) => analysis::drift(&dir, &resolved, &work, &bases, d)?,
     };
     join_completions(&dir, &ck_dir, spec, resolved.arms.len())?;
-    std::fs::remove_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
     crate::output::write_atomic(&dir.join("summary.md"), outcome.summary.as_bytes())?;
     // Written last: the outputs of this run are now one set.
     let mut files: Vec<String> = [
@@ -577,6 +576,9 @@ pub fn run(resolved: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         files.push(format!("{stem}.svg"));
     }
     crate::output::finish_set(&dir, &files)?;
+    // Only now: until the set is marked, a failed or killed run resumes
+    // from its checkpoints rather than starting over.
+    std::fs::remove_dir_all(&ck_dir).map_err(|e| Error::io(&ck_dir, e))?;
     Ok(RunOutcome { dir, ..outcome })
 }
 
