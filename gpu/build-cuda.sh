@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Builds iterdeploy with `--features cuda` on a machine without a GPU or a
-# CUDA install, from NVIDIA's compiler and libraries on PyPI (CUDA 13.4:
-# the newest cudarc 0.19 knows). Run from anywhere; prints the binary's
-# path and the environment a run needs.
+# CUDA install, from NVIDIA's compiler and libraries on PyPI (CUDA 13.0,
+# to match the device machines' driver: see below). Run from anywhere;
+# prints the binary's path and the environment a run needs.
+#
+# Why 13.0 and not the newest: candle compiles its kernels to PTX, which
+# the driver turns into machine code when the binary loads them. A driver
+# loads PTX of its own CUDA version or older only ("unsupported PTX
+# version" otherwise). The lent machines run driver 580.x, CUDA 13.0, so
+# the PTX must come from nvcc 13.0 (PTX ISA 9.0). Shipping machine code
+# (SASS) for sm_90 instead would need candle-kernels built as cubins,
+# which its build script does not offer. The script checks the PTX
+# version it produced.
 #
 #   gpu/build-cuda.sh              # kernels for compute capability 90 (H100)
 #   CUDA_COMPUTE_CAP=80 gpu/build-cuda.sh    # A100; 89 for L4/RTX 40xx
@@ -27,12 +36,12 @@ venv="${ITERDEPLOY_CUDA_VENV:-$root/target/cuda-venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-# nvcc's own dependencies (nvvm, crt) are pinned too: an unpinned nvvm 13.5
-# writes PTX 9.5, which the 13.4 ptxas refuses ("Unsupported .version 9.5").
+# nvcc's own dependencies (nvvm, crt) are pinned too: an unpinned nvvm
+# writes the newest PTX, which an older ptxas (and driver) refuses.
 # pip's check is cheap when everything is installed already.
-"$venv/bin/pip" install -q "nvidia-cuda-nvcc==13.4.92" "nvidia-nvvm==13.4.92" "nvidia-cuda-crt==13.4.92" \
-  "nvidia-cuda-runtime==13.4.92" "nvidia-cuda-nvrtc==13.4.92" "nvidia-cublas==13.*" "nvidia-curand==10.*" \
-  "nvidia-cuda-cccl==13.*" >&2
+"$venv/bin/pip" install -q "nvidia-cuda-nvcc==13.0.88" "nvidia-nvvm==13.0.88" "nvidia-cuda-crt==13.0.88" \
+  "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-nvrtc==13.0.88" "nvidia-cublas==13.0.2.14" "nvidia-curand==10.4.0.35" \
+  "nvidia-cuda-cccl==13.0.85" >&2
 cu="$(echo "$venv"/lib/python3*/site-packages/nvidia/cu13)"
 for lib in cublas cublasLt curand nvrtc cudart; do
   real="$(ls "$cu/lib/lib$lib.so."* | grep -v builtins | head -1)"
@@ -55,7 +64,7 @@ cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/libcuda.c
 ln -sf libcuda.so "$stub/libcuda.so.1"
 ln -sf "$stub/libcuda.so" "$cu/lib/libcuda.so"
 export CUDA_HOME="$cu" PATH="$cu/bin:$PATH"
-export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CUDARC_CUDA_VERSION=13040
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CUDARC_CUDA_VERSION=13000
 (cd "$root" && cargo build --release --features cuda --target-dir target/cuda >&2)
 echo "built: $root/target/cuda/release/iterdeploy" >&2
 echo "run it with: LD_LIBRARY_PATH=$cu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" >&2
