@@ -216,7 +216,7 @@ struct Entry {
 /// hash equals that of one write of the whole content.
 fn content_hash(from: &mut impl std::io::Read, buf_len: usize) -> std::io::Result<(u64, String)> {
     use std::hash::Hasher;
-    debug_assert!(buf_len > 0 && buf_len % 8 == 0);
+    debug_assert!(buf_len > 0 && buf_len.is_multiple_of(8));
     let mut h = crate::hashing::FxHasher::default();
     let mut buf = vec![0u8; buf_len];
     let mut total = 0u64;
