@@ -365,6 +365,12 @@ impl Ctx<'_> {
         let jacobians = |rule: Rule, n: usize| -> Vec<Vec<Vec<f64>>> {
             q0.iter().map(|qx| weight_jacobian(rule, n, qx)).collect()
         };
+        // The shortest-per-task field with its weights moving with θ.
+        let shortest = |n: usize| {
+            move |p: &dyn Policy| {
+                curated_expectation(env, &PolicyTable::new(p, env), p, Rule::ShortestPerTask, n).1
+            }
+        };
         let mut checks = Vec::new();
         // Gradient fields: ∇J; one valid per task (∇ Σ_j pass@j/j, P04);
         // shortest per task with w frozen at θ₀ (∇ Σ_x μ E_θ[w₀(|y|) R]).
@@ -409,10 +415,7 @@ impl Ctx<'_> {
                 true,
                 &dims,
             ));
-            let moving: &Field = &|p| {
-                curated_expectation(env, &PolicyTable::new(p, env), p, Rule::ShortestPerTask, n).1
-            };
-            let m = measure(policy, moving, &jacobians(Rule::ShortestPerTask, n));
+            let m = measure(policy, &shortest(n), &jacobians(Rule::ShortestPerTask, n));
             let quantity = format!(
                 "shortest per task, N={n}, weights w(L; theta) (not a gradient; {off_mode:.1e} of the valid mass off the modal length)"
             );
@@ -426,10 +429,7 @@ impl Ctx<'_> {
             checks.push(row);
         }
         for n in NS_LARGE {
-            let moving: &Field = &|p| {
-                curated_expectation(env, &PolicyTable::new(p, env), p, Rule::ShortestPerTask, n).1
-            };
-            let m = measure(policy, moving, &jacobians(Rule::ShortestPerTask, n));
+            let m = measure(policy, &shortest(n), &jacobians(Rule::ShortestPerTask, n));
             let mut row = self.symmetry_row(
                 format!("shortest per task, N={n}, weights w(L; theta) (large N)"),
                 &m,
